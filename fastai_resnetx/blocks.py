@@ -1,0 +1,107 @@
+"""CNN building blocks, all with the constructor shape `(ni, nf, stride=1, **kwargs)`.
+
+Each block is the *residual branch* F(x): on its own it maps `(N, ni, H, W)` to `(N, nf, H/stride, W/stride)`;
+as a ResNetX unit, ResNetX adds the skip and applies `post_act` after the add. `residual_block` wraps any of
+them into a stand-alone residual block with the right shortcut; `ResBlock` is seed 001's block."""
+from torch import nn, Tensor
+
+from .layers import ConvNormAct, ResidualAdd, SqueezeExcitation, projection, get_act
+
+__all__ = ['BasicBlock', 'Bottleneck', 'LinearBottleneck', 'InvertedResidual', 'DepthwiseSeparableConv',
+           'MBConv', 'FusedMBConv', 'ResBlock', 'residual_block', 'BLOCKS', 'get_block']
+
+
+class BasicBlock(nn.Sequential):
+    "ResNet-18/34 branch: 3x3 conv-norm-act (with the stride), 3x3 conv-norm. ReLU follows the add."
+    post_act = True
+    def __init__(self, ni:int, nf:int, stride:int=1, ks:int=3, act=nn.ReLU, norm=nn.BatchNorm2d):
+        super().__init__(ConvNormAct(ni, nf, ks, stride, norm=norm, act=act),
+                         ConvNormAct(nf, nf, ks, norm=norm, act=None))
+
+
+class Bottleneck(nn.Sequential):
+    "ResNet-50+ branch (v1.5, stride on the 3x3): 1x1 reduce, 3x3, 1x1 expand to `nf`. ReLU follows the add."
+    post_act = True
+    def __init__(self, ni:int, nf:int, stride:int=1, reduction:int=4, groups:int=1, ks:int=3,
+                 act=nn.ReLU, norm=nn.BatchNorm2d):
+        mid = nf // reduction
+        if mid < 1: raise ValueError(f"`reduction` ({reduction}) must be <= `nf` ({nf})")
+        super().__init__(ConvNormAct(ni, mid, 1, norm=norm, act=act),
+                         ConvNormAct(mid, mid, ks, stride, groups=groups, norm=norm, act=act),
+                         ConvNormAct(mid, nf, 1, norm=norm, act=None))
+
+
+class LinearBottleneck(Bottleneck):
+    "A bottleneck with no activation after the add (MobileNetV2's linear bottleneck)."
+    post_act = False
+
+
+class InvertedResidual(nn.Sequential):
+    "Narrow -> wide -> narrow: 1x1 expand by `expansion`, dense 3x3 (with the stride), 1x1 linear projection."
+    post_act = False
+    def __init__(self, ni:int, nf:int, stride:int=1, expansion:int=4, ks:int=3, act=nn.ReLU, norm=nn.BatchNorm2d):
+        mid = ni * expansion
+        super().__init__(ConvNormAct(ni, mid, 1, norm=norm, act=act),
+                         ConvNormAct(mid, mid, ks, stride, norm=norm, act=act),
+                         ConvNormAct(mid, nf, 1, norm=norm, act=None))
+
+
+class DepthwiseSeparableConv(nn.Sequential):
+    "Depthwise `ks`x`ks` conv-norm-act (one filter per channel, with the stride), then pointwise 1x1 conv-norm."
+    post_act = True
+    def __init__(self, ni:int, nf:int, stride:int=1, ks:int=3, act=nn.ReLU, norm=nn.BatchNorm2d, pw_act=None):
+        super().__init__(ConvNormAct(ni, ni, ks, stride, groups=ni, norm=norm, act=act),
+                         ConvNormAct(ni, nf, 1, norm=norm, act=pw_act))
+
+
+class MBConv(nn.Sequential):
+    "EfficientNet's MBConv: 1x1 expand, depthwise `ks`x`ks` (with the stride), squeeze-excitation, 1x1 linear projection."
+    post_act = False
+    def __init__(self, ni:int, nf:int, stride:int=1, expansion:int=4, ks:int=3, se_ratio:float=0.25,
+                 act=nn.SiLU, norm=nn.BatchNorm2d):
+        mid = ni * expansion
+        layers = [ConvNormAct(ni, mid, 1, norm=norm, act=act) if expansion != 1 else nn.Identity(),
+                  ConvNormAct(mid, mid, ks, stride, groups=mid, norm=norm, act=act),
+                  SqueezeExcitation(mid, se_ratio, squeeze_from=ni, act=act) if se_ratio else nn.Identity(),
+                  ConvNormAct(mid, nf, 1, norm=norm, act=None)]
+        super().__init__(*layers)
+
+
+class FusedMBConv(nn.Sequential):
+    "EfficientNetV2's fused MBConv: one dense `ks`x`ks` expand conv (with the stride), optional SE, 1x1 linear projection."
+    post_act = False
+    def __init__(self, ni:int, nf:int, stride:int=1, expansion:int=4, ks:int=3, se_ratio:float=0.,
+                 act=nn.SiLU, norm=nn.BatchNorm2d):
+        mid = ni * expansion
+        super().__init__(ConvNormAct(ni, mid, ks, stride, norm=norm, act=act),
+                         SqueezeExcitation(mid, se_ratio, squeeze_from=ni, act=act) if se_ratio else nn.Identity(),
+                         ConvNormAct(mid, nf, 1, norm=norm, act=None))
+
+
+class ResBlock(ResidualAdd):
+    "Seed 001's ResBlock: two 3x3 convs (stride on the second), average-pool + 1x1 shortcut, activation after the add."
+    def __init__(self, ni:int, nf:int, stride:int=1, ks:int=3, act=nn.ReLU, norm=nn.BatchNorm2d):
+        convs = nn.Sequential(ConvNormAct(ni, nf, ks, 1, norm=norm, act=act),
+                              ConvNormAct(nf, nf, ks, stride, norm=norm, act=None))
+        super().__init__(convs, projection(ni, nf, stride, kind='avgpool', norm=norm), act=act)
+
+
+BLOCKS = {'basic': BasicBlock, 'bottleneck': Bottleneck, 'linear_bottleneck': LinearBottleneck,
+          'inverted_residual': InvertedResidual, 'dwsep': DepthwiseSeparableConv,
+          'mbconv': MBConv, 'fused_mbconv': FusedMBConv}
+
+
+def get_block(block):
+    "A block class from its name in `BLOCKS` or the class itself."
+    if isinstance(block, str):
+        if block in BLOCKS: return BLOCKS[block]
+        raise ValueError(f"`unit` must be one of {sorted(BLOCKS)} or an nn.Module class, got {block!r}")
+    if isinstance(block, type) and issubclass(block, nn.Module): return block
+    raise ValueError(f"`unit` must be one of {sorted(BLOCKS)} or an nn.Module class, got {block!r}")
+
+
+def residual_block(block, ni:int, nf:int, stride:int=1, shortcut:str='conv', **kwargs) -> ResidualAdd:
+    "A stand-alone residual block: `block`'s branch, a projection shortcut when the shape changes, its `post_act`."
+    block = get_block(block)
+    act = kwargs.get('act', nn.ReLU) if getattr(block, 'post_act', True) else None
+    return ResidualAdd(block(ni, nf, stride, **kwargs), projection(ni, nf, stride, kind=shortcut), act=act)

@@ -1,0 +1,86 @@
+"Small layers the blocks and ResNetX are made of: conv-norm-act, residual add, shortcuts, stems, heads."
+from collections import OrderedDict
+from functools import partial
+
+import torch
+from torch import nn, Tensor
+from torchvision.ops import Conv2dNormActivation, SqueezeExcitation as _TVSqueezeExcitation
+
+__all__ = ['ConvNormAct', 'Conv1x1NormAct', 'Conv3x3NormAct', 'ResidualAdd', 'SqueezeExcitation',
+           'projection', 'resnet_stem', 'deep_stem', 'classifier_head', 'get_act']
+
+_ACTS = {'relu': nn.ReLU, 'relu6': nn.ReLU6, 'silu': nn.SiLU, 'swish': nn.SiLU, 'gelu': nn.GELU,
+         'mish': nn.Mish, 'hardswish': nn.Hardswish, 'leaky_relu': nn.LeakyReLU}
+
+
+def get_act(act):
+    "An activation class from a name ('relu', 'silu', ...), a class, or None for no activation."
+    if act is None: return None
+    if isinstance(act, str):
+        if act.lower() in _ACTS: return _ACTS[act.lower()]
+    elif callable(act): return act
+    raise ValueError(f"`act` must be None, an nn.Module class or one of {sorted(_ACTS)}, got {act!r}")
+
+
+class ConvNormAct(Conv2dNormActivation):
+    "Conv (same padding, no bias before a norm) -> norm -> activation, as torchvision's `Conv2dNormActivation`."
+    def __init__(self, ni:int, nf:int, ks:int=3, stride:int=1, groups:int=1, norm=nn.BatchNorm2d, act=nn.ReLU, **kwargs):
+        if ks % 2 != 1: raise ValueError(f"`ks` must be an odd kernel size for same padding, got {ks}")
+        if ni % groups or nf % groups:
+            raise ValueError(f"`groups` ({groups}) must divide `ni` ({ni}) and `nf` ({nf})")
+        super().__init__(ni, nf, kernel_size=ks, stride=stride, groups=groups, norm_layer=norm,
+                         activation_layer=get_act(act), inplace=None, **kwargs)
+
+Conv1x1NormAct = partial(ConvNormAct, ks=1)
+Conv3x3NormAct = partial(ConvNormAct, ks=3)
+
+
+class ResidualAdd(nn.Module):
+    "`act(block(x) + shortcut(x))`: a residual connection around `block`, with an optional shortcut and activation."
+    def __init__(self, block:nn.Module, shortcut:nn.Module=None, act=None):
+        super().__init__()
+        self.block = block
+        self.shortcut = nn.Identity() if shortcut is None else shortcut
+        act = get_act(act)
+        self.act = nn.Identity() if act is None else act()
+
+    def forward(self, x:Tensor) -> Tensor: return self.act(self.block(x) + self.shortcut(x))
+
+
+class SqueezeExcitation(_TVSqueezeExcitation):
+    "Squeeze-excitation (torchvision's) on `nc` channels, squeezing to `max(1, int(squeeze_from * se_ratio))`."
+    def __init__(self, nc:int, se_ratio:float=0.25, squeeze_from:int=None, act=nn.SiLU):
+        squeeze = max(1, int((squeeze_from or nc) * se_ratio))
+        super().__init__(nc, squeeze, activation=get_act(act))
+
+
+def projection(ni:int, nf:int, stride:int=1, kind:str='conv', norm=nn.BatchNorm2d) -> nn.Module:
+    "Shortcut that maps an `ni`-channel input to `nf` channels at `stride`; identity when nothing changes."
+    if ni == nf and stride == 1: return nn.Identity()
+    if kind == 'conv':  # torchvision's `downsample`: 1x1 conv with the stride, then norm
+        return nn.Sequential(nn.Conv2d(ni, nf, 1, stride=stride, bias=False), norm(nf))
+    if kind == 'avgpool':  # seed 001 / ResNet-D: average-pool away the stride, then 1x1 conv and norm
+        pool = [nn.AvgPool2d(stride, ceil_mode=True, count_include_pad=False)] if stride > 1 else []
+        return nn.Sequential(*pool, nn.Conv2d(ni, nf, 1, bias=False), norm(nf))
+    raise ValueError(f"`kind` must be 'conv' or 'avgpool', got {kind!r}")
+
+
+def resnet_stem(c_in:int=3, nf:int=64, act=nn.ReLU, norm=nn.BatchNorm2d) -> nn.Sequential:
+    "torchvision's ResNet stem: 7x7 conv stride 2, norm, act, 3x3 max-pool stride 2."
+    return nn.Sequential(nn.Conv2d(c_in, nf, 7, stride=2, padding=3, bias=False), norm(nf), get_act(act)(),
+                         nn.MaxPool2d(3, stride=2, padding=1))
+
+
+def deep_stem(c_in:int=3, nf:int=64, act=nn.ReLU, norm=nn.BatchNorm2d) -> nn.Sequential:
+    "fastai xresnet's stem: three 3x3 conv-norm-acts (the first with stride 2), then a 3x3 max-pool."
+    mid = max(nf // 2, 16)
+    return nn.Sequential(ConvNormAct(c_in, mid, 3, 2, norm=norm, act=act), ConvNormAct(mid, mid, 3, norm=norm, act=act),
+                         ConvNormAct(mid, nf, 3, norm=norm, act=act), nn.MaxPool2d(3, stride=2, padding=1))
+
+
+def classifier_head(nf:int, n_out:int, p:float=0.) -> nn.Sequential:
+    "Global average pool, flatten, optional dropout, linear classifier (`head.fc`, as torchvision's `fc`)."
+    layers = [('pool', nn.AdaptiveAvgPool2d(1)), ('flatten', nn.Flatten(1))]
+    if p > 0: layers.append(('drop', nn.Dropout(p)))
+    layers.append(('fc', nn.Linear(nf, n_out)))
+    return nn.Sequential(OrderedDict(layers))

@@ -1,0 +1,127 @@
+"The fold rule of ResNetX: which earlier output each unit adds as its skip. Pure Python, no torch."
+from dataclasses import dataclass
+
+__all__ = ['skip_source', 'stage_of', 'stage_distance', 'FoldPlan', 'fold_plan', 'get_pred', 'layer_diff']
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value}")
+
+
+def _check_window(fold, start_id, end_id):
+    _check_int('fold', fold, 1)
+    _check_int('start_id', start_id, 1)
+    if start_id < fold:
+        raise ValueError(f"`start_id` must be >= `fold` ({fold}), got {start_id}")
+    if end_id is not None:
+        _check_int('end_id', end_id, 1)
+        if end_id <= start_id:
+            raise ValueError(f"`end_id` must be > `start_id` ({start_id}), got {end_id}")
+
+
+def skip_source(unit:int, fold:int=1, start_id:int=None, end_id:int=None) -> int:
+    "Index of the earlier output (0 = stem) that unit `unit` (1-based) adds as its skip."
+    _check_int('unit', unit, 1)
+    if start_id is None: start_id = fold
+    _check_window(fold, start_id, end_id)
+    if end_id is None: end_id = unit
+    if fold == 1 or unit < start_id or unit > end_id: return unit - 1
+    # inside the folded window the skip length cycles through 2, 4, ..., 2*(fold-1)
+    remainder = (unit - 1 - (start_id - fold)) % (fold - 1)
+    return unit - 2 * (1 + remainder)
+
+
+def _check_num_nodes(num_nodes):
+    if not isinstance(num_nodes, (tuple, list)) or len(num_nodes) == 0:
+        raise ValueError(f"`num_nodes` must be a non-empty tuple of units per stage, got {num_nodes!r}")
+    for i, n in enumerate(num_nodes):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"`num_nodes[{i}]` must be an integer >= 1 (no empty stage), got {n!r} in {tuple(num_nodes)}")
+    return tuple(num_nodes)
+
+
+def stage_of(output:int, num_nodes:tuple) -> int:
+    "Stage (0 = stem, 1.. = the stages of `num_nodes`) that output `output` belongs to."
+    num_nodes = _check_num_nodes(num_nodes)
+    total = sum(num_nodes)
+    if isinstance(output, bool) or not isinstance(output, int) or not 0 <= output <= total:
+        raise ValueError(f"`output` must be an integer in 0..{total} for num_nodes={num_nodes}, got {output!r}")
+    if output == 0: return 0
+    last = 0
+    for stage, n in enumerate(num_nodes, start=1):
+        last += n
+        if output <= last: return stage
+
+
+def stage_distance(unit:int, source:int, num_nodes:tuple) -> int:
+    "How many stage boundaries the skip from output `source` to unit `unit` crosses."
+    if source >= unit: raise ValueError(f"`source` ({source}) must come before `unit` ({unit})")
+    return stage_of(unit, num_nodes) - stage_of(source, num_nodes)
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    "The wiring of a ResNetX, computed once: per unit its stage, skip source and buffer slots."
+    num_nodes: tuple
+    fold: int
+    start_id: int
+    end_id: int
+    sources: tuple     # sources[l-1]: the output unit l adds as its skip
+    stages: tuple      # stages[l-1]: the stage (1-based) of unit l
+    in_slots: tuple    # buffer slot that holds unit l's input x_{l-1}
+    skip_slots: tuple  # buffer slot that holds x_src(l)
+    out_slots: tuple   # buffer slot unit l writes its output to
+    n_alive: int       # most outputs alive at once during a forward pass
+
+    @property
+    def n_units(self): return len(self.sources)
+
+    def skips(self):
+        "Pairs `(source, unit)` of every skip connection, in unit order."
+        return [(s, l) for l, s in enumerate(self.sources, start=1)]
+
+
+def _allocate_slots(sources):
+    "Give every output a buffer slot; a slot is reused as soon as its output has no later reader."
+    n = len(sources)
+    last_use = {o: o + 1 for o in range(n)}  # output o is the input of unit o+1
+    for l, s in enumerate(sources, start=1): last_use[s] = max(last_use[s], l)
+    slot_of, free, n_slots = {0: 0}, [], 1
+    in_slots, skip_slots, out_slots = [], [], []
+    for l in range(1, n + 1):
+        in_slots.append(slot_of[l - 1]); skip_slots.append(slot_of[sources[l - 1]])
+        for o in {l - 1, sources[l - 1]}:  # release what unit l was the last reader of
+            if last_use[o] == l: free.append(slot_of[o])
+        if free: slot = free.pop()
+        else: slot, n_slots = n_slots, n_slots + 1
+        slot_of[l] = slot; out_slots.append(slot)
+    return tuple(in_slots), tuple(skip_slots), tuple(out_slots), n_slots
+
+
+def fold_plan(num_nodes:tuple, fold:int=1, start_id:int=None, end_id:int=None) -> FoldPlan:
+    "Validate a layout and compute its whole skip plan: sources, stages and buffer slots."
+    num_nodes = _check_num_nodes(num_nodes)
+    total = sum(num_nodes)
+    if start_id is None: start_id = fold
+    if end_id is None: end_id = total
+    _check_window(fold, start_id, end_id)
+    if end_id > total:
+        raise ValueError(f"`end_id` must be <= the number of units ({total} for num_nodes={num_nodes}), got {end_id}")
+    if start_id > total:
+        raise ValueError(f"`start_id` must be <= the number of units ({total} for num_nodes={num_nodes}), got {start_id}")
+    sources = tuple(skip_source(l, fold, start_id, end_id) for l in range(1, total + 1))
+    stages = tuple(stage_of(l, num_nodes) for l in range(1, total + 1))
+    return FoldPlan(num_nodes, fold, start_id, end_id, sources, stages, *_allocate_slots(sources))
+
+
+def get_pred(l:int, d:int=1, start_id:int=None, end_id:int=None) -> int:
+    "Seed name of `skip_source`: the predecessor layer id of layer `l` at fold depth `d`."
+    return skip_source(l, d, start_id, end_id)
+
+
+def layer_diff(cur:int, pred:int, num_nodes:tuple) -> int:
+    "Seed name of `stage_distance`: stages between layer `cur` and its predecessor `pred`."
+    return stage_distance(cur, pred, num_nodes)

@@ -1,0 +1,79 @@
+import pytest, torch
+from torch import nn
+from fastai_resnetx import (ConvNormAct, Conv1x1NormAct, Conv3x3NormAct, ResidualAdd, SqueezeExcitation, BasicBlock,
+                            Bottleneck, LinearBottleneck, InvertedResidual, DepthwiseSeparableConv, MBConv, FusedMBConv,
+                            ResBlock, residual_block, BLOCKS, num_params)
+
+x = torch.randn(1, 32, 56, 56)
+
+
+def n_weights(m, cls=nn.Conv2d): return sum(c.weight.numel() for c in m.modules() if isinstance(c, cls))
+
+
+def test_conv_norm_act():
+    m = Conv3x3NormAct(32, 64)
+    assert m(x).shape == (1, 64, 56, 56)
+    assert m[0].bias is None and isinstance(m[1], nn.BatchNorm2d) and isinstance(m[2], nn.ReLU)
+    assert num_params(m) == 32 * 64 * 9 + 2 * 64
+    assert Conv1x1NormAct(32, 64, stride=2)(x).shape == (1, 64, 28, 28)
+    for ks in (1, 3, 5, 7): assert ConvNormAct(32, 8, ks)(x).shape == (1, 8, 56, 56)   # same padding
+    assert ConvNormAct(32, 8, act=None, norm=None)[0].bias is not None                 # bias only without norm
+    with pytest.raises(ValueError, match='ks'): ConvNormAct(32, 8, 4)
+    with pytest.raises(ValueError, match='groups'): ConvNormAct(32, 8, groups=3)
+
+
+def test_residual_add():
+    assert ResidualAdd(nn.Conv2d(32, 32, 1))(x).shape == (1, 32, 56, 56)
+    block = nn.Conv2d(32, 32, 1)
+    assert torch.allclose(ResidualAdd(block)(x), block(x) + x)
+    assert ResidualAdd(nn.Conv2d(32, 64, 1), shortcut=nn.Conv2d(32, 64, 1))(x).shape == (1, 64, 56, 56)
+
+
+def test_depthwise_is_really_depthwise():
+    # seed 003's blog swallows `groups`, so its depthwise conv is dense; here a depthwise 3x3 on C channels has 9*C weights
+    m = DepthwiseSeparableConv(32, 64)
+    assert m(x).shape == (1, 64, 56, 56)                # the blog loses two pixels of padding (54)
+    assert n_weights(m[0]) == 9 * 32 and n_weights(m[1]) == 32 * 64
+    mb = MBConv(32, 64, expansion=4)
+    assert n_weights(mb[1]) == 9 * 128                  # the depthwise conv of MBConv
+    assert mb[1][0].groups == 128
+
+
+def test_param_counts():
+    assert n_weights(BasicBlock(32, 64)) == 9 * 32 * 64 + 9 * 64 * 64
+    assert n_weights(Bottleneck(32, 64)) == 32 * 16 + 9 * 16 * 16 + 16 * 64
+    assert n_weights(InvertedResidual(32, 64)) == 32 * 128 + 9 * 128 * 128 + 128 * 64
+    assert n_weights(FusedMBConv(32, 64)) == 9 * 32 * 128 + 128 * 64
+    se = SqueezeExcitation(128, 0.25, squeeze_from=32)
+    assert num_params(se) == 128 * 8 + 8 + 8 * 128 + 128
+    assert n_weights(MBConv(32, 64)) == 32 * 128 + 9 * 128 + 128 * 64 + 2 * 128 * 8
+
+
+@pytest.mark.parametrize('name', sorted(BLOCKS))
+@pytest.mark.parametrize('stride', [1, 2])
+def test_every_block_shape(name, stride):
+    m = BLOCKS[name](32, 64, stride)
+    assert m(x).shape == (1, 64, 56 // stride, 56 // stride)
+    r = residual_block(name, 32, 64, stride)
+    assert r(x).shape == (1, 64, 56 // stride, 56 // stride)
+    assert isinstance(r.shortcut, nn.Sequential)       # shape changes, so the shortcut projects
+
+
+def test_post_act():
+    assert Bottleneck.post_act and BasicBlock.post_act
+    assert not (LinearBottleneck.post_act or MBConv.post_act or FusedMBConv.post_act or InvertedResidual.post_act)
+    assert isinstance(residual_block('bottleneck', 32, 32).act, nn.ReLU)
+    assert isinstance(residual_block('mbconv', 32, 32).act, nn.Identity)
+    assert isinstance(residual_block('basic', 32, 32).shortcut, nn.Identity)
+
+
+def test_resblock_seed001():
+    m = ResBlock(8, 16, stride=2)
+    assert m(torch.randn(2, 8, 28, 28)).shape == (2, 16, 14, 14)
+    assert isinstance(m.shortcut[0], nn.AvgPool2d)
+    assert ResBlock(8, 16, stride=2)(torch.randn(2, 8, 7, 7)).shape == (2, 16, 4, 4)  # ceil_mode as the seed
+    assert isinstance(ResBlock(16, 16).shortcut, nn.Identity)
+
+
+def test_bad_block():
+    with pytest.raises(ValueError, match="`unit` must be one of"): residual_block('nope', 32, 32)

@@ -1,0 +1,79 @@
+import pytest
+from fastai_resnetx.topology import skip_source, stage_of, stage_distance, fold_plan, get_pred, layer_diff
+
+
+def test_seed_values():
+    assert get_pred(l=17, d=2, start_id=13) == 15
+    assert get_pred(l=50, d=5, start_id=8) == 44
+    assert get_pred(l=12, d=1, start_id=1) == 11
+    assert get_pred(l=8, d=5, start_id=7) == 4
+    assert get_pred(l=12, d=4, start_id=6) == 10
+    assert layer_diff(4, 0, (3, 4, 6, 3)) == 2
+
+
+# skip sources of units 1..16 of resnet50's layout, written out from the rule:
+# inside the window the skip length cycles 2, 4, ..., 2*(fold-1)
+SKIPS_3463 = {
+    1: (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+    2: (0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14),
+    3: (0, 1, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12),
+    4: (0, 1, 2, 2, 1, 0, 5, 4, 3, 8, 7, 6, 11, 10, 9, 14),
+}
+
+
+@pytest.mark.parametrize('fold', [1, 2, 3, 4])
+def test_skip_table(fold):
+    plan = fold_plan((3, 4, 6, 3), fold)
+    assert plan.sources == SKIPS_3463[fold]
+    assert plan.sources == tuple(get_pred(l, fold, fold, 16) for l in range(1, 17))
+    assert plan.stages == (1,) * 3 + (2,) * 4 + (3,) * 6 + (4,) * 3
+    assert plan.n_alive == fold
+    assert plan.skips()[:2] == [(SKIPS_3463[fold][0], 1), (SKIPS_3463[fold][1], 2)]
+
+
+def test_window():
+    plan = fold_plan((3, 4, 6, 3), fold=2, start_id=5, end_id=10)
+    assert plan.sources[:4] == (0, 1, 2, 3)            # before the window: plain ResNet
+    assert plan.sources[4:10] == (3, 4, 5, 6, 7, 8)     # units 5..10 skip two back
+    assert plan.sources[10:] == (10, 11, 12, 13, 14, 15)
+
+
+def test_cross_stage_skips_allowed():
+    # the seed refuses a skip of more than one stage; ours projects across it
+    plan = fold_plan((3, 4, 6, 3), fold=4)
+    assert plan.sources[8] == 3 and stage_distance(9, 3, (3, 4, 6, 3)) == 2  # unit 9 (stage 3) reads output 3 (stage 1)
+    assert plan.sources[5] == 0 and stage_distance(6, 0, (3, 4, 6, 3)) == 2  # unit 6 (stage 2) reads the stem
+
+
+def test_stage_of():
+    assert [stage_of(o, (3, 4, 6, 3)) for o in (0, 1, 3, 4, 7, 8, 13, 14, 16)] == [0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
+def test_slots_replay():
+    "Replaying the slot plan with symbolic values gives every unit its input and its skip source."
+    for fold in (1, 2, 3, 4, 5):
+        plan = fold_plan((3, 4, 6, 3), fold)
+        buf = [0] * plan.n_alive
+        for l in range(1, plan.n_units + 1):
+            assert buf[plan.in_slots[l - 1]] == l - 1
+            assert buf[plan.skip_slots[l - 1]] == plan.sources[l - 1]
+            buf[plan.out_slots[l - 1]] = l
+
+
+@pytest.mark.parametrize('kwargs, words', [
+    (dict(fold=0), ['fold', '0', '>= 1']),
+    (dict(fold=3, start_id=2), ['start_id', '2', '>= `fold`']),
+    (dict(fold=2, start_id=5, end_id=5), ['end_id', '5', '> `start_id`']),
+    (dict(fold=2, end_id=17), ['end_id', '17', '<= the number of units']),
+    (dict(fold=1.5), ['fold', '1.5', 'integer']),
+    (dict(fold='2'), ['fold', "'2'", 'integer']),
+])
+def test_bad_input(kwargs, words):
+    with pytest.raises(ValueError) as e: fold_plan((3, 4, 6, 3), **kwargs)
+    for w in words: assert w in str(e.value)
+
+
+def test_bad_layout():
+    with pytest.raises(ValueError, match=r'num_nodes\[1\].*no empty stage'): fold_plan((3, 0, 6, 3))
+    with pytest.raises(ValueError, match='num_nodes'): fold_plan(())
+    with pytest.raises(ValueError, match='unit'): skip_source(0)
