@@ -1,0 +1,154 @@
+"model_summary: exact FLOPs/MACs per module call, on meta and real tensors."
+import pytest, torch, timm, torchvision
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+from fastai.vision.models.xresnet import xresnet18
+from fastai_resnetx.flops import model_summary, ModelSummary, build_arch
+
+def fcm_total(model, size, device='meta'):
+    "FlopCounterMode's own total for `model` on `size`, the reference our totals must equal"
+    model = model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter: model(torch.zeros(size, device=device))
+    return counter.get_total_flops()
+
+def test_conv2d_by_hand():
+    s = model_summary(nn.Conv2d(3, 8, 3, padding=1), (1, 3, 16, 16))
+    assert isinstance(s, ModelSummary)
+    assert s.total_macs == 16*16 * 8 * 3*3*3  # each output pixel and channel: a 3x3x3 dot product; bias not counted
+    assert s.total_flops == 2 * s.total_macs
+    assert s.rows[0].output_shape == (1, 8, 16, 16) and s.rows[0].params == 8*3*3*3 + 8
+
+def test_linear_by_hand():
+    s = model_summary(nn.Linear(10, 5), (4, 10))
+    assert (s.total_macs, s.total_flops) == (4*10*5, 2*4*10*5)
+
+class Residual(nn.Module):
+    "A functional forward: the residual add and a matmul run in the parent, not in a child module"
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1, bias=False)
+        self.w = nn.Parameter(torch.randn(8, 3))
+    def forward(self, x): return (x + self.conv(x)) @ self.w
+
+def test_functional_ops_counted_in_parent():
+    s = model_summary(Residual(), (2, 4, 8, 8))
+    root, conv = s.rows
+    conv_macs, matmul_macs = 2*8*8 * 4*4, 2*4*8 * 8*3
+    assert conv.macs == conv_macs and conv.self_macs == conv_macs
+    assert root.self_macs == matmul_macs          # the add counts 0, the matmul counts
+    assert s.total_macs == conv_macs + matmul_macs == root.macs
+    assert sum(r.self_flops for r in s.rows) == s.total_flops
+
+class Twice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 6)
+    def forward(self, x): return self.lin(torch.relu(self.lin(x)))
+
+def test_module_called_twice_counts_every_call():
+    s = model_summary(Twice(), (3, 6))
+    lin_rows = s.rows.filter(lambda r: r.name == 'lin')
+    assert len(lin_rows) == 2 and lin_rows.attrgot('call') == [0, 1]
+    assert s.total_macs == 2 * 3*6*6
+    assert s.total_params == 6*6 + 6                 # shared parameters counted once
+    assert 'lin (Linear) #2' in str(s)
+
+def test_resnet50_matches_torchvision_ops():
+    s = model_summary(torchvision.models.resnet50)  # built on meta, no weights downloaded
+    assert round(s.total_macs / 1e9, 3) == torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta['_ops'] == 4.089
+    assert s.total_params == torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta['num_params']
+    assert s.total_flops == fcm_total(build_arch(torchvision.models.resnet50, 'meta'), (1, 3, 224, 224))
+    # the rows add up: the leaf rows (a CNN runs no FLOPs outside its layers), and the self column of every row
+    assert sum(r.flops for r in s.rows if r.is_leaf) == s.total_flops == sum(r.self_flops for r in s.rows)
+    assert sum(r.flops for r in s.rows if r.depth == 1) == s.total_flops == s.rows[0].flops
+
+@pytest.mark.parametrize('arch', [torchvision.models.mobilenet_v2, torchvision.models.efficientnet_b0,
+                                  timm.models.convnext_tiny], ids=['mobilenet_v2', 'efficientnet_b0', 'convnext_tiny'])
+def test_totals_equal_flop_counter_mode(arch):
+    size = (1, 3, 96, 96)
+    s = model_summary(arch, size)
+    assert s.total_flops == fcm_total(build_arch(arch, 'meta'), size) > 0
+    assert sum(r.self_flops for r in s.rows) == s.total_flops
+
+def test_meta_equals_real():
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v2(num_classes=10)
+    meta, real = model_summary(model, (2, 3, 64, 64)), model_summary(model, (2, 3, 64, 64), device='cpu')
+    assert meta.device == 'meta' and real.device == 'cpu'
+    assert meta.total_flops == real.total_flops
+    assert meta.rows.attrgot('flops') == real.rows.attrgot('flops')
+    assert meta.rows.attrgot('output_shape') == real.rows.attrgot('output_shape')
+
+class Attention(nn.Module):
+    def __init__(self, d=8, heads=2):
+        super().__init__()
+        self.qkv,self.heads = nn.Linear(d, 3*d, bias=False),heads
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return F.scaled_dot_product_attention(q, k, v)
+
+def test_attention_counted_on_cpu_and_meta():
+    b, n, d, h = 1, 5, 8, 2
+    attention_macs = 2 * b*h * n*n * (d//h)  # q @ k.T and scores @ v
+    for device in ('meta', 'cpu'):  # FlopCounterMode alone counts 0 for it on CPU
+        s = model_summary(Attention(d, h), (b, n, d), device=device)
+        assert s.rows[0].self_macs == attention_macs
+        assert s.total_macs == b*n*d*3*d + attention_macs
+
+def test_model_left_as_found():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=4).train()
+    model.layer1.eval()  # a mixed mode, restored module by module
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    for device in ('meta', 'cpu'): model_summary(model, (2, 3, 32, 32), device=device)
+    assert [m.training for m in model.modules()] == modes
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())  # BatchNorm's running stats untouched
+    assert all(p.device.type == 'cpu' for p in model.parameters())
+    from torch.nn.modules import module
+    assert not module._global_forward_hooks and not module._global_forward_pre_hooks
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+def test_arch_callables_and_names():
+    s = model_summary(xresnet18, (1, 3, 64, 64), n_out=10)  # fastai arch: pretrained=False, kwargs go to the arch
+    assert s.rows[-1].output_shape == (1, 10) and s.total_flops > 0
+    t = model_summary('resnet18', (1, 3, 64, 64))          # a timm name
+    assert t.total_flops == model_summary(timm.models.resnet18, (1, 3, 64, 64)).total_flops
+
+def test_table_text_and_markdown():
+    s = model_summary(torchvision.models.resnet18, (1, 3, 64, 64), max_depth=1)
+    text = str(s)
+    assert 'FLOPs = 2 x MACs' in text and 'layer1 (Sequential)' in text and 'layer1.0' not in text
+    assert f'{s.total_macs:,}' in text and repr(s) == text
+    md = s._repr_markdown_()
+    assert '|Module|Input|Output|Params|MACs|FLOPs|Self FLOPs|' in md and '&emsp;layer1 (Sequential)' in md
+    assert 'layer1.0 (BasicBlock)' in s.table(max_depth=2)
+    assert len(s.rows) > len(s._cells())  # rows keep every call, the table shows down to max_depth
+    df = s.to_df()
+    assert df.self_flops.sum() == s.total_flops
+
+def test_wrong_rank_names_input_and_module():
+    with pytest.raises(RuntimeError, match=r"input_size=\(3, 64, 64\) in module 'bn1' \(BatchNorm2d\).*4-dim input"):
+        model_summary(torchvision.models.resnet18, (3, 64, 64))
+
+def test_model_failing_on_input_names_module():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
+    with pytest.raises(RuntimeError, match=r"input_size=\(1, 3, 5\) in module '1' \(Linear\) called with input 1x15"):
+        model_summary(model, (1, 3, 5), device='cpu')
+    from torch.nn.modules import module
+    assert not module._global_forward_hooks and model.training  # cleaned up after the failure
+
+@pytest.mark.parametrize('kwargs, err, match', [
+    (dict(input_size=(1, 0, 4)), ValueError, r'input_size=\(1, 0, 4\) is not a shape'),
+    (dict(input_size='1x3x224x224'), ValueError, 'input_size='),
+    (dict(device='gpu0'), ValueError, r"device='gpu0' is not a torch device"),
+    (dict(max_depth=-1), ValueError, 'max_depth=-1'),
+])
+def test_bad_arguments(kwargs, err, match):
+    with pytest.raises(err, match=match): model_summary(nn.Linear(2, 2), **kwargs)
+
+def test_bad_model():
+    with pytest.raises(TypeError, match='model_or_arch=42'): model_summary(42)
+    with pytest.raises(ValueError, match="arch='no_such_net'"): model_summary('no_such_net')
