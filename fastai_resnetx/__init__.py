@@ -6,3 +6,4 @@ from .layers import *
 from .blocks import *
 from .config import *
 from .resnetx import *
+from .weights import *

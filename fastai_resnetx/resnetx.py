@@ -135,10 +135,13 @@ def create_resnetx(name:str, pretrained=False, fold:int=1, start_id:int=None, en
     if name not in RESNETX_CONFIGS:
         raise ValueError(f"`name` must be one of {sorted(RESNETX_CONFIGS)}, got {name!r}")
     cfg = RESNETX_CONFIGS[name].replace(fold=fold, start_id=start_id, end_id=end_id, n_out=n_out, c_in=c_in, **kwargs)
+    if not isinstance(pretrained, bool):
+        raise ValueError(f"`pretrained` must be True or False, got {pretrained!r}; choose the weights with `weights=`")
+    model = ResNetX(cfg)
     if pretrained or weights is not None:
-        raise NotImplementedError(f"pretrained weights for {name} are not implemented yet (pretrained={pretrained!r}, "
-                                  f"weights={weights!r}); use pretrained=False")
-    return ResNetX(cfg)
+        from .weights import load_pretrained   # weights.py builds on this module
+        load_pretrained(model, weights if weights is not None else True)
+    return model
 
 
 def resnetx18(pretrained=False, fold=1, start_id=None, end_id=None, n_out=1000, c_in=3, **kwargs):
