@@ -1,0 +1,189 @@
+"Layer groups for discriminative learning rates, derived from any model's structure: stem, stages, head."
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch.nn as nn
+from fastcore.foundation import L
+
+from .arch_summary import _describe
+
+__all__ = ['LayerGroup', 'arch_groups', 'arch_splitter', 'stage_splitter']
+
+# How the model is cut into layer groups:
+# 1. Stages are containers of repeated blocks: a `Sequential`/`ModuleList` whose children are blocks of one class
+#    (what `arch_summary(..., verbose=True)` shows as `Sequential : 2 layers / ResBlock / ResBlock`), or a module
+#    whose class says it is a stage. A model with no such container (mobilenet_v2's flat `features`) has its
+#    most repeated block as the stages. A single stage (a transformer's blocks) counts each block as a stage.
+# 2. Everything before the first stage is the stem; a module between two stages (a downsample) goes with the
+#    stage after it; what follows the last stage goes with it, up to the head.
+# 3. The head is `model[1]` for fastai's `Sequential(body, head)`; otherwise what follows the last stage from the
+#    first pooling layer on (or, with no pooling layer, the last module with parameters).
+
+_POOL = re.compile(r'Pool(ing)?([123]d)?$')
+
+def _is_leaf(m): return next(m.children(), None) is None
+
+def _is_block(m):
+    "A unit a stage can repeat: a module with parameters and children, not a plain chain of layers (conv-norm-act)."
+    if _is_leaf(m) or next(m.parameters(), None) is None: return False
+    return not (isinstance(m, nn.Sequential) and all(_is_leaf(c) for c in m.children()))
+
+def _is_stage(m):
+    "A container of repeated blocks, or a module that calls itself a stage."
+    kids = list(m.children())
+    if not kids or next(m.parameters(), None) is None: return False
+    if 'Stage' in type(m).__name__: return True
+    same_blocks = len({type(k) for k in kids}) == 1 and all(_is_block(k) for k in kids)
+    return same_blocks and (isinstance(m, (nn.Sequential, nn.ModuleList)) or len(kids) >= 2)
+
+def _join(prefix, name): return f'{prefix}.{name}' if prefix else name
+
+def _stage_names(module, prefix='', root=True):
+    "Qualified names of the outermost stages inside `module`."
+    if not root and _is_stage(module): return [prefix]
+    return sum((_stage_names(c, _join(prefix, n), False) for n,c in module.named_children()), [])
+
+def _repeated_blocks(module):
+    "Fallback with no stage container: the blocks of the module that repeats one block class most (3 times or more)."
+    best,best_n = [],2
+    for name,m in module.named_modules():
+        blocks = [(_join(name, n), c) for n,c in m.named_children() if _is_block(c)]
+        if not blocks: continue
+        cls,n = Counter(type(c) for _,c in blocks).most_common(1)[0]
+        if n > best_n: best,best_n = [nm for nm,c in blocks if type(c) is cls],n
+    return best
+
+@dataclass
+class _Part:
+    "A module (or one direct parameter) in forward order, with its role."
+    name: str
+    module: object
+    is_stage: bool = False
+    @property
+    def params(self): return [self.module] if isinstance(self.module, nn.Parameter) else list(self.module.parameters())
+
+def _flatten(module, stages, prefix='', root=True):
+    "`module` as a list of parts: stages and the modules around them, the root and each ancestor of a stage opened up."
+    if not root and prefix in stages: return [_Part(prefix, module, True)]
+    if not root and not any(s.startswith(prefix + '.') for s in stages): return [_Part(prefix, module)]
+    parts = [_Part(_join(prefix, n), p) for n,p in module.named_parameters(recurse=False)]
+    for n,c in module.named_children(): parts += _flatten(c, stages, _join(prefix, n), False)
+    return parts
+
+def _parts(module, prefix=''):
+    "Parts of `module` in forward order; a single stage is opened up into its own stages or blocks."
+    stages = _stage_names(module) or _repeated_blocks(module)
+    parts = [_Part(_join(prefix, p.name), p.module, p.is_stage) for p in _flatten(module, set(stages))]
+    stage_parts = [p for p in parts if p.is_stage]
+    if len(stage_parts) == 1 and len(list(stage_parts[0].module.children())) > 1:
+        i = parts.index(stage_parts[0])
+        inner = _parts(stage_parts[0].module, stage_parts[0].name)
+        if any(p.is_stage for p in inner): parts[i:i+1] = inner
+    return parts
+
+def _is_pool(m):
+    "A pooling layer, or a module (a head) that starts with one."
+    first_leaf = next((c for c in m.modules() if _is_leaf(c)), m)
+    return any(_POOL.search(type(o).__name__) for o in (m, first_leaf))
+
+def _split_head(trailing):
+    "Split what follows the last stage into (the rest of the body, the head)."
+    with_params = [i for i,p in enumerate(trailing) if isinstance(p.module, nn.Module) and p.params]
+    if not with_params: return trailing,[]
+    pools = [i for i,p in enumerate(trailing) if isinstance(p.module, nn.Module) and _is_pool(p.module)]
+    start = pools[0] if pools and pools[0] <= with_params[-1] else with_params[-1]
+    return trailing[:start],trailing[start:]
+
+@dataclass
+class LayerGroup:
+    "One layer group: the modules (or direct parameters) it holds and their parameters."
+    names: list
+    params: list = field(repr=False)
+    role: str = ''
+    @property
+    def n_params(self): return sum(p.numel() for p in self.params)
+    def __repr__(self):
+        names = self.names if len(self.names) <= 4 else self.names[:2] + ['...'] + self.names[-1:]
+        return f"LayerGroup({self.role}: {', '.join(names)}; {self.n_params:,} params)"
+
+def _group(parts, role):
+    "A `LayerGroup` of `parts`, each parameter once."
+    seen,params = set(),[]
+    for p in (q for part in parts for q in part.params):
+        if id(p) not in seen: seen.add(id(p)); params.append(p)
+    return LayerGroup([p.name or '(model)' for p in parts], params, role)
+
+def _structure(model):
+    "(stem parts, a list of stage part-lists, head parts) of `model`."
+    is_fastai = isinstance(model, nn.Sequential) and len(model) == 2
+    body = _parts(model[0], '0') if is_fastai else _parts(model)
+    head = [_Part(_join('', n), c) for n,c in list(model.named_children())[1:]] if is_fastai else []
+    idx = [i for i,p in enumerate(body) if p.is_stage]
+    if not idx:
+        if not is_fastai: body,head = _split_head(body)
+        return body,[],head
+    stem,stages,pending = body[:idx[0]],[],[]
+    for p in body[idx[0]:idx[-1]+1]:
+        pending.append(p)
+        if p.is_stage: stages.append(pending); pending = []
+    trailing = body[idx[-1]+1:]
+    if not is_fastai: trailing,head = _split_head(trailing)
+    stages[-1] += trailing
+    return stem,stages,head
+
+def _chunks(stages, n):
+    "`stages` cut into `n` contiguous runs (earlier runs longer when it does not divide evenly), as index ranges."
+    sizes = [len(a) for a in np.array_split(np.arange(len(stages)), n)]
+    bounds = np.cumsum([0] + sizes)
+    return list(zip(bounds[:-1], bounds[1:]))
+
+def _stage_role(a, b): return f'stage {a+1}' if b == a+1 else f'stages {a+1}-{b}'
+
+def _too_many(model, n_groups, stages, has_head):
+    "The error for a model that cannot give `n_groups` groups."
+    found = f"a stem, {len(stages)} stages (containers of repeated blocks)" if stages else "no stages (containers of repeated blocks)"
+    found += " and a head" if has_head else " and no head with parameters"
+    most = (len(stages) + 1 if stages else 1) + has_head
+    return ValueError(f"n_groups={n_groups} is more than {type(model).__name__} can be split into: found {found}, "
+                      f"so at most {most} group{'s' if most > 1 else ''}")
+
+def arch_groups(model, n_groups=3):
+    "`n_groups` `LayerGroup`s of `model` from input to output (stem and stages, then head); `None`: one per stage."
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model={_describe(model)} (a {type(model).__name__}) is not an nn.Module; "
+                        f"a splitter takes the built model (use `build_model(arch)` for an arch)")
+    if n_groups is not None and (isinstance(n_groups, bool) or not isinstance(n_groups, int) or n_groups < 2):
+        raise ValueError(f"n_groups={n_groups!r}; allowed: an int >= 2, or None for one group per stage")
+    stem,stages,head = _structure(model)
+    has_head = any(p.params for p in head)
+    if not has_head:   # a body without a classifier: what follows the last stage stays with it
+        if stages: stages[-1] = stages[-1] + head
+        else: stem = stem + head
+        head = []
+    stem_has_params = any(p.params for p in stem)
+    if n_groups is None: n_body = len(stages) + stem_has_params if stages else 1
+    else: n_body = n_groups - has_head
+    if n_body > len(stages) + 1 or (not stages and n_body > 1): raise _too_many(model, n_groups, stages, has_head)
+    if not stages: body = [_group(stem, 'body')]
+    elif n_body == len(stages) + 1:
+        body = [_group(stem, 'stem')] + [_group(s, _stage_role(i, i+1)) for i,s in enumerate(stages)]
+    else:
+        runs = _chunks(stages, n_body)
+        body = [_group((stem if i == 0 else []) + sum(stages[a:b], []), ('stem + ' if i == 0 else '') + _stage_role(a, b))
+                for i,(a,b) in enumerate(runs)]
+    groups = L(body + ([_group(head, 'head')] if has_head else []))
+    if len(groups) < 2: raise _too_many(model, n_groups, stages, has_head)
+    for i,g in enumerate(groups):
+        if not g.params: raise ValueError(f"n_groups={n_groups}: group {i} ({g.role}: {', '.join(g.names)}) of "
+                                          f"{type(model).__name__} has no parameters; ask for fewer groups")
+    return groups
+
+def arch_splitter(model, n_groups=3):
+    "Parameter lists for fastai's `splitter=`: `n_groups` layer groups of any model, from input to output."
+    return arch_groups(model, n_groups).map(lambda g: g.params)
+
+def stage_splitter(model):
+    "Finer `arch_splitter`: one group for the stem, one per stage and one for the head (layer-wise LR decay)."
+    return arch_splitter(model, None)

@@ -1,0 +1,173 @@
+"arch_splitter over a zoo of torchvision, timm, fastai and ResNetX models, and through `vision_learner`."
+from functools import partial
+import numpy as np
+import pytest, timm, torch
+import torchvision.models as tvm
+from torch import nn
+from torchvision.models.vision_transformer import VisionTransformer
+from fastai.vision.all import (Callback, CrossEntropyLossFlat, DataLoaders, create_timm_model, create_vision_model,
+                               norm_bias_params, vision_learner, xresnet18)
+from fastai.vision.learner import _resnet_split
+from fastai_resnetx.resnetx import resnetx18
+from fastai_resnetx.fastai_meta import resnetx_split
+from fastai_resnetx.splitter import arch_groups, arch_splitter, stage_splitter
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    "Small models on a shared 2-core machine: extra threads only fight each other."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+def tiny_vit(): return VisionTransformer(image_size=32, patch_size=8, num_layers=4, num_heads=2, hidden_dim=32, mlp_dim=64)
+def fastai_model(arch): return create_vision_model(arch, 2, pretrained=False)
+def fastai_timm_model(name, **kw): return create_timm_model(name, 2, pretrained=False, **kw)[0]
+
+# name: (builder, the number of stages the per-stage mode finds)
+ZOO = {
+    'tv_resnet18':           (tvm.resnet18, 4),
+    'tv_mobilenet_v2':       (tvm.mobilenet_v2, 17),          # no stage containers: each inverted residual is one
+    'tv_mobilenet_v3_small': (tvm.mobilenet_v3_small, 11),
+    'tv_efficientnet_b0':    (tvm.efficientnet_b0, 7),
+    'tv_convnext_tiny':      (tvm.convnext_tiny, 4),
+    'tv_regnet_y_400mf':     (tvm.regnet_y_400mf, 4),
+    'tv_mnasnet0_5':         (tvm.mnasnet0_5, 6),
+    'tv_densenet121':        (tvm.densenet121, 4),
+    'tv_vit':                (tiny_vit, 4),                   # one stage of 4 encoder blocks: a group per block
+    'timm_resnet18':         (partial(timm.create_model, 'resnet18'), 4),
+    'timm_convnext_atto':    (partial(timm.create_model, 'convnext_atto'), 4),
+    'timm_efficientnet_b0':  (partial(timm.create_model, 'efficientnet_b0'), 7),
+    'timm_regnetx_002':      (partial(timm.create_model, 'regnetx_002'), 4),
+    'timm_vit':              (partial(timm.create_model, 'vit_tiny_patch16_224', img_size=32, patch_size=8, depth=4), 4),
+    'fastai_xresnet18':      (xresnet18, 4),
+    'fastai_learner_resnet18': (partial(fastai_model, tvm.resnet18), 4),
+    'fastai_learner_timm_convnext': (partial(fastai_timm_model, 'convnext_atto'), 4),
+    'fastai_learner_timm_vit': (partial(fastai_timm_model, 'vit_tiny_patch16_224', img_size=32, patch_size=8, depth=4), 4),
+    'resnetx18':             (resnetx18, 4),
+    'resnetx18_fold3':       (partial(resnetx18, fold=3), 4),
+    'fastai_learner_resnetx18': (partial(fastai_model, resnetx18), 4),
+}
+
+def forward_order(model):
+    "Modules holding parameters, in the order a forward pass starts them."
+    order = []
+    hooks = [m.register_forward_pre_hook(lambda m,i: order.append(m) if m not in order else None)
+             for m in model.modules() if next(m.parameters(recurse=False), None) is not None]
+    try:
+        with torch.no_grad(): model.eval()(torch.randn(2, 3, 32, 32))
+    finally:
+        for h in hooks: h.remove()
+    return order
+
+@pytest.fixture(scope='module', params=list(ZOO))
+def zoo_model(request):
+    builder,n_stages = ZOO[request.param]
+    torch.manual_seed(0)
+    model = builder()
+    return request.param, model, n_stages, forward_order(model)
+
+@pytest.mark.parametrize('n_groups', [2, 3, 4, None])
+def test_groups_partition_the_model_in_forward_order(zoo_model, n_groups):
+    name,model,n_stages,order = zoo_model
+    groups = arch_splitter(model, n_groups)
+    assert len(groups) == (n_stages + 2 if n_groups is None else n_groups)
+    ids = [id(p) for g in groups for p in g]
+    assert len(ids) == len(set(ids)), 'a parameter is in two groups'
+    assert set(ids) == {id(p) for p in model.parameters()}, 'a parameter is in no group'
+    group_of = {id(p): i for i,g in enumerate(groups) for p in g}
+    seen = [group_of[id(next(m.parameters(recurse=False)))] for m in order]
+    assert seen == sorted(seen), f'{name}: a later group runs before an earlier one: {seen}'
+    assert seen[0] == 0 and seen[-1] == len(groups) - 1    # the stem first, the classifier in the head group
+    assert isinstance(order[-1], nn.Linear), f'{name}: the last layer with parameters is {type(order[-1]).__name__}'
+
+def test_resnet_groups_are_fastais_own():
+    "For a torchvision resnet, the derived groups are the ones fastai's hand-written `_resnet_split` gives."
+    model = fastai_model(tvm.resnet18)
+    ours,theirs = arch_splitter(model), _resnet_split(model)
+    assert [[id(p) for p in g] for g in ours] == [[id(p) for p in g] for g in theirs]
+
+def test_resnetx_groups_match_its_model_meta_split():
+    model = fastai_model(resnetx18)
+    ours,theirs = arch_splitter(model), resnetx_split(model)
+    assert [{id(p) for p in g} for g in ours] == [{id(p) for p in g} for g in theirs]
+
+def test_stages_agree_with_timms_group_matcher():
+    "timm's own coarse `group_matcher` puts the same modules together as the per-stage mode."
+    model = timm.create_model('resnet18')
+    names = {id(p): n for n,p in model.named_parameters()}
+    theirs = timm.models.group_parameters(model, model.group_matcher(coarse=True))
+    ours = [sorted(names[id(p)] for p in g) for g in stage_splitter(model)]
+    assert ours[:5] == [sorted(v) for k,v in sorted(theirs.items())][:5]
+    assert ours[5] == ['fc.bias', 'fc.weight']
+
+def test_group_sizes_and_roles():
+    g = arch_groups(tvm.resnet18(), 3)
+    assert [x.role for x in g] == ['stem + stages 1-2', 'stages 3-4', 'head']
+    assert [x.n_params for x in g] == [683_072, 10_493_440, 513_000]
+    assert g[0].names == ['conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2'] and g[2].names == ['avgpool', 'fc']
+    fine = arch_groups(tvm.convnext_tiny(), None)
+    assert [x.role for x in fine] == ['stem', 'stage 1', 'stage 2', 'stage 3', 'stage 4', 'head']
+    assert fine[2].names == ['features.2', 'features.3']       # a downsample goes with the stage after it
+    vit = arch_groups(tiny_vit(), None)
+    assert vit[0].names[:2] == ['class_token', 'conv_proj'] and vit[-1].names == ['heads']
+
+def test_body_without_head_is_all_stem_and_stages():
+    body = nn.Sequential(*list(tvm.resnet18().children())[:-2])    # what fastai's `create_body` cuts off
+    g = arch_groups(body, 2)
+    assert [x.role for x in g] == ['stem + stages 1-2', 'stages 3-4']
+
+def test_cannot_split_as_asked():
+    two_leaves = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(4, 2))
+    assert [len(g) for g in arch_splitter(two_leaves, 2)] == [2, 2]
+    with pytest.raises(ValueError, match=r"n_groups=3 is more than Sequential can be split into: found no stages "
+                                         r"\(containers of repeated blocks\) and a head, so at most 2 groups"):
+        arch_splitter(two_leaves, 3)
+    with pytest.raises(ValueError, match=r"n_groups=7 .* found a stem, 4 stages .* and a head, so at most 6 groups"):
+        arch_splitter(tvm.resnet18(), 7)
+    with pytest.raises(ValueError, match=r"at most 1 group$"): arch_splitter(nn.Linear(2, 2), None)
+
+def test_bad_input():
+    with pytest.raises(TypeError, match=r"model=.*resnet18 \(a function\) is not an nn.Module"): arch_splitter(tvm.resnet18)
+    with pytest.raises(TypeError, match=r"model='resnet18' \(a str\) is not an nn.Module"): arch_splitter('resnet18')
+    for bad in (1, 0, 2.5, '3', True):
+        with pytest.raises(ValueError, match=r"n_groups=.*; allowed: an int >= 2, or None"): arch_splitter(nn.Linear(1, 1), bad)
+
+def tiny_dls(n=16, bs=4, size=32):
+    x = torch.randn(n, 3, size, size); y = torch.randint(0, 2, (n,))
+    return DataLoaders.from_dsets(list(zip(x, y)), list(zip(x[:bs], y[:bs])), bs=bs, device='cpu')
+
+def learner(arch, **kwargs):
+    return vision_learner(tiny_dls(), arch, pretrained=False, normalize=False, n_out=2, loss_func=CrossEntropyLossFlat(),
+                          splitter=arch_splitter, **kwargs)
+
+@pytest.mark.parametrize('arch', [tvm.resnet18, 'convnext_atto', resnetx18, tvm.mobilenet_v3_small],
+                         ids=['torchvision', 'timm', 'resnetx', 'mobilenet'])
+def test_freeze_keeps_only_the_last_group_trainable(arch):
+    learn = learner(arch, cut=-1 if arch is tvm.mobilenet_v3_small else None)
+    learn.freeze()
+    groups = learn.opt.param_lists
+    assert len(groups) == 3
+    norm = {id(p) for p in norm_bias_params(learn.model, with_bias=False)}
+    frozen = [p for g in groups[:-1] for p in g if id(p) not in norm]
+    assert frozen and not any(p.requires_grad for p in frozen)
+    assert all(p.requires_grad for p in groups[-1])
+    learn.unfreeze()
+    assert all(p.requires_grad for g in groups for p in g)
+
+class RecordLRs(Callback):
+    "Each training batch's learning rate, one per parameter group."
+    def before_fit(self): self.lrs = []
+    def after_batch(self):
+        if self.training: self.lrs.append([h['lr'] for h in self.opt.hypers])
+
+@pytest.mark.parametrize('arch', [tvm.resnet18, 'resnet10t'], ids=['torchvision', 'timm'])
+def test_discriminative_lrs_one_peak_per_group(arch):
+    learn = learner(arch)
+    learn.unfreeze()
+    rec = RecordLRs()
+    learn.fit_one_cycle(1, slice(1e-5, 1e-3), cbs=rec)
+    lrs = np.array(rec.lrs)                  # (batches, groups)
+    np.testing.assert_allclose(lrs.max(0), [1e-5, 1e-4, 1e-3], rtol=1e-6)
+    np.testing.assert_allclose(lrs[:, 1] / lrs[:, 0], 10, rtol=1e-6)   # the same schedule, scaled per group
+    np.testing.assert_allclose(lrs[:, 2] / lrs[:, 1], 10, rtol=1e-6)
