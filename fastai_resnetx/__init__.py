@@ -7,3 +7,5 @@ from .blocks import *
 from .config import *
 from .resnetx import *
 from .weights import *
+from .arch_summary import *
+from .splitter import *
