@@ -7,9 +7,8 @@ from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 from fastai.vision.all import (Callback, CrossEntropyLossFlat, DataLoaders, create_timm_model, create_vision_model,
                                norm_bias_params, vision_learner, xresnet18)
-from fastai.vision.learner import _resnet_split
-from fastai_resnetx.resnetx import resnetx18
-from fastai_resnetx.fastai_meta import resnetx_split
+from fastai.vision.learner import _resnet_split, default_split, model_meta
+from fastai_resnetx.resnetx import ResNetX, resnetx18
 from fastai_resnetx.splitter import arch_groups, arch_splitter, stage_splitter
 
 @pytest.fixture(scope='module', autouse=True)
@@ -21,7 +20,12 @@ def one_thread():
     torch.set_num_threads(n)
 
 def tiny_vit(): return VisionTransformer(image_size=32, patch_size=8, num_layers=4, num_heads=2, hidden_dim=32, mlp_dim=64)
-def fastai_model(arch): return create_vision_model(arch, 2, pretrained=False)
+def resnetx_cut(model):
+    "A ResNetX body as fastai's learner holds it: the model, its own head replaced, wrapped so fastai can probe it."
+    model.head = nn.Identity()
+    return nn.Sequential(model)
+
+def fastai_model(arch): return create_vision_model(arch, 2, pretrained=False, cut=resnetx_cut if arch is resnetx18 else None)
 def fastai_timm_model(name, **kw): return create_timm_model(name, 2, pretrained=False, **kw)[0]
 
 # name: (builder, the number of stages the per-stage mode finds)
@@ -87,10 +91,14 @@ def test_resnet_groups_are_fastais_own():
     ours,theirs = arch_splitter(model), _resnet_split(model)
     assert [[id(p) for p in g] for g in ours] == [[id(p) for p in g] for g in theirs]
 
-def test_resnetx_groups_match_its_model_meta_split():
+def test_resnetx_groups_are_stage_aware():
+    "In a fastai learner model, ResNetX gives stem and stages 1-2, stages 3-4, then fastai's head."
     model = fastai_model(resnetx18)
-    ours,theirs = arch_splitter(model), resnetx_split(model)
-    assert [{id(p) for p in g} for g in ours] == [{id(p) for p in g} for g in theirs]
+    net = next(m for m in model.modules() if isinstance(m, ResNetX))
+    ids = lambda *ms: {id(p) for m in ms for p in m.parameters()}
+    expected = [ids(net.stem, net.stage1, net.stage2), ids(net.stage3, net.stage4), ids(model[1])]
+    assert [{id(p) for p in g} for g in arch_splitter(model)] == expected
+    assert [{id(p) for p in g} for g in stage_splitter(model)][1:5] == [ids(net.stage1), ids(net.stage2), ids(net.stage3), ids(net.stage4)]
 
 def test_stages_agree_with_timms_group_matcher():
     "timm's own coarse `group_matcher` puts the same modules together as the per-stage mode."
@@ -143,8 +151,10 @@ def learner(arch, **kwargs):
 
 @pytest.mark.parametrize('arch', [tvm.resnet18, 'convnext_atto', resnetx18, tvm.mobilenet_v3_small],
                          ids=['torchvision', 'timm', 'resnetx', 'mobilenet'])
-def test_freeze_keeps_only_the_last_group_trainable(arch):
-    learn = learner(arch, cut=-1 if arch is tvm.mobilenet_v3_small else None)
+def test_freeze_keeps_only_the_last_group_trainable(arch, monkeypatch):
+    # `vision_learner` takes a body's cut from `model_meta` only; this one needs no download and no other module
+    monkeypatch.setitem(model_meta, resnetx18, {'cut': resnetx_cut, 'split': default_split})
+    learn = learner(arch)
     learn.freeze()
     groups = learn.opt.param_lists
     assert len(groups) == 3
