@@ -10,6 +10,7 @@ from torch.func import functional_call
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+from fastcore.basics import store_attr
 from fastcore.foundation import L
 
 __all__ = ['CONVENTION', 'SummaryRow', 'ModelSummary', 'model_summary', 'build_arch']
@@ -74,8 +75,8 @@ _COLS = ('Module', 'Input', 'Output', 'Params', 'MACs', 'FLOPs', 'Self FLOPs')
 class ModelSummary:
     "Result of `model_summary`: `rows` (one `SummaryRow` per module call), `total_flops`, `total_macs`; prints as a table"
     def __init__(self, model_name, rows, total_flops, total_params, trainable_params, input_size, device, max_depth=None):
-        self.model_name,self.rows,self.total_flops,self.input_size = model_name,L(rows),total_flops,input_size
-        self.total_params,self.trainable_params,self.device,self.max_depth = total_params,trainable_params,device,max_depth
+        store_attr(but='rows')
+        self.rows = L(rows)
 
     @property
     def total_macs(self): return self.total_flops // 2
@@ -277,6 +278,7 @@ def _model_of(model_or_arch, dev, **kwargs):
     return build_arch(model_or_arch, **kwargs)
 
 def _first_float_dtype(model):
+    "The dtype for the inputs: the model's first floating-point parameter or buffer's, else float32"
     return next((t.dtype for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()), torch.float32)
 
 def _state_on(model, dev):
@@ -295,10 +297,14 @@ def _failure(model, sizes, recorder, err):
         msg += f" in module '{where.name}' ({where.module_type}) called with input {_shape_str(where.input_shape)}"
     msg += f': {type(err).__name__}: {err}'
     conv = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
-    if conv is not None and len(sizes) == 1 and len(sizes[0]) != len(conv.kernel_size) + 2:
-        dims = {1: 'length', 2: 'height, width', 3: 'depth, height, width'}.get(len(conv.kernel_size), '...')
-        msg += (f'. Its first convolution ({type(conv).__name__}) takes {len(conv.kernel_size) + 2}-dim input '
-                f'(batch, channels, {dims}); input_size has {len(sizes[0])}')
+    if conv is not None and len(sizes) == 1:
+        rank, size = len(conv.kernel_size) + 2, sizes[0]
+        dims = {1: 'length', 2: 'height, width', 3: 'depth, height, width'}.get(rank - 2, '...')
+        if len(size) != rank:
+            msg += (f'. Its first convolution ({type(conv).__name__}) takes {rank}-dim input (batch, channels, {dims}); '
+                    f'input_size has {len(size)} dims')
+        elif size[1] != conv.in_channels:
+            msg += f'. Its first convolution takes {conv.in_channels} channels; input_size has {size[1]} at dim 1'
     if isinstance(err, NotImplementedError) or 'meta' in str(err): msg += ". If the model can't run on 'meta', try device='cpu'"
     return RuntimeError(msg)
 
@@ -318,6 +324,7 @@ def _count(model, inputs, dev, sizes):
     return recorder.rows, counter.get_total_flops()
 
 def _shortcut(dev, counter):
+    "The zero-FLOP shortcut on `meta`, nothing elsewhere"
     return _ZeroFlopShortcut(counter) if dev.type == 'meta' else contextlib.nullcontext()
 
 def model_summary(model_or_arch, input_size=(1, 3, 224, 224), device='meta', max_depth=None, inputs=None, **kwargs):

@@ -132,6 +132,8 @@ def test_table_text_and_markdown():
 def test_wrong_rank_names_input_and_module():
     with pytest.raises(RuntimeError, match=r"input_size=\(3, 64, 64\) in module 'bn1' \(BatchNorm2d\).*4-dim input"):
         model_summary(torchvision.models.resnet18, (3, 64, 64))
+    with pytest.raises(RuntimeError, match=r"input_size=\(1, 64, 64, 3\) in module 'conv1'.*takes 3 channels"):
+        model_summary(torchvision.models.resnet18, (1, 64, 64, 3))  # channels last
 
 def test_model_failing_on_input_names_module():
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
