@@ -120,9 +120,14 @@ def torchvision_weights(arch:str, weights='DEFAULT'):
                      f"or a state dict")
 
 
+def _hub_file(url:str) -> Path:
+    "Where torch hub caches the file at `url`: $TORCH_HOME/hub/checkpoints/<its file name>."
+    return Path(torch.hub.get_dir()) / 'checkpoints' / os.path.basename(urlparse(url).path)
+
+
 def torchvision_state_dict(weights) -> dict:
     "The state dict of torchvision `Weights` member `weights`, from the torch hub cache (downloaded there if missing)."
-    file = Path(torch.hub.get_dir()) / 'checkpoints' / os.path.basename(urlparse(weights.url).path)
+    file = _hub_file(weights.url)
     # torchvision's own loader: it reads `file` when it is cached and only downloads (checking the hash) when it is not
     try: obj = weights.get_state_dict(progress=False, check_hash=True, map_location='cpu', weights_only=True)
     except Exception as e:
@@ -144,9 +149,7 @@ def _cached_timm_file(name:str):
         for fname in [cfg.hf_hub_filename] if cfg.hf_hub_filename else ['model.safetensors', 'pytorch_model.bin']:
             path = try_to_load_from_cache(repo, fname, revision=revision or None)
             if isinstance(path, str): return path
-    if cfg.url:
-        path = Path(torch.hub.get_dir()) / 'checkpoints' / os.path.basename(urlparse(cfg.url).path)
-        if path.is_file(): return str(path)
+    if cfg.url and _hub_file(cfg.url).is_file(): return str(_hub_file(cfg.url))
     return None
 
 
@@ -155,8 +158,8 @@ def timm_state_dict(name:str, file=None, arch:str=None) -> dict:
     import timm
     model_arch, tag = timm.models.split_model_name_tag(name)
     if arch is not None and model_arch != arch:
-        raise ValueError(f"timm weights {name!r} are for {model_arch!r}; this model takes those of {arch!r} "
-                         f"(e.g. 'timm:{arch}.{(timm.list_pretrained(arch + '.*') or [arch + '.tv_in1k'])[0].split('.', 1)[1]}')")
+        raise ValueError(f"timm weights {name!r} are for {model_arch!r}; this model takes those of {arch!r}: "
+                         f"{timm.list_pretrained(arch + '.*')}")
     if tag and name not in timm.list_pretrained(model_arch + '.*'):
         raise ValueError(f"timm has no pretrained weights {name!r}; allowed: {timm.list_pretrained(model_arch + '.*')}")
     file = file if file is not None else _cached_timm_file(name)
@@ -193,9 +196,19 @@ def _resnet_shapes(arch:str) -> dict:
     return {k: v.shape for k, v in model.state_dict().items()}
 
 
-def _fmt(problems:list, limit:int=30) -> str:
-    lines = problems[:limit] + ([f'... and {len(problems) - limit} more'] if len(problems) > limit else [])
-    return '\n  ' + '\n  '.join(lines)
+_KINDS = (('missing key', 'missing keys'), ('unexpected key', 'unexpected keys'), ('shape mismatch', 'shape mismatches'))
+
+def _kind(msg:str) -> int: return next((i for i, (prefix, _) in enumerate(_KINDS) if msg.startswith(prefix)), len(_KINDS))
+
+def _problem_list(problems, per_kind:int=10) -> str:
+    "Problems grouped by kind (missing, unexpected, shape), at most `per_kind` of each, with counts in a header."
+    groups = {}
+    for m in problems: groups.setdefault(_kind(m), []).append(m)
+    labels = [label for _, label in _KINDS] + ['other problems']
+    head = ', '.join(f'{len(groups[i])} {labels[i]}' for i in sorted(groups))
+    lines = [l for i in sorted(groups) for l in groups[i][:per_kind] +
+             ([f'... and {len(groups[i]) - per_kind} more {labels[i]}'] if len(groups[i]) > per_kind else [])]
+    return f"({head}); nothing was loaded:\n  " + '\n  '.join(lines)
 
 
 def map_state_dict(model:nn.Module, state_dict:dict, source:str='the state dict'):
@@ -239,8 +252,7 @@ def map_state_dict(model:nn.Module, state_dict:dict, source:str='the state dict'
                                        f'needed for {k!r}')
         report.loaded.append(k); used.add(src)
     if problems:
-        raise CheckpointError(f"{source} does not fit {arch} ({len(problems)} problems); nothing was loaded:"
-                              + _fmt(list(problems.values())))
+        raise CheckpointError(f"{source} does not fit {arch} " + _problem_list(problems.values()))
     report.unused_keys = [k for k in state_dict if k not in used]
     return full, report
 
@@ -255,17 +267,24 @@ def _fetch(model:nn.Module, weights):
     "The state dict named by `weights` and a description of where it came from."
     if isinstance(weights, Mapping): return _state_dict_of(weights, '`weights`'), 'the given state dict'
     if isinstance(weights, str) and weights.startswith('timm:'): weights = TimmWeights(weights[len('timm:'):])
+    from torchvision.models._api import WeightsEnum
+    if not (weights is True or isinstance(weights, (str, os.PathLike, TimmWeights, WeightsEnum))):
+        raise ValueError(f"`weights` must be True, a torchvision weights name ('DEFAULT', 'IMAGENET1K_V1', 'IMAGENET1K_V2') "
+                         f"or member, 'timm:<name>', a TimmWeights, a {'/'.join(CHECKPOINT_SUFFIXES)} file or a state "
+                         f"dict; got {weights!r}")
     if not isinstance(weights, TimmWeights) and _is_file_like(weights):
         return read_checkpoint(weights), f"checkpoint file {str(weights)!r}"
     arch = resnet_counterpart(model.cfg)
     if arch is None:
-        raise ValueError(f"`weights`={weights!r} are ImageNet ResNet weights, but this ResNetX (unit={model.cfg.unit!r}, "
-                         f"num_nodes={model.cfg.num_nodes}) has no ResNet counterpart (only the layouts of {list(_RESNETS)} "
-                         f"have one). Pass weights='path/to/file.pth' saved from this very architecture, or pretrained=False")
+        raise ValueError(f"ResNet weights (weights={weights!r}) cannot fill this ResNetX (unit={model.cfg.unit!r}, "
+                         f"num_nodes={model.cfg.num_nodes}): it has no ResNet counterpart (only the layouts of "
+                         f"{list(_RESNETS)} have one). Pass weights='path/to/file.pth' saved from this very "
+                         f"architecture, or pretrained=False")
     if isinstance(weights, TimmWeights):
-        return timm_state_dict(weights.name, weights.file, arch=arch), f"timm weights {weights.name!r}"
+        where = f" (file {str(weights.file)!r})" if weights.file is not None else ''
+        return timm_state_dict(weights.name, weights.file, arch=arch), f"timm weights {weights.name!r}{where}"
     member = torchvision_weights(arch, 'DEFAULT' if weights is True else weights)
-    return torchvision_state_dict(member), f"torchvision {member}"
+    return torchvision_state_dict(member), f"torchvision {member} ({str(_hub_file(member.url))!r})"
 
 
 def load_pretrained(model:nn.Module, weights=True) -> nn.Module:
