@@ -108,9 +108,9 @@ class LayerGroup:
         names = self.names if len(self.names) <= 4 else self.names[:2] + ['...'] + self.names[-1:]
         return f"LayerGroup({self.role}: {', '.join(names)}; {self.n_params:,} params)"
 
-def _group(parts, role):
-    "A `LayerGroup` of `parts`, each parameter once."
-    seen,params = set(),[]
+def _group(parts, role, seen):
+    "A `LayerGroup` of `parts`, with each parameter not already `seen` (a tied weight goes to its first group)."
+    params = []
     for p in (q for part in parts for q in part.params):
         if id(p) not in seen: seen.add(id(p)); params.append(p)
     return LayerGroup([p.name or '(model)' for p in parts], params, role)
@@ -166,14 +166,12 @@ def arch_groups(model, n_groups=3):
     if n_groups is None: n_body = len(stages) + stem_has_params if stages else 1
     else: n_body = n_groups - has_head
     if n_body > len(stages) + 1 or (not stages and n_body > 1): raise _too_many(model, n_groups, stages, has_head)
-    if not stages: body = [_group(stem, 'body')]
-    elif n_body == len(stages) + 1:
-        body = [_group(stem, 'stem')] + [_group(s, _stage_role(i, i+1)) for i,s in enumerate(stages)]
-    else:
-        runs = _chunks(stages, n_body)
-        body = [_group((stem if i == 0 else []) + sum(stages[a:b], []), ('stem + ' if i == 0 else '') + _stage_role(a, b))
-                for i,(a,b) in enumerate(runs)]
-    groups = L(body + ([_group(head, 'head')] if has_head else []))
+    if not stages: plan = [(stem, 'body')]
+    elif n_body == len(stages) + 1: plan = [(stem, 'stem')] + [(s, _stage_role(i, i+1)) for i,s in enumerate(stages)]
+    else: plan = [((stem if i == 0 else []) + sum(stages[a:b], []), ('stem + ' if i == 0 else '') + _stage_role(a, b))
+                  for i,(a,b) in enumerate(_chunks(stages, n_body))]
+    seen = set()
+    groups = L(_group(parts, role, seen) for parts,role in plan + ([(head, 'head')] if has_head else []))
     if len(groups) < 2: raise _too_many(model, n_groups, stages, has_head)
     for i,g in enumerate(groups):
         if not g.params: raise ValueError(f"n_groups={n_groups}: group {i} ({g.role}: {', '.join(g.names)}) of "

@@ -125,6 +125,13 @@ def test_body_without_head_is_all_stem_and_stages():
     g = arch_groups(body, 2)
     assert [x.role for x in g] == ['stem + stages 1-2', 'stages 3-4']
 
+def test_a_tied_weight_is_in_one_group():
+    model = nn.Sequential(*[nn.TransformerEncoderLayer(8, 2, 8) for _ in range(3)], nn.Linear(8, 8))
+    model[3].weight = model[0].linear1.weight
+    groups = arch_splitter(model)
+    assert [len(g) for g in groups] == [24, 12, 1]      # 12 tensors a block; the head keeps only its bias
+    assert sum(p is model[3].weight for g in groups for p in g) == 1
+
 def test_cannot_split_as_asked():
     two_leaves = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(4, 2))
     assert [len(g) for g in arch_splitter(two_leaves, 2)] == [2, 2]
