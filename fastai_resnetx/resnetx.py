@@ -94,6 +94,25 @@ class ResNetX(nn.Module):
                 i += 1
         return feats[self._out[-1]]
 
+    def forward_intermediates(self, x:Tensor, indices=None, norm:bool=False, stop_early:bool=False,
+                              output_fmt:str='NCHW', intermediates_only:bool=False):
+        "timm's feature API: the stem's and each stage's output (`indices`: 0 = stem, 1.. = stages; int = last n)."
+        if output_fmt != 'NCHW': raise ValueError(f"`output_fmt` must be 'NCHW', got {output_fmt!r}")
+        n = len(self.cfg.num_nodes) + 1
+        take = list(range(n - indices, n)) if isinstance(indices, int) else list(range(n)) if indices is None else \
+               [i % n for i in indices]
+        feats = [self.stem(x)] * self._n_alive
+        outs = [feats[0]] if 0 in take else []
+        i = 0
+        for s, stage in enumerate(self.stages, start=1):
+            for unit in stage:
+                feats[self._out[i]] = unit(feats[self._in[i]], feats[self._skip[i]])
+                i += 1
+            if s in take: outs.append(feats[self._out[i - 1]])
+            if stop_early and s >= max(take): break
+        if intermediates_only: return outs
+        return feats[self._out[i - 1]], outs
+
     def forward_head(self, x:Tensor, pre_logits:bool=False) -> Tensor:
         "Pool and classify a feature map (`pre_logits=True` stops before the classifier)."
         if pre_logits and isinstance(self.head, nn.Sequential) and hasattr(self.head, 'fc'): return self.head[:-1](x)
