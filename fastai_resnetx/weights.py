@@ -1,5 +1,5 @@
 "Pretrained weights for ResNetX: the ResNet <-> ResNetX name mapping, the sources (torchvision, timm, a file), a safe loader."
-import os, pickle, re, warnings
+import os, pickle, re, sys, warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,6 +287,13 @@ def _fetch(model:nn.Module, weights):
     return torchvision_state_dict(member), f"torchvision {member} ({str(_hub_file(member.url))!r})"
 
 
+def _caller_level() -> int:
+    "The `stacklevel` of the first frame outside this package, so that a warning points at the user's line."
+    frame, level, here = sys._getframe(1), 1, os.path.dirname(__file__)
+    while frame is not None and frame.f_code.co_filename.startswith(here): frame, level = frame.f_back, level + 1
+    return level
+
+
 def load_pretrained(model:nn.Module, weights=True) -> nn.Module:
     "Load `weights` (True, a torchvision name or member, 'timm:<name>', `TimmWeights`, a file or a state dict) into `model`."
     if weights is None or weights is False: return model
@@ -297,5 +304,6 @@ def load_pretrained(model:nn.Module, weights=True) -> nn.Module:
     if report.new_keys:
         projections = list(dict.fromkeys(_projection_of(k) for k in report.new_keys))
         warnings.warn(f"{len(report.new_keys)} tensors of {len(projections)} projections have no counterpart in {source} "
-                      f"and keep their initialisation ({', '.join(projections)}); see `model.new_keys`", stacklevel=2)
+                      f"and keep their initialisation ({', '.join(projections)}); see `model.new_keys`",
+                      stacklevel=_caller_level())
     return model
