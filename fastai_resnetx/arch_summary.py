@@ -3,7 +3,7 @@ import html, inspect
 from dataclasses import dataclass, field
 
 import torch.nn as nn
-from fastcore.basics import patch, listify
+from fastcore.basics import patch, listify, store_attr
 from fastai.learner import Learner
 
 __all__ = ['ArchRow', 'ArchSummary', 'build_model', 'get_module', 'n_layers', 'arch_summary']
@@ -84,8 +84,7 @@ def _is_named(names): return any(not n.isdigit() for n in names)
 
 class ArchSummary:
     "The rows of `arch_summary`: aligned text in a terminal, a table in a notebook."
-    def __init__(self, module, rows, named=False, verbose=False, idx=None):
-        self.module,self.rows,self.named,self.verbose,self.idx = module,rows,named,verbose,idx
+    def __init__(self, module, rows, named=False, verbose=False, idx=None): store_attr()
 
     def __len__(self): return len(self.rows)
     def __getitem__(self, i): return self.rows[i]
