@@ -246,7 +246,7 @@ def _check_device(device):
 def build_arch(arch, device=None, **kwargs):
     "Build the model of `arch` (a model function or a timm/torchvision name) with random weights, never downloading"
     if isinstance(arch, str): return _build_by_name(arch, device, **kwargs)
-    if not callable(arch): raise TypeError(f'arch={arch!r} is neither an nn.Module, a function that builds one nor a model name')
+    if not callable(arch): raise TypeError(f'arch={arch!r} is neither a function that builds a model nor a model name')
     try: params = inspect.signature(arch).parameters
     except (TypeError, ValueError): params = {}
     if 'weights' in params: kwargs.setdefault('weights', None)
@@ -295,6 +295,7 @@ def _failure(model, sizes, recorder, err):
     msg = f'model_summary: {type(model).__name__} failed on input_size={inp}'
     if where is not None and where.depth > 0:
         msg += f" in module '{where.name}' ({where.module_type}) called with input {_shape_str(where.input_shape)}"
+    elif where is not None: msg += f" in {where.module_type}'s own forward"
     msg += f': {type(err).__name__}: {err}'
     conv = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
     if conv is not None and len(sizes) == 1:
