@@ -14,3 +14,5 @@ from .splitter import *
 from .flops import *
 from .learner_summary import *
 from .distributed import *
+from .plots import *
+from .train import *

@@ -1,7 +1,7 @@
 import pytest, torch, timm
 from torch import nn
 from fastai.vision.all import vision_learner, load_learner, accuracy, set_seed, Callback, model_meta, Normalize
-from fastai_resnetx import (resnetx18, resnetx50, resnetx_mbconv, RESNETX_ARCHS, resnetx_cut, resnetx_split, ResNetX,
+from fastai_resnetx import (resnetx18, resnetx50, resnetx_mbconv, RESNETX_ARCHS, resnetx_cut, arch_splitter, ResNetX,
                             create_resnetx)
 from fastai_resnetx.data import digits_dls
 
@@ -21,7 +21,7 @@ class PeakLRs(Callback):
 def test_model_meta_for_every_arch():
     for arch in RESNETX_ARCHS:
         meta = model_meta[arch]
-        assert meta['cut'] is resnetx_cut and meta['split'] is resnetx_split and len(meta['stats'][0]) == 3
+        assert meta['cut'] is resnetx_cut and meta['split'] is arch_splitter and len(meta['stats'][0]) == 3
     assert model_meta[resnetx50]['weights'] == 'DEFAULT' and 'weights' not in model_meta[resnetx_mbconv]
 
 

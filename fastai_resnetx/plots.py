@@ -1,0 +1,70 @@
+"The fold picture: every unit in order, every skip connection as an arc, identity and projection skips told apart."
+import matplotlib
+from matplotlib import pyplot as plt
+from matplotlib.patches import Arc, Patch
+from matplotlib.lines import Line2D
+from torch import nn
+
+from .resnetx import ResNetX, RESNETX_CONFIGS, create_resnetx
+
+__all__ = ['skip_kinds', 'plot_topology']
+
+_COLORS = {'identity': '#2b8cbe', 'projection': '#e34a33'}
+
+
+def _as_resnetx(model_or_arch, **overrides) -> ResNetX:
+    if isinstance(model_or_arch, ResNetX):
+        if overrides: raise ValueError(f"config overrides {sorted(overrides)} need an arch, not a built model")
+        return model_or_arch
+    if isinstance(model_or_arch, str):
+        return create_resnetx(model_or_arch, **overrides)
+    if callable(model_or_arch) and getattr(model_or_arch, '__name__', None) in RESNETX_CONFIGS:
+        return model_or_arch(pretrained=False, **overrides)
+    raise ValueError(f"`model_or_arch` must be a ResNetX, a ResNetX arch or one of {sorted(RESNETX_CONFIGS)}, "
+                     f"got {model_or_arch!r}")
+
+
+def skip_kinds(model:ResNetX) -> list:
+    "`(source, unit, kind)` for every skip of `model`, kind 'identity' or 'projection' (its shortcut module)."
+    return [(src, l, 'identity' if isinstance(unit.shortcut, nn.Identity) else 'projection')
+            for (src, l), unit in zip(model.plan.skips(), model.units)]
+
+
+def plot_topology(model_or_arch, figsize=None, dpi:int=100, out=None, title:str=None, **overrides):
+    "Draw a ResNetX's units and skips (arcs above the chain); returns the figure, with `fig.skips` as drawn."
+    model = _as_resnetx(model_or_arch, **overrides)
+    plan, skips = model.plan, skip_kinds(model)
+    n = plan.n_units
+    figsize = figsize or (max(8., 0.5 * n + 2), 3.2)
+    fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
+    # stages as shaded spans; output 0 is the stem
+    bounds, start = [], 1
+    for s, k in enumerate(plan.num_nodes, start=1):
+        bounds.append((s, start, start + k - 1)); start += k
+    for s, a, b in bounds:
+        ax.axvspan(a - 0.45, b + 0.45, color='0.93' if s % 2 else '0.86', zorder=0)
+        ax.text((a + b) / 2, -0.55, f'stage {s}', ha='center', va='top', fontsize=8)
+    ax.plot(range(n + 1), [0] * (n + 1), color='0.3', lw=1, zorder=1)  # the main path x_{l-1} -> unit l
+    ax.scatter(range(n + 1), [0] * (n + 1), s=36, color='0.15', zorder=3)
+    ax.text(0, -0.55, 'stem', ha='center', va='top', fontsize=8)
+    drawn = []
+    for src, l, kind in skips:
+        span = l - src
+        arc = Arc(((src + l) / 2, 0), span, 0.45 * span, theta1=0, theta2=180, lw=1.4, color=_COLORS[kind],
+                  ls='-' if kind == 'identity' else '--', zorder=2)
+        ax.add_patch(arc)
+        drawn.append((src, l, kind))
+    top = 0.25 * max(l - s for s, l, _ in skips) + 0.4
+    ax.set_xlim(-0.8, n + 0.8); ax.set_ylim(-1.35, top)
+    ax.set_yticks([]); ax.set_xticks(range(n + 1))
+    ax.tick_params(axis='x', labelsize=7)
+    for side in ('left', 'right', 'top'): ax.spines[side].set_visible(False)
+    cfg = model.cfg
+    ax.set_title(title or f'ResNetX {cfg.unit} {cfg.num_nodes}, fold={cfg.fold}, window {plan.start_id}..{plan.end_id}',
+                 fontsize=10)
+    ax.legend(handles=[Line2D([], [], color=_COLORS['identity'], label='identity skip'),
+                       Line2D([], [], color=_COLORS['projection'], ls='--', label='projection skip (1x1 conv + BN)')],
+              loc='lower center', ncol=2, fontsize=7, frameon=False)
+    fig.skips = drawn
+    if out is not None: fig.savefig(out, dpi=dpi)
+    return fig
