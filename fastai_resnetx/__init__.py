@@ -1,6 +1,10 @@
 "ResNetX (a folded ResNet), CNN building blocks and model-inspection tools for fastai."
 __version__ = '0.1.0'
 
+import warnings
+# fastai.layers calls torch.jit.script at import time; torch 2.14 deprecates it. Not ours to fix, and noise for users.
+warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+
 from .topology import *
 from .layers import *
 from .blocks import *

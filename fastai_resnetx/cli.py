@@ -6,15 +6,22 @@ __all__ = ['main', 'parser']
 _T0 = time.time()
 
 
+class _Parser(argparse.ArgumentParser):
+    "An argument parser whose errors are one line on stderr (and exit code 2)."
+    def error(self, message):
+        print(f'{self.prog}: error: {message}', file=sys.stderr)
+        sys.exit(2)
+
+
 def parser() -> argparse.ArgumentParser:
     "The argument parser of the `resnetx` command."
     from .train import TRAIN_DEFAULTS as D
-    p = argparse.ArgumentParser(prog='resnetx', description='ResNetX (a folded ResNet) for fastai')
-    sub = p.add_subparsers(dest='command', required=True)
+    p = _Parser(prog='resnetx', description='ResNetX (a folded ResNet) for fastai')
+    sub = p.add_subparsers(dest='command', required=True, parser_class=_Parser)
     t = sub.add_parser('train', help='train on the built-in digits or a folder of images')
     t.add_argument('--data', help='image folder (train/ and valid/ of class folders, or class folders); default: digits')
     t.add_argument('--arch', default=D['arch'], help=f"arch name (default {D['arch']})")
-    t.add_argument('--fold', type=int, default=D['fold'], help=f"fold depth of a ResNetX (default {D['fold']})")
+    t.add_argument('--fold', type=int, default=None, help=f"fold depth of a ResNetX arch (default {D['fold']})")
     t.add_argument('--epochs', type=int, default=D['epochs'])
     t.add_argument('--size', type=int, default=D['size'], help='image size in pixels')
     t.add_argument('--bs', type=int, default=D['bs'], help='batch size')
@@ -76,7 +83,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print('resnetx: interrupted; no partial output was written', file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IndexError, OSError) as e:
+    except (ValueError, FileNotFoundError, NotADirectoryError, IndexError, OSError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f'resnetx: error: {msg}', file=sys.stderr)
         return 2

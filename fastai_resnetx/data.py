@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, PILImage, PILImageBW, RandomSplitter, Resize,
-                               aug_transforms, ImageDataLoaders, get_image_files, GrandparentSplitter, parent_label)
+                               aug_transforms, get_image_files, GrandparentSplitter, parent_label, verify_images)
 
 __all__ = ['DigitImage', 'DigitLabel', 'digits_dls', 'folder_dls']
 
@@ -53,6 +53,8 @@ def folder_dls(path, size:int=64, bs:int=32, valid_pct:float=0.2, seed:int=42, a
     if not path.is_dir(): raise ValueError(f"`data` folder {str(path)!r} does not exist")
     files = get_image_files(path)
     if not files: raise ValueError(f"`data` folder {str(path)!r} holds no image files")
+    bad = verify_images(files)
+    if bad: raise ValueError(f"unreadable image {str(bad[0])!r} in `data` ({len(bad)} of {len(files)} files cannot be opened)")
     batch_tfms = aug_transforms(size=size) if augment else None
     if (path / 'train').is_dir() and (path / 'valid').is_dir():
         splitter, label = GrandparentSplitter('train', 'valid'), parent_label

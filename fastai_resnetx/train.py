@@ -31,12 +31,13 @@ def resnetx_arch(name:str, **overrides):
 def resolve_arch(name:str, fold:int=None):
     "The arch for a name: ours (with `fold`), a torchvision model fastai knows, or a timm model name."
     if name in RESNETX_CONFIGS: return resnetx_arch(name, **({} if fold is None else {'fold': fold}))
-    if fold is not None and fold != 1:
-        raise ValueError(f"`fold` only applies to ResNetX archs ({sorted(RESNETX_CONFIGS)}), not to {name!r}")
     import torchvision, timm
     tv = getattr(torchvision.models, name, None)
-    if tv is not None and tv in model_meta: return tv
-    if timm.is_model(name): return name
+    arch = tv if tv is not None and tv in model_meta else name if timm.is_model(name) else None
+    if arch is not None:
+        if fold not in (None, 1):
+            raise ValueError(f"`fold` only applies to ResNetX archs ({sorted(RESNETX_CONFIGS)}), not to {name!r}")
+        return arch
     raise ValueError(f"`arch` {name!r} is not known: use one of {sorted(RESNETX_CONFIGS)}, a torchvision model fastai "
                      f"supports (e.g. resnet18) or a timm model name (e.g. convnext_tiny)")
 
@@ -68,17 +69,18 @@ def _save_outputs(learn, out:Path, metrics:dict):
     _atomic(out / 'metrics.json', lambda p: p.write_text(json.dumps(metrics, indent=2)))
 
 
-def train(data=None, arch:str=TRAIN_DEFAULTS['arch'], fold:int=TRAIN_DEFAULTS['fold'], epochs:int=TRAIN_DEFAULTS['epochs'],
+def train(data=None, arch:str=TRAIN_DEFAULTS['arch'], fold:int=None, epochs:int=TRAIN_DEFAULTS['epochs'],
           size:int=TRAIN_DEFAULTS['size'], bs:int=TRAIN_DEFAULTS['bs'], lr:float=TRAIN_DEFAULTS['lr'],
           pretrained:bool=False, out='runs/latest', seed:int=TRAIN_DEFAULTS['seed'], n_items:int=None,
           show:bool=True, save:bool=True) -> dict:
-    "Train `arch` on `data` (None: the built-in digits), print summaries, write export/plots/metrics to `out`."
+    "Train `arch` on `data` (None: the built-in digits; `fold` None: the default for ResNetX), write outputs to `out`."
     t0 = time.time()
     _check('epochs', epochs, int, 1); _check('size', size, int, 8); _check('bs', bs, int, 1); _check('seed', seed, int, 0)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 10:
         raise ValueError(f"`lr` must be a number in (0, 10), got {lr!r}")
+    if fold is None and arch in RESNETX_CONFIGS: fold = TRAIN_DEFAULTS['fold']
     if fold is not None: _check('fold', fold, int, 1)
-    arch_fn = resolve_arch(arch, fold if arch in RESNETX_CONFIGS else (None if fold in (None, 1) else fold))
+    arch_fn = resolve_arch(arch, fold)
     set_seed(seed, reproducible=True)
     dls = digits_dls(size=size, bs=bs, seed=seed, n_items=n_items) if data is None else folder_dls(data, size=size, bs=bs, seed=seed)
     learn = vision_learner(dls, arch_fn, pretrained=pretrained, metrics=accuracy)
