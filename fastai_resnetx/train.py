@@ -98,6 +98,9 @@ def train(data=None, arch:str=TRAIN_DEFAULTS['arch'], fold:int=None, epochs:int=
     t_fit = time.time()
     if num_distrib() > 1:
         with learn.distrib_ctx(**distrib_kwargs()): fit()
+        # validation and outputs are single-process work (same weights on every rank): leave the process group
+        torch.distributed.barrier(); torch.distributed.destroy_process_group()
+        os.environ['WORLD_SIZE'] = '1'
     else: fit()
     fit_s = time.time() - t_fit
     loss, acc = learn.validate()
