@@ -1,4 +1,5 @@
 "Small layers the blocks and ResNetX are made of: conv-norm-act, residual add, shortcuts, stems, heads."
+import inspect
 from collections import OrderedDict
 from functools import partial
 
@@ -6,7 +7,7 @@ import torch
 from torch import nn, Tensor
 from torchvision.ops import Conv2dNormActivation, SqueezeExcitation as _TVSqueezeExcitation
 
-__all__ = ['ConvNormAct', 'Conv1x1NormAct', 'Conv3x3NormAct', 'ResidualAdd', 'SqueezeExcitation',
+__all__ = ['act_layer', 'ConvNormAct', 'Conv1x1NormAct', 'Conv3x3NormAct', 'ResidualAdd', 'SqueezeExcitation',
            'projection', 'resnet_stem', 'deep_stem', 'classifier_head', 'get_act']
 
 _ACTS = {'relu': nn.ReLU, 'relu6': nn.ReLU6, 'silu': nn.SiLU, 'swish': nn.SiLU, 'gelu': nn.GELU,
@@ -22,14 +23,27 @@ def get_act(act):
     raise ValueError(f"`act` must be None, an nn.Module class or one of {sorted(_ACTS)}, got {act!r}")
 
 
+def _takes_inplace(act) -> bool:
+    try: return act is not None and 'inplace' in inspect.signature(act).parameters
+    except (TypeError, ValueError): return False
+
+
+def act_layer(act) -> nn.Module:
+    "An activation module (in place where it can be, as torchvision's ResNet), or `nn.Identity` for None."
+    act = get_act(act)
+    if act is None: return nn.Identity()
+    return act(inplace=True) if _takes_inplace(act) else act()
+
+
 class ConvNormAct(Conv2dNormActivation):
     "Conv (same padding, no bias before a norm) -> norm -> activation, as torchvision's `Conv2dNormActivation`."
     def __init__(self, ni:int, nf:int, ks:int=3, stride:int=1, groups:int=1, norm=nn.BatchNorm2d, act=nn.ReLU, **kwargs):
         if ks % 2 != 1: raise ValueError(f"`ks` must be an odd kernel size for same padding, got {ks}")
         if ni % groups or nf % groups:
             raise ValueError(f"`groups` ({groups}) must divide `ni` ({ni}) and `nf` ({nf})")
+        act = get_act(act)
         super().__init__(ni, nf, kernel_size=ks, stride=stride, groups=groups, norm_layer=norm,
-                         activation_layer=get_act(act), inplace=None, **kwargs)
+                         activation_layer=act, inplace=True if _takes_inplace(act) else None, **kwargs)
 
 Conv1x1NormAct = partial(ConvNormAct, ks=1)
 Conv3x3NormAct = partial(ConvNormAct, ks=3)
@@ -67,7 +81,7 @@ def projection(ni:int, nf:int, stride:int=1, kind:str='conv', norm=nn.BatchNorm2
 
 def resnet_stem(c_in:int=3, nf:int=64, act=nn.ReLU, norm=nn.BatchNorm2d) -> nn.Sequential:
     "torchvision's ResNet stem: 7x7 conv stride 2, norm, act, 3x3 max-pool stride 2."
-    return nn.Sequential(nn.Conv2d(c_in, nf, 7, stride=2, padding=3, bias=False), norm(nf), get_act(act)(),
+    return nn.Sequential(nn.Conv2d(c_in, nf, 7, stride=2, padding=3, bias=False), norm(nf), act_layer(act),
                          nn.MaxPool2d(3, stride=2, padding=1))
 
 

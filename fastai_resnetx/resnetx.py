@@ -3,7 +3,7 @@ from torch import nn, Tensor
 from fastai.vision.models.xresnet import init_cnn
 
 from .topology import FoldPlan, fold_plan
-from .layers import projection, resnet_stem, deep_stem, classifier_head, get_act
+from .layers import projection, resnet_stem, deep_stem, classifier_head, get_act, act_layer
 from .blocks import get_block
 from .config import ResNetXConfig
 
@@ -17,7 +17,10 @@ class FoldUnit(nn.Module):
         super().__init__()
         self.branch, self.shortcut, self.act = branch, shortcut, act
 
-    def forward(self, x:Tensor, skip:Tensor) -> Tensor: return self.act(self.branch(x) + self.shortcut(skip))
+    def forward(self, x:Tensor, skip:Tensor) -> Tensor:
+        out = self.branch(x)
+        out += self.shortcut(skip)   # in place, as torchvision: the branch ends in a norm layer, a fresh tensor
+        return self.act(out)
 
 
 class Stage(nn.ModuleList):
@@ -54,7 +57,7 @@ class ResNetX(nn.Module):
                 src = self.plan.sources[l - 1]
                 branch = block(chans[l - 1], chans[l], reds[l] // reds[l - 1], **unit_kwargs)
                 shortcut = projection(chans[src], chans[l], reds[l] // reds[src], kind=cfg.shortcut)
-                post = act() if getattr(block, 'post_act', True) else nn.Identity()
+                post = act_layer(act) if getattr(block, 'post_act', True) else nn.Identity()
                 units.append(FoldUnit(branch, shortcut, post))
             self.add_module(f'stage{s}', Stage(units))
         self.num_features = chans[-1]
