@@ -112,3 +112,45 @@ def test_digits_end_to_end():
     acc = learn.validate()[1]
     print(f'digits accuracy after 3 epochs: {acc:.4f}')
     assert acc >= 0.95
+
+
+@pytest.fixture
+def cached_resnet18(tmp_path, monkeypatch):
+    "torchvision's resnet18 DEFAULT weights (random values) in a temporary torch hub cache; the network refuses."
+    import os, socket, torchvision
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    def refuse(*a, **k): raise AssertionError('network access attempted')
+    monkeypatch.setattr(socket.socket, 'connect', refuse)
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet18().eval()
+    with torch.no_grad():
+        for p in tv.parameters(): p.normal_(0, 0.05)
+    url = torchvision.models.get_model_weights('resnet18')['DEFAULT'].url
+    path = tmp_path / 'torch' / 'hub' / 'checkpoints' / os.path.basename(url)
+    path.parent.mkdir(parents=True)
+    torch.save(tv.state_dict(), path)
+    return tv
+
+
+def test_vision_learner_pretrained(tiny_dls, cached_resnet18):
+    dls = digits_dls(size=16, bs=32, n_items=320, augment=False)   # own dls: vision_learner adds Normalize to it
+    learn = vision_learner(dls, resnetx18, pretrained=True)
+    body = learn.model[0][0]
+    assert torch.equal(body.stem[0].weight, cached_resnet18.conv1.weight)           # weights loaded from the cache
+    assert torch.equal(body.stage4[1].branch[1][0].weight, cached_resnet18.layer4[1].conv2.weight)
+    norm = [t for t in dls.after_batch.fs if isinstance(t, Normalize)]
+    assert len(norm) == 1 and torch.allclose(norm[0].mean.flatten().cpu(), torch.tensor([0.485, 0.456, 0.406]))
+    groups = learn.splitter(learn.model)
+    assert len(groups) == 3 and learn.opt.frozen_idx == 2                          # vision_learner froze it
+    norm_ids = {id(p) for m in learn.model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()}
+    assert all(not p.requires_grad or id(p) in norm_ids for g in groups[:2] for p in g)
+    assert all(p.requires_grad for p in groups[2])
+
+
+def test_vision_learner_pretrained_grayscale(cached_resnet18):
+    dls = digits_dls(size=16, bs=32, n_items=320, augment=False, bw=True)
+    learn = vision_learner(dls, resnetx18, pretrained=True, n_in=1)
+    conv = learn.model[0][0].stem[0]
+    assert conv.in_channels == 1                                                    # fastai adapted the first conv
+    assert torch.allclose(conv.weight, cached_resnet18.conv1.weight.sum(1, keepdim=True))
+    assert learn.model(dls.one_batch()[0]).shape == (32, 10)
