@@ -52,7 +52,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--folds', default='1,2,3,4', help='comma-separated folds (fold 1 is always added: it is the baseline)')
     p.add_argument('--seeds', default='5', help='a count N (seeds 0..N-1) or a comma-separated list of seeds')
-    p.add_argument('--epochs', type=int, default=4)
+    p.add_argument('--epochs', type=int, default=3)
     p.add_argument('--size', type=int, default=32, help='image size in px')
     p.add_argument('--bs', type=int, default=64)
     p.add_argument('--lr', type=float, default=4e-3)
@@ -65,19 +65,22 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=int, default=None,
                    help='torch CPU threads (default 1 on CPU: on the shared 2-core machine 2 threads ran 5-10x slower)')
     p.add_argument('--equal-cost-folds', default='2', help='the folded models to match at equal cost')
+    p.add_argument('--warm-folds', default='1,2,3', help='the folds of the warm-start experiment (fold 1 always added)')
     p.add_argument('--checkpoint', default='auto', help="warm start: 'auto', 'local', 'random' or a ResNet checkpoint file")
     p.add_argument('--skip-equal-cost', action='store_true')
     p.add_argument('--skip-pretrained', action='store_true', help='skip the warm-start experiment')
     p.add_argument('--quick', action='store_true',
-                   help='smoke run: 1 seed, 1 epoch, 16 px, 160 digits, bs 32, folds 1,2 (explicit flags still win)')
+                   help='smoke run: 1 seed, 1 epoch, 16 px, 128 digits, bs 32, folds 1,2, warm folds 1,2 (explicit flags win)')
     args = p.parse_args(argv)
     given = {a.split('=')[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith('--')}
     if args.quick:
-        for flag, value in (('seeds', '1'), ('epochs', 1), ('size', 16), ('n_items', 160), ('bs', 32), ('folds', '1,2')):
+        for flag, value in (('seeds', '1'), ('epochs', 1), ('size', 16), ('n_items', 128), ('bs', 32), ('folds', '1,2'),
+                            ('warm_folds', '1,2')):
             if '--' + flag.replace('_', '-') not in given: setattr(args, flag, value)
     args.folds = sorted({1, *_int_list(args.folds, 'folds')})
     args.seeds = _seed_list(args.seeds)
     args.equal_cost_folds = sorted(set(_int_list(args.equal_cost_folds, 'equal-cost-folds')))
+    args.warm_folds = sorted({1, *_int_list(args.warm_folds, 'warm-folds')})
     for name in ('epochs', 'size', 'bs'):
         if getattr(args, name) < 1: p.error(f'--{name} must be >= 1')
     if not 0 < args.lr < 10: p.error('--lr must be in (0, 10)')
@@ -234,7 +237,7 @@ def run_resnetx(args, device, seed, experiment, model, fold, overrides=None, che
     body = learn.model[0][0]
     rec.update(n_train=len(dls.train_ds), n_valid=len(dls.valid_ds))
     rec['params'], rec['flops'] = _model_cost(learn.model, args.size)
-    rec['body_params'], rec['body_flops'] = _model_cost(body, args.size)
+    rec['body_params'] = sum(p.numel() for p in body.parameters())
     if checkpoint is not None:
         rec['new_tensors'] = len(getattr(body, 'new_keys', []))     # projections kept at their random init
     set_seed(seed, reproducible=True)                       # same data order and augmentation for every model
@@ -483,6 +486,8 @@ def main(argv=None):
     from fastai_resnetx import RESNETX_CONFIGS
     if args.arch not in RESNETX_CONFIGS: raise SystemExit(f'--arch must be one of {sorted(RESNETX_CONFIGS)}, got {args.arch!r}')
     folds, skipped = valid_folds(args.arch, args.folds)
+    warm_folds, warm_skipped = valid_folds(args.arch, args.warm_folds)
+    skipped.update(warm_skipped)
     notes = [f'fold {f} skipped: the {args.arch} layout does not allow it ({why})' for f, why in skipped.items()]
     eq_folds = [f for f in args.equal_cost_folds if f in folds and f > 1]
     argv_list = sys.argv[1:] if argv is None else list(argv)
@@ -492,7 +497,8 @@ def main(argv=None):
                             config=dict(arch=args.arch, folds=folds, seeds=args.seeds, epochs=args.epochs, size=args.size,
                                         bs=args.bs, lr=args.lr, data=args.data, n_items=args.n_items,
                                         equal_cost_folds=[] if args.skip_equal_cost else eq_folds,
-                                        checkpoint=None if args.skip_pretrained else args.checkpoint),
+                                        checkpoint=None if args.skip_pretrained else args.checkpoint,
+                                        warm_folds=[] if args.skip_pretrained else warm_folds),
                             run_fields=list(RUN_FIELDS)),
                   runs=[], analysis=None)
     runs = result['runs']
@@ -502,7 +508,7 @@ def main(argv=None):
         result['meta']['total_seconds'] = round(time.time() - t_start, 1)
         try: result['meta']['loadavg_end'] = [round(v, 2) for v in os.getloadavg()]
         except OSError: pass
-        result['analysis'] = analyse(runs, folds, equal_cost_pairs)
+        result['analysis'] = analyse(runs, sorted(set(folds) | set(warm_folds)), equal_cost_pairs)
         _write_json(args.out, result)
         Path(args.md).parent.mkdir(parents=True, exist_ok=True)
         Path(args.md).write_text(to_markdown(result))
@@ -569,7 +575,7 @@ def main(argv=None):
                                                   None, {}, 'random'), f'seed {seed} checkpoint')
                     ckpt = box.get('ckpt')
                 if ckpt is not None:
-                    for f in folds:
+                    for f in warm_folds:
                         attempt(lambda: run_resnetx(args, device, seed, 'warm_start', f'fold={f}', f, checkpoint=ckpt),
                                 lambda: _record(args, device, seed, 'warm_start', f'fold={f}', f, {}, ckpt['description']),
                                 f'seed {seed} warm fold={f}')
