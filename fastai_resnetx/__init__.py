@@ -11,6 +11,7 @@ from .blocks import *
 from .config import *
 from .resnetx import *
 from .weights import *
+from .build import *
 from .fastai_meta import *
 from . import timm_registry  # registers every arch with timm (its entry points share our names: no star-import)
 from .arch_summary import *

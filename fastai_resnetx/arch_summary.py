@@ -1,10 +1,12 @@
 "A model's direct children at a glance (`arch_summary`) and one child by its index path (`get_module`)."
-import html, inspect
+import html
 from dataclasses import dataclass, field
 
 import torch.nn as nn
 from fastcore.basics import patch, listify, store_attr
 from fastai.learner import Learner
+
+from .build import random_init_kwargs, build_by_name
 
 __all__ = ['ArchRow', 'ArchSummary', 'build_model', 'get_module', 'n_layers', 'arch_summary']
 
@@ -16,27 +18,14 @@ def _describe(o):
     r = getattr(o, '__qualname__', None) or repr(o)
     return r if len(r) <= 80 else r[:77] + '...'
 
-def _build_kwargs(arch):
-    "Keyword arguments that build `arch` with random weights: no download."
-    try: ps = inspect.signature(arch).parameters
-    except (TypeError, ValueError): return dict(pretrained=False)
-    if 'weights' in ps: return dict(weights=None)        # torchvision's builders
-    if 'pretrained' in ps or any(p.kind is p.VAR_KEYWORD for p in ps.values()): return dict(pretrained=False)
-    return {}
-
 def build_model(arch_or_model):
-    "The model itself: a module as is, a timm name or an arch callable built with `pretrained=False`."
+    "The model itself: a module as is, a timm/torchvision name or an arch callable, built with random weights."
     if isinstance(arch_or_model, nn.Module): return arch_or_model
-    if isinstance(arch_or_model, str):
-        import timm
-        if not timm.is_model(arch_or_model):
-            raise ValueError(f"arch_or_model={arch_or_model!r} is not a model name timm knows; "
-                             f"pass an nn.Module, an arch callable or a name from `timm.list_models()`")
-        return timm.create_model(arch_or_model, pretrained=False)
+    if isinstance(arch_or_model, str): return build_by_name(arch_or_model, argname='arch_or_model')
     if not callable(arch_or_model):
         raise TypeError(f"arch_or_model={_describe(arch_or_model)} (a {type(arch_or_model).__name__}) is neither "
                         f"an nn.Module nor an arch callable; allowed: a model, an arch such as `resnet50`, or a timm name")
-    kwargs = _build_kwargs(arch_or_model)
+    kwargs = random_init_kwargs(arch_or_model)
     try: model = arch_or_model(**kwargs)
     except Exception as e:
         raise TypeError(f"arch_or_model={_describe(arch_or_model)} could not be built with {kwargs or 'no arguments'} "

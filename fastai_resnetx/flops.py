@@ -1,7 +1,7 @@
 "Exact FLOPs and MACs per module call, counted by `torch.utils.flop_counter.FlopCounterMode`, on `meta` or real tensors."
 from __future__ import annotations
 
-import contextlib, inspect, numbers
+import contextlib, numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -13,7 +13,9 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from fastcore.basics import store_attr
 from fastcore.foundation import L
 
-__all__ = ['CONVENTION', 'SummaryRow', 'ModelSummary', 'model_summary', 'build_arch']
+from .build import build_arch
+
+__all__ = ['CONVENTION', 'SummaryRow', 'ModelSummary', 'model_summary']
 
 aten = torch.ops.aten
 
@@ -242,28 +244,6 @@ def _check_device(device):
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"device={device!r}: CUDA is not available here; use 'meta' (same counts, no compute) or 'cpu'")
     return dev
-
-def build_arch(arch, device=None, **kwargs):
-    "Build the model of `arch` (a model function or a timm/torchvision name) with random weights, never downloading"
-    if isinstance(arch, str): return _build_by_name(arch, device, **kwargs)
-    if not callable(arch): raise TypeError(f'arch={arch!r} is neither a function that builds a model nor a model name')
-    try: params = inspect.signature(arch).parameters
-    except (TypeError, ValueError): params = {}
-    if 'weights' in params: kwargs.setdefault('weights', None)
-    if 'pretrained' in params: kwargs.setdefault('pretrained', False)
-    with torch.device(device or 'cpu'): model = arch(**kwargs)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f'arch={getattr(arch, "__name__", arch)!r} returned a {type(model).__name__}, not an nn.Module')
-    return model
-
-def _build_by_name(name, device, **kwargs):
-    "Build a model by timm name, else by torchvision name, with random weights"
-    import timm, torchvision
-    with torch.device(device or 'cpu'):
-        if timm.is_model(name): return timm.create_model(name, pretrained=False, **kwargs)
-        if name in torchvision.models.list_models(): return torchvision.models.get_model(name, weights=None, **kwargs)
-    raise ValueError(f'arch={name!r} is not a timm or torchvision model name; see timm.list_models() and '
-                     'torchvision.models.list_models(), or pass the model function or a model')
 
 def _model_of(model_or_arch, dev, **kwargs):
     "The model to count: `model_or_arch` itself, or built from it (directly on `meta` when counting there)"
