@@ -99,7 +99,7 @@ def train(data=None, arch:str=TRAIN_DEFAULTS['arch'], fold:int=None, epochs:int=
         print(arch_summary(body))
         ms = model_summary(learn.model, input_size=(1, 3, size, size), max_depth=2)
         print(ms)
-    if not show: learn.remove_cb(learn.progress) if hasattr(learn, 'progress') else None
+    if not show and hasattr(learn, 'progress'): learn.remove_cb(learn.progress)
     fit = (lambda: learn.fine_tune(epochs - 1 if epochs > 1 else 1, base_lr=lr, freeze_epochs=1)) if pretrained \
           else (lambda: learn.fit_one_cycle(epochs, lr))
     t_fit = time.time()
