@@ -25,7 +25,7 @@ def build_model(arch_or_model):
     if not callable(arch_or_model):
         raise TypeError(f"arch_or_model={_describe(arch_or_model)} (a {type(arch_or_model).__name__}) is neither "
                         f"an nn.Module nor an arch callable; allowed: a model, an arch such as `resnet50`, or a timm name")
-    kwargs = random_init_kwargs(arch_or_model)
+    kwargs = random_init_kwargs(arch_or_model, lenient=True)
     try: model = arch_or_model(**kwargs)
     except Exception as e:
         raise TypeError(f"arch_or_model={_describe(arch_or_model)} could not be built with {kwargs or 'no arguments'} "

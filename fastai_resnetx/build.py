@@ -7,12 +7,14 @@ from torch import nn
 __all__ = ['random_init_kwargs', 'build_by_name', 'build_arch']
 
 
-def random_init_kwargs(arch) -> dict:
-    "Keyword arguments that build `arch` with random weights: `weights=None` (torchvision) or `pretrained=False`."
+def random_init_kwargs(arch, lenient:bool=False) -> dict:
+    "Keyword arguments that build `arch` with random weights: `weights=None` (torchvision) and/or `pretrained=False`."
+    # `lenient`: also pass pretrained=False when the signature cannot tell (unreadable, or only **kwargs)
     try: ps = inspect.signature(arch).parameters
-    except (TypeError, ValueError): return dict(pretrained=False)
+    except (TypeError, ValueError): return dict(pretrained=False) if lenient else {}
     kwargs = {'weights': None} if 'weights' in ps else {}
-    if 'pretrained' in ps or (not kwargs and any(p.kind is p.VAR_KEYWORD for p in ps.values())): kwargs['pretrained'] = False
+    if 'pretrained' in ps or (lenient and not kwargs and any(p.kind is p.VAR_KEYWORD for p in ps.values())):
+        kwargs['pretrained'] = False
     return kwargs
 
 
