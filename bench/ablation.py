@@ -135,7 +135,7 @@ def _sync(device):
 # ------------------------------------------------------------------------------------------------------- pieces
 def make_dls(args, seed, device):
     from fastai.vision.all import set_seed
-    from fastai_resnetx.data import digits_dls, folder_dls
+    from fastai_resnetx.job.data import digits_dls, folder_dls
     set_seed(seed, reproducible=True)
     if args.data is None: return digits_dls(size=args.size, bs=args.bs, seed=seed, n_items=args.n_items, device=device)
     return folder_dls(args.data, size=args.size, bs=args.bs, seed=seed, device=device)
@@ -144,7 +144,7 @@ def make_dls(args, seed, device):
 def valid_folds(arch, folds):
     "The folds the arch's layout allows, and {fold: reason} for those it does not."
     from fastai_resnetx import RESNETX_CONFIGS
-    from fastai_resnetx.topology import fold_plan
+    from fastai_resnetx.model.topology import fold_plan
     cfg, ok, skipped = RESNETX_CONFIGS[arch], [], {}
     for f in folds:
         try: fold_plan(cfg.num_nodes, f); ok.append(f)
@@ -154,8 +154,8 @@ def valid_folds(arch, folds):
 
 def cost(arch, size, n_out, **overrides):
     "(params, FLOPs) of the ResNetX `arch` with `overrides` and an `n_out` classifier, counted on the meta device."
-    from fastai_resnetx import resnetx
-    from fastai_resnetx.flops import model_summary
+    from fastai_resnetx.model import resnetx
+    from fastai_resnetx.inspection.flops import model_summary
     s = model_summary(getattr(resnetx, arch), input_size=(1, 3, size, size), device='meta', n_out=n_out, **overrides)
     return s.total_params, s.total_flops
 
@@ -201,7 +201,7 @@ def _quiet(learn):
 
 
 def _model_cost(model, size):
-    from fastai_resnetx.flops import model_summary
+    from fastai_resnetx.inspection.flops import model_summary
     s = model_summary(model, input_size=(1, 3, size, size), device='meta')
     return s.total_params, s.total_flops
 
@@ -216,7 +216,7 @@ def _finish(learn, timer, t_fit):
 def run_resnetx(args, device, seed, experiment, model, fold, overrides=None, checkpoint=None):
     "One training run of a ResNetX (random init, or warm-started from `checkpoint`); returns its record."
     from fastai.vision.all import vision_learner, accuracy, set_seed, model_meta, Normalize, imagenet_stats
-    from fastai_resnetx.train import resnetx_arch
+    from fastai_resnetx.job.train import resnetx_arch
     overrides = dict(overrides or {})
     rec = _record(args, device, seed, experiment, model, fold, overrides,
                   'random' if checkpoint is None else checkpoint['description'])
@@ -258,14 +258,14 @@ def _record(args, device, seed, experiment, model, fold, overrides, init):
 
 def resnet_name(arch):
     from fastai_resnetx import RESNETX_CONFIGS
-    from fastai_resnetx.weights import resnet_counterpart
+    from fastai_resnetx.model.weights import resnet_counterpart
     return resnet_counterpart(RESNETX_CONFIGS[arch])
 
 
 def cached_real_checkpoint(arch):
     "torchvision's default ImageNet weights of the arch's ResNet, if already in the torch hub cache (no download)."
     from torchvision.models import get_model_weights
-    from fastai_resnetx.weights import _hub_file
+    from fastai_resnetx.model.weights import _hub_file
     name = resnet_name(arch)
     if name is None: return None
     weights = get_model_weights(name).DEFAULT

@@ -5,19 +5,20 @@ import warnings
 # fastai.layers calls torch.jit.script at import time; torch 2.14 deprecates it. Not ours to fix, and noise for users.
 warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
 
-from .topology import *
-from .layers import *
-from .blocks import *
-from .config import *
-from .resnetx import *
-from .weights import *
-from .build import *
-from .fastai_meta import *
-from . import timm_registry  # registers every arch with timm (its entry points share our names: no star-import)
-from .arch_summary import *
-from .splitter import *
-from .flops import *
-from .learner_summary import *
-from .distributed import *
-from .plots import *
-from .train import *
+from .model.topology import *
+from .model.layers import *
+from .model.blocks import *
+from .model.config import *
+from .model.resnetx import *
+from .model.weights import *
+from .inspection.build import *
+from .inspection.arch_summary import *
+from .inspection.splitter import *
+from .inspection.flops import *
+from .integration.fastai_meta import *
+from .integration import timm_registry  # registers every arch with timm (its entry points share our names: no star-import)
+from .integration.learner_summary import *
+from .integration.distributed import *
+from .job.data import *
+from .job.plots import *
+from .job.train import *

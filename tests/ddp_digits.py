@@ -3,7 +3,7 @@ import os, sys, torch
 from fastai.vision.all import vision_learner, accuracy, set_seed
 from fastai.distributed import *  # Learner.distrib_ctx
 from fastai_resnetx import resnetx18, distrib_kwargs
-from fastai_resnetx.data import digits_dls
+from fastai_resnetx.job.data import digits_dls
 
 out = sys.argv[1]
 set_seed(0)

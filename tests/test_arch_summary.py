@@ -4,8 +4,8 @@ import pytest, torch
 from torch import nn
 from fastai.vision.all import xresnet18, Learner, DataLoaders, CrossEntropyLossFlat
 from torchvision.models import MNASNet, wide_resnet50_2
-from fastai_resnetx.arch_summary import arch_summary, get_module, n_layers, ArchSummary
-from fastai_resnetx.resnetx import resnetx18
+from fastai_resnetx.inspection.arch_summary import arch_summary, get_module, n_layers, ArchSummary
+from fastai_resnetx.model.resnetx import resnetx18
 
 XRESNET18 = """\
 [0 ] ConvLayer        : 3   layers

@@ -4,8 +4,8 @@ import numpy as np, pytest, torch
 from PIL import Image
 from fastai.vision.all import load_learner
 from fastai_resnetx import plot_topology, skip_kinds, resnetx50, train
-from fastai_resnetx.cli import main
-from fastai_resnetx.train import _atomic
+from fastai_resnetx.job.cli import main
+from fastai_resnetx.job.train import _atomic
 
 
 def digit_folder(root:Path, classes=('3', '7'), n=12, layout='split'):
@@ -22,7 +22,7 @@ def digit_folder(root:Path, classes=('3', '7'), n=12, layout='split'):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, '-m', 'fastai_resnetx.cli', *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, '-m', 'fastai_resnetx', *args], capture_output=True, text=True, timeout=600)
 
 
 def test_summary_ours_torchvision_timm(capsys):

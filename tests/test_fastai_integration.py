@@ -3,7 +3,7 @@ from torch import nn
 from fastai.vision.all import vision_learner, load_learner, accuracy, set_seed, Callback, model_meta, Normalize
 from fastai_resnetx import (resnetx18, resnetx50, resnetx_mbconv, RESNETX_ARCHS, resnetx_cut, arch_splitter, ResNetX,
                             create_resnetx)
-from fastai_resnetx.data import digits_dls
+from fastai_resnetx.job.data import digits_dls
 
 
 @pytest.fixture(scope='module')

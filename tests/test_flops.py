@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from fastai.vision.models.xresnet import xresnet18
-from fastai_resnetx.flops import model_summary, ModelSummary, build_arch
+from fastai_resnetx.inspection.flops import model_summary, ModelSummary, build_arch
 
 def fcm_total(model, size, device='meta'):
     "FlopCounterMode's own total for `model` on `size`, the reference our totals must equal"

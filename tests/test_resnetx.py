@@ -2,7 +2,7 @@ import pytest, torch, torchvision
 from torch import nn
 from fastai_resnetx import (ResNetX, ResNetXConfig, Stage, FoldUnit, resnetx18, resnetx34, resnetx50, resnetx101,
                             resnetx152, resnetx_mbconv, resnetx_fused, num_params)
-from fastai_resnetx.weights import resnet_key
+from fastai_resnetx.model.weights import resnet_key
 
 
 @pytest.mark.parametrize('ours, theirs', [(resnetx18, 'resnet18'), (resnetx34, 'resnet34'), (resnetx50, 'resnet50'),

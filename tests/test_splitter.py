@@ -8,8 +8,8 @@ from torchvision.models.vision_transformer import VisionTransformer
 from fastai.vision.all import (Callback, CrossEntropyLossFlat, DataLoaders, create_timm_model, create_vision_model,
                                norm_bias_params, vision_learner, xresnet18)
 from fastai.vision.learner import _resnet_split, default_split, model_meta
-from fastai_resnetx.resnetx import ResNetX, resnetx18
-from fastai_resnetx.splitter import arch_groups, arch_splitter, stage_splitter
+from fastai_resnetx.model.resnetx import ResNetX, resnetx18
+from fastai_resnetx.inspection.splitter import arch_groups, arch_splitter, stage_splitter
 
 @pytest.fixture(scope='module', autouse=True)
 def one_thread():

@@ -1,5 +1,5 @@
 import pytest
-from fastai_resnetx.topology import skip_source, stage_of, stage_distance, fold_plan, get_pred, layer_diff
+from fastai_resnetx.model.topology import skip_source, stage_of, stage_distance, fold_plan, get_pred, layer_diff
 
 
 def test_seed_values():

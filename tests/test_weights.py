@@ -6,7 +6,7 @@ import pytest, torch, torchvision
 from torch import nn
 from safetensors.torch import save_file
 from fastai_resnetx import resnetx18, resnetx50, resnetx152, resnetx_mbconv
-from fastai_resnetx.weights import (resnet_key, load_pretrained, CheckpointError, TimmWeights, read_checkpoint,
+from fastai_resnetx.model.weights import (resnet_key, load_pretrained, CheckpointError, TimmWeights, read_checkpoint,
                                     resnet_counterpart, torchvision_weights)
 
 

@@ -46,8 +46,8 @@ def parser() -> argparse.ArgumentParser:
 
 def _summary(args):
     from .train import resolve_arch
-    from .arch_summary import arch_summary, build_model
-    from .flops import model_summary
+    from ..inspection.arch_summary import arch_summary, build_model
+    from ..inspection.flops import model_summary
     if args.size < 8: raise ValueError(f"`--size` must be >= 8, got {args.size}")
     model = build_model(resolve_arch(args.arch, args.fold))   # random weights: never downloads
     print(arch_summary(model, args.idx, verbose=args.verbose))

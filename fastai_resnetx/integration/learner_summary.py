@@ -4,7 +4,7 @@ from fastai.learner import Learner
 from fastai.callback.hook import total_params
 from fastai.torch_core import find_bs
 
-from .flops import CONVENTION, model_summary, _human
+from ..inspection.flops import CONVENTION, model_summary, _human
 
 __all__ = ['learner_table']
 

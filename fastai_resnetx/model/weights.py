@@ -289,7 +289,7 @@ def _fetch(model:nn.Module, weights):
 
 def _caller_level() -> int:
     "The `stacklevel` of the first frame outside this package, so that a warning points at the user's line."
-    frame, level, here = sys._getframe(1), 1, os.path.dirname(__file__)
+    frame, level, here = sys._getframe(1), 1, os.path.dirname(os.path.dirname(__file__))  # the package root
     while frame is not None and frame.f_code.co_filename.startswith(here): frame, level = frame.f_back, level + 1
     return level
 

@@ -8,10 +8,10 @@ from fastai.vision.all import (vision_learner, accuracy, set_seed, model_meta, C
                                num_distrib, rank_distrib, OptimWrapper)
 import fastai.distributed  # noqa: F401  (Learner.distrib_ctx)
 
-from .resnetx import RESNETX_CONFIGS, num_params
-from . import resnetx as _resnetx
+from ..model.resnetx import RESNETX_CONFIGS, num_params
+from ..model import resnetx as _resnetx
 from .data import digits_dls, folder_dls
-from .distributed import distrib_kwargs
+from ..integration.distributed import distrib_kwargs
 
 __all__ = ['TRAIN_DEFAULTS', 'resolve_arch', 'resnetx_arch', 'fused_adamw', 'train']
 
@@ -93,8 +93,8 @@ def train(data=None, arch:str=TRAIN_DEFAULTS['arch'], fold:int=None, epochs:int=
     learn = vision_learner(dls, arch_fn, pretrained=pretrained, metrics=accuracy, opt_func=fused_adamw)
     main = rank_distrib() == 0
     if show and main:
-        from .arch_summary import arch_summary
-        from .flops import model_summary
+        from ..inspection.arch_summary import arch_summary
+        from ..inspection.flops import model_summary
         body = learn.model[0][0] if arch in RESNETX_CONFIGS else learn.model
         print(arch_summary(body))
         ms = model_summary(learn.model, input_size=(1, 3, size, size), max_depth=2)

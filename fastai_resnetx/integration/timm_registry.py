@@ -4,7 +4,7 @@ from functools import partial
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, register_model
 
-from .resnetx import create_resnetx, RESNETX_CONFIGS
+from ..model.resnetx import create_resnetx, RESNETX_CONFIGS
 
 __all__ = []  # the timm entry points share our arch names: import this module, don't star-import it
 

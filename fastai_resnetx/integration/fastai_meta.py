@@ -3,8 +3,8 @@ from torch import nn
 from fastai.vision.learner import model_meta
 from fastai.vision.core import imagenet_stats
 
-from .splitter import arch_splitter
-from .resnetx import ResNetX, resnetx18, resnetx34, resnetx50, resnetx101, resnetx152, resnetx_mbconv, resnetx_fused
+from ..inspection.splitter import arch_splitter
+from ..model.resnetx import ResNetX, resnetx18, resnetx34, resnetx50, resnetx101, resnetx152, resnetx_mbconv, resnetx_fused
 
 __all__ = ['resnetx_cut', 'RESNETX_ARCHS']
 

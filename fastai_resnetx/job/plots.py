@@ -5,7 +5,7 @@ from matplotlib.patches import Arc, Patch
 from matplotlib.lines import Line2D
 from torch import nn
 
-from .resnetx import ResNetX, RESNETX_CONFIGS, create_resnetx
+from ..model.resnetx import ResNetX, RESNETX_CONFIGS, create_resnetx
 
 __all__ = ['skip_kinds', 'plot_topology']
 

@@ -1,0 +1,1 @@
+"The main job: the `resnetx` command, training, the built-in data set and the plots."
