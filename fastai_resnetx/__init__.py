@@ -10,6 +10,7 @@ from .model.layers import *
 from .model.blocks import *
 from .model.config import *
 from .model.resnetx import *
+from .model.archs import *
 from .model.weights import *
 from .inspection.build import *
 from .inspection.arch_summary import *
@@ -19,6 +20,7 @@ from .integration.fastai_meta import *
 from .integration import timm_registry  # registers every arch with timm (its entry points share our names: no star-import)
 from .integration.learner_summary import *
 from .integration.distributed import *
+from .integration.precision import *
 from .job.data import *
 from .job.plots import *
 from .job.train import *

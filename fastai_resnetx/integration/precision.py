@@ -1,0 +1,109 @@
+"""Mixed precision that really runs on CPU: bf16 autocast on the learner's own device, channels_last, and the
+measured choice between fp32 and bf16 for `resnetx train --precision`.
+
+fastai's `MixedPrecision` enters `autocast('cuda')`; on a CPU learner torch disables it with a warning and training
+silently stays fp32. `BF16MixedPrecision` is `MixedPrecision(amp_mode='bf16')` whose autocast follows the device the
+model is on (so on CUDA it does exactly what fastai's does), and `Learner.to_bf16` adds it instead of fastai's.
+"""
+import math, warnings
+from functools import lru_cache
+
+import torch
+from fastcore.basics import patch
+from fastai.learner import Learner
+from fastai.callback.fp16 import AMPMode, MixedPrecision
+from fastai.torch_core import default_device
+
+__all__ = ['BF16MixedPrecision', 'machine_kind', 'BF16_TRAIN_SPEEDUP', 'pick_precision', 'apply_precision', 'PRECISIONS']
+
+PRECISIONS = ('fp32', 'bf16')
+
+
+def _cpu_flag(name:str) -> bool:
+    fn = getattr(torch.cpu, f'_is_{name}_supported', None)  # private torch probes: absent on old versions -> False
+    try: return bool(fn()) if fn is not None else False
+    except Exception: return False
+
+
+@lru_cache(None)
+def _cpu_kind() -> str:
+    if _cpu_flag('amx_tile') and _cpu_flag('avx512_bf16'): return 'cpu-amx'
+    if _cpu_flag('avx512_bf16'): return 'cpu-avx512-bf16'
+    return 'cpu-no-bf16'
+
+
+def machine_kind(device=None) -> str:
+    "'cuda', or the CPU's bf16 support: 'cpu-amx' (AMX tiles), 'cpu-avx512-bf16', or 'cpu-no-bf16' (bf16 emulated)."
+    device = torch.device(default_device() if device is None else device)
+    return 'cuda' if device.type == 'cuda' else _cpu_kind()
+
+
+class BF16MixedPrecision(MixedPrecision):
+    """bf16 autocast on the learner's device (CPU included), optionally channels_last; on CUDA, fastai's `MixedPrecision('bf16')`.
+    No loss scaling: bf16 has fp32's 8-bit exponent (same range), so gradients do not underflow as they do in fp16."""
+    def __init__(self, channels_last:bool=None):
+        "`channels_last` None: on CPU only, where oneDNN's bf16 convolutions want it."
+        super().__init__(amp_mode=AMPMode.BF16)
+        self.channels_last = channels_last
+
+    @property
+    def name(self): return 'mixed_precision'  # fastai looks for `learn.mixed_precision` (load_learner, to_channelslast)
+
+    def before_fit(self):
+        self.device = next(self.model.parameters()).device  # TrainEvalCallback (order -10) has moved it to dls.device
+        if self.device.type == 'cuda': super().before_fit()
+        else:
+            if self.device.type == 'cpu' and _cpu_kind() == 'cpu-no-bf16':
+                warnings.warn("bf16 on a CPU without avx512_bf16/amx_bf16 runs emulated, several times slower than "
+                              "fp32 (see bench/throughput_results.md); `learn.to_fp32()` goes back")
+            # the disabled GradScaler passes loss and step straight through, so MixedPrecision's hooks run unchanged
+            self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16)
+            self.learn.scaler, self.scales = torch.amp.GradScaler(self.device.type, enabled=False), []
+        self.use_cl = self.device.type == 'cpu' if self.channels_last is None else self.channels_last
+        if self.use_cl: self.model.to(memory_format=torch.channels_last)
+
+    def before_batch(self):
+        if self.use_cl:
+            self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if torch.is_tensor(x) and x.ndim == 4
+                                  else x for x in self.xb)
+        super().before_batch()
+
+    def after_fit(self):
+        if getattr(self, 'use_cl', False): self.model.to(memory_format=torch.contiguous_format)  # leave it as found
+        super().after_fit()
+
+
+@patch
+def to_bf16(self:Learner, channels_last:bool=None):
+    "bf16 mixed precision on the learner's device, CPU included (fastai's own only autocasts on CUDA)"
+    self.remove_cb(MixedPrecision)
+    return self.add_cb(BF16MixedPrecision(channels_last=channels_last))
+
+
+# bf16/fp32 ratio of training images/s (> 1: bf16 faster), per machine kind, for (arch, image size in px).
+# Sources: 'cpu-amx': issue 15's numbers (2-core Xeon with AMX, resnetx50 bs 16 fold 1 / fold 2, resnetx18 at 24-32 px);
+# 'cpu-no-bf16': ours, 2-core AMD EPYC (AVX2, no bf16 instructions), quick 3-step smoke, bs 64 at 24 px / bs 16 at 64 px.
+# The quiet-machine run of bench/throughput.py (see its docstring) refines these.
+BF16_TRAIN_SPEEDUP = {
+    'cpu-amx': {('resnetx18', 24): 0.93, ('resnetx18', 32): 0.93, ('resnetx50', 64): 1.42},
+    'cpu-no-bf16': {('resnetx18', 24): 0.18, ('resnetx50', 64): 0.09},
+}
+BF16_MIN_GAIN = 1.05  # below this the measured gain is within a shared machine's noise: keep fp32
+
+
+def pick_precision(arch:str, size:int, device=None) -> str:
+    "The faster of 'fp32' and 'bf16' for training `arch` at `size` px on this kind of machine (fp32 where unmeasured)."
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ValueError(f"`size` must be a positive int (px), got {size!r}")
+    table = BF16_TRAIN_SPEEDUP.get(machine_kind(device), {})
+    rows = {k: v for k, v in table.items() if k[0] == arch} or table  # another arch: the nearest size of any arch
+    if not rows: return 'fp32'
+    (_, _), ratio = min(rows.items(), key=lambda kv: abs(math.log(size / kv[0][1])))
+    return 'bf16' if ratio >= BF16_MIN_GAIN else 'fp32'
+
+
+def apply_precision(learn:Learner, precision:str) -> Learner:
+    "Set `learn` to `precision`: 'bf16' adds `BF16MixedPrecision`, 'fp32' leaves it as it is."
+    if precision not in PRECISIONS:
+        raise ValueError(f"`precision` must be one of {list(PRECISIONS)}, got {precision!r}")
+    return learn.to_bf16() if precision == 'bf16' else learn
