@@ -10,6 +10,7 @@ from .model.layers import *
 from .model.blocks import *
 from .model.config import *
 from .model.resnetx import *
+from .model.archs import *
 from .model.weights import *
 from .inspection.build import *
 from .inspection.arch_summary import *

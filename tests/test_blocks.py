@@ -33,10 +33,10 @@ def test_depthwise_is_really_depthwise():
     # seed 003's blog swallows `groups`, so its depthwise conv is dense; here a depthwise 3x3 on C channels has 9*C weights
     m = DepthwiseSeparableConv(32, 64)
     assert m(x).shape == (1, 64, 56, 56)                # the blog loses two pixels of padding (54)
-    assert n_weights(m[0]) == 9 * 32 and n_weights(m[1]) == 32 * 64
+    assert n_weights(m.conv_dw) == 9 * 32 and n_weights(m.conv_pw) == 32 * 64
     mb = MBConv(32, 64, expansion=4)
-    assert n_weights(mb[1]) == 9 * 128                  # the depthwise conv of MBConv
-    assert mb[1][0].groups == 128
+    assert n_weights(mb.conv_dw) == 9 * 128             # the depthwise conv of MBConv
+    assert mb.conv_dw.groups == 128
 
 
 def test_param_counts():
@@ -73,6 +73,19 @@ def test_resblock_seed001():
     assert isinstance(m.shortcut[0], nn.AvgPool2d)
     assert ResBlock(8, 16, stride=2)(torch.randn(2, 8, 7, 7)).shape == (2, 16, 4, 4)  # ceil_mode as the seed
     assert isinstance(ResBlock(16, 16).shortcut, nn.Identity)
+
+
+def test_named_layers_like_torchvision_and_timm():
+    assert [n for n, _ in Bottleneck(64, 256).named_children()] == ['conv1', 'bn1', 'act1', 'conv2', 'bn2', 'act2',
+                                                                    'conv3', 'bn3']
+    assert [n for n, _ in MBConv(32, 64).named_children()] == ['conv_pw', 'bn1', 'act1', 'conv_dw', 'bn2', 'act2', 'se',
+                                                               'conv_pwl', 'bn3']
+    assert [n for n, _ in MBConv(32, 64, expansion=1, se_ratio=0).named_children()] == ['conv_dw', 'bn2', 'act2',
+                                                                                       'conv_pwl', 'bn3']
+    assert [n for n, _ in FusedMBConv(32, 64).named_children()] == ['conv_exp', 'bn1', 'act1', 'conv_pwl', 'bn2']
+    b = BasicBlock(16, 16); b.zero_init_last()
+    assert b.bn2.weight.abs().sum() == 0 and b.bn1.weight.abs().sum() > 0
+    assert all(BLOCKS[k].fresh_output for k in BLOCKS)
 
 
 def test_bad_block():

@@ -5,9 +5,11 @@ from matplotlib.patches import Arc, Patch
 from matplotlib.lines import Line2D
 from torch import nn
 
-from ..model.resnetx import ResNetX, RESNETX_CONFIGS, create_resnetx
+from ..model.resnetx import ResNetX
+from ..model.config import RESNETX_CONFIGS
+from ..model.archs import create_resnetx
 
-__all__ = ['skip_kinds', 'plot_topology']
+__all__ = ['skip_kinds', 'plot_topology', 'plot_confusion_matrix']
 
 _COLORS = {'identity': '#2b8cbe', 'projection': '#e34a33'}
 
@@ -67,4 +69,21 @@ def plot_topology(model_or_arch, figsize=None, dpi:int=100, out=None, title:str=
               loc='lower center', ncol=2, fontsize=7, frameon=False)
     fig.skips = drawn
     if out is not None: fig.savefig(out, dpi=dpi)
+    return fig
+
+
+def plot_confusion_matrix(predicted, actual, vocab, figsize=(6, 6), dpi:int=100):
+    "The confusion matrix of class indices `predicted` vs `actual` (rows: actual), counts written in the cells."
+    import numpy as np
+    n = len(vocab)
+    cm = np.zeros((n, n), dtype=int)
+    np.add.at(cm, (np.asarray(actual, dtype=int), np.asarray(predicted, dtype=int)), 1)
+    fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
+    ax.imshow(cm, cmap='Blues')
+    for i, j in np.ndindex(cm.shape):
+        ax.text(j, i, cm[i, j], ha='center', va='center', color='white' if cm[i, j] > cm.max() / 2 else 'black')
+    ax.set_xticks(range(n), [str(v) for v in vocab], rotation=90); ax.set_yticks(range(n), [str(v) for v in vocab])
+    ax.set_xlabel('Predicted'); ax.set_ylabel('Actual'); ax.set_title(f'Confusion matrix ({cm.sum()} images)')
+    fig.tight_layout()
+    fig.confusion = cm
     return fig

@@ -5,14 +5,29 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ['ResNetXConfig']
+from ..checks import check_int, check_float, check_choice
+from .topology import fold_plan
+from .layers import get_act
+from .blocks import get_block
+
+__all__ = ['ResNetXConfig', 'RESNETX_CONFIGS']
+
+# fastai's spellings (xresnet's `n_out`, `c_in`) are accepted; timm's names are the canonical ones
+ALIASES = {'n_out': 'num_classes', 'c_in': 'in_chans', 'drop': 'drop_rate'}
+POOL_TYPES = ('avg', 'max', 'avgmax', 'catavgmax', '')   # timm's `SelectAdaptivePool2d` types ('': no pooling)
+
+
+def _int_tuple(name, value, minimum=1):
+    if not isinstance(value, (tuple, list)) or not value:
+        raise ValueError(f"`{name}` must be a non-empty list of integers >= {minimum}, got {value!r}")
+    return tuple(check_int(f'{name}[{i}]', v, minimum) for i, v in enumerate(value))
 
 
 @dataclass(frozen=True)
 class ResNetXConfig:
     "Everything that defines a ResNetX: layout, unit, widths, fold window, stem, shortcut and head."
     num_nodes: tuple = (3, 4, 6, 3)       # units per stage
-    unit: str = 'bottleneck'              # a name in `blocks.BLOCKS`
+    unit: str = 'bottleneck'              # a name in `blocks.BLOCKS` (or a block class)
     widths: tuple = (256, 512, 1024, 2048)  # output channels of each stage
     strides: tuple = (1, 2, 2, 2)         # stride of the first unit of each stage
     stem: str = 'resnet'                  # 'resnet' (7x7) or 'deep' (3 x 3x3, fastai xresnet)
@@ -22,32 +37,37 @@ class ResNetXConfig:
     end_id: int = None                    # default: the last unit
     shortcut: str = 'conv'                # projection kind: 'conv' (torchvision) or 'avgpool' (seed 001, ResNet-D)
     act: str = 'relu'                     # activation after each add (and default in the units)
-    n_out: int = 1000
-    c_in: int = 3
-    drop: float = 0.                      # dropout before the classifier
+    num_classes: int = 1000               # 0: no classifier (features out); fastai's name `n_out` is accepted
+    in_chans: int = 3                     # input channels; fastai's name `c_in` is accepted
+    global_pool: str = 'avg'              # timm's pooling type: 'avg', 'max', 'avgmax', 'catavgmax', '' (none)
+    drop_rate: float = 0.                 # dropout before the classifier
+    drop_path_rate: float = 0.            # stochastic depth: rate of the last unit, growing linearly from 0 at the first
     zero_init_last_bn: bool = False       # zero-init each unit's last norm weight (fastai/timm option)
     unit_kwargs: dict = field(default_factory=dict)  # passed to every unit, e.g. {'expansion': 4}
 
     def __post_init__(self):
-        for name in ('num_nodes', 'widths', 'strides'):
-            value = getattr(self, name)
-            if isinstance(value, list): object.__setattr__(self, name, tuple(value))
+        for name in ('num_nodes', 'widths', 'strides'): object.__setattr__(self, name, _int_tuple(name, getattr(self, name)))
         if len(self.widths) != len(self.num_nodes) or len(self.strides) != len(self.num_nodes):
             raise ValueError(f"`widths` {self.widths} and `strides` {self.strides} need one entry per stage "
                              f"of `num_nodes` {self.num_nodes}")
-        if isinstance(self.n_out, bool) or not isinstance(self.n_out, int) or self.n_out < 1:
-            raise ValueError(f"`n_out` must be an integer >= 1, got {self.n_out!r}")
-        if isinstance(self.c_in, bool) or not isinstance(self.c_in, int) or self.c_in < 1:
-            raise ValueError(f"`c_in` must be an integer >= 1, got {self.c_in!r}")
-        if self.stem not in ('resnet', 'deep'):
-            raise ValueError(f"`stem` must be 'resnet' or 'deep', got {self.stem!r}")
-        if self.shortcut not in ('conv', 'avgpool'):
-            raise ValueError(f"`shortcut` must be 'conv' or 'avgpool', got {self.shortcut!r}")
+        get_block(self.unit); get_act(self.act)
+        check_choice('stem', self.stem, ('resnet', 'deep')); check_int('stem_width', self.stem_width, 1)
+        fold_plan(self.num_nodes, self.fold, self.start_id, self.end_id)   # checks fold, start_id and end_id
+        check_choice('shortcut', self.shortcut, ('conv', 'avgpool'))
+        check_int('num_classes', self.num_classes, 0); check_int('in_chans', self.in_chans, 1)
+        check_choice('global_pool', self.global_pool, POOL_TYPES)
+        if self.global_pool == '' and self.num_classes:
+            raise ValueError(f"`global_pool=''` (no pooling) needs `num_classes=0` (no classifier), got {self.num_classes}")
+        check_float('drop_rate', self.drop_rate, 0, 1, open_max=True)
+        check_float('drop_path_rate', self.drop_path_rate, 0, 1, open_max=True)
+        check_choice('zero_init_last_bn', self.zero_init_last_bn, (True, False))
+        if not isinstance(self.unit_kwargs, dict):
+            raise ValueError(f"`unit_kwargs` must be a mapping of keyword arguments, got {self.unit_kwargs!r}")
 
     @classmethod
     def from_dict(cls, d:dict, **overrides):
         "A config from a dict (e.g. parsed YAML), then `overrides`; unknown keys are an error."
-        d = {**(d or {}), **overrides}
+        d = {ALIASES.get(k, k): v for k, v in {**(d or {}), **overrides}.items()}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown: raise ValueError(f"unknown ResNetX config keys {unknown}; allowed: {sorted(known)}")
@@ -55,12 +75,15 @@ class ResNetXConfig:
 
     @classmethod
     def from_yaml(cls, path, **overrides):
-        "A config from a YAML file (read with `yaml.safe_load`), then `overrides`."
+        "A config from a YAML file (read with `yaml.safe_load`), then `overrides`; a bad value names the file and key."
         path = Path(path)
         if not path.is_file(): raise ValueError(f"config file {str(path)!r} does not exist")
-        d = yaml.safe_load(path.read_text()) or {}
+        try: d = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e: raise ValueError(f"config file {str(path)!r} is not valid YAML: {e}") from e
+        d = d or {}
         if not isinstance(d, dict): raise ValueError(f"config file {str(path)!r} must hold a mapping, got {type(d).__name__}")
-        return cls.from_dict(d, **overrides)
+        try: return cls.from_dict(d, **overrides)
+        except ValueError as e: raise ValueError(f"config file {str(path)!r}: {e}") from e
 
     def replace(self, **overrides):
         "A copy with `overrides` applied (unknown keys are an error)."
@@ -70,3 +93,17 @@ class ResNetXConfig:
         "The config as a plain dict (YAML-friendly)."
         d = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+# the named archs: torchvision's ResNet layouts, and two variants with other units
+RESNETX_CONFIGS = {
+    'resnetx18': ResNetXConfig((2, 2, 2, 2), 'basic', (64, 128, 256, 512)),
+    'resnetx34': ResNetXConfig((3, 4, 6, 3), 'basic', (64, 128, 256, 512)),
+    'resnetx50': ResNetXConfig((3, 4, 6, 3), 'bottleneck', (256, 512, 1024, 2048)),
+    'resnetx101': ResNetXConfig((3, 4, 23, 3), 'bottleneck', (256, 512, 1024, 2048)),
+    'resnetx152': ResNetXConfig((3, 8, 36, 3), 'bottleneck', (256, 512, 1024, 2048)),
+    'resnetx_mbconv': ResNetXConfig((2, 3, 4, 2), 'mbconv', (48, 96, 192, 384), stem_width=32, act='silu',
+                                    unit_kwargs={'expansion': 4, 'se_ratio': 0.25}),
+    'resnetx_fused': ResNetXConfig((2, 3, 4, 2), 'fused_mbconv', (48, 96, 192, 384), stem_width=32, act='silu',
+                                   unit_kwargs={'expansion': 4}),
+}

@@ -8,7 +8,7 @@ from torch import nn, Tensor
 from torchvision.ops import Conv2dNormActivation, SqueezeExcitation as _TVSqueezeExcitation
 
 __all__ = ['act_layer', 'ConvNormAct', 'Conv1x1NormAct', 'Conv3x3NormAct', 'ResidualAdd', 'SqueezeExcitation',
-           'projection', 'resnet_stem', 'deep_stem', 'classifier_head', 'get_act']
+           'projection', 'conv_norm_act', 'resnet_stem', 'deep_stem', 'get_act']
 
 _ACTS = {'relu': nn.ReLU, 'relu6': nn.ReLU6, 'silu': nn.SiLU, 'swish': nn.SiLU, 'gelu': nn.GELU,
          'mish': nn.Mish, 'hardswish': nn.Hardswish, 'leaky_relu': nn.LeakyReLU}
@@ -35,12 +35,15 @@ def act_layer(act) -> nn.Module:
     return act(inplace=True) if _takes_inplace(act) else act()
 
 
+def _check_conv(ni, nf, ks, groups):
+    if ks % 2 != 1: raise ValueError(f"`ks` must be an odd kernel size for same padding, got {ks}")
+    if ni % groups or nf % groups: raise ValueError(f"`groups` ({groups}) must divide `ni` ({ni}) and `nf` ({nf})")
+
+
 class ConvNormAct(Conv2dNormActivation):
     "Conv (same padding, no bias before a norm) -> norm -> activation, as torchvision's `Conv2dNormActivation`."
     def __init__(self, ni:int, nf:int, ks:int=3, stride:int=1, groups:int=1, norm=nn.BatchNorm2d, act=nn.ReLU, **kwargs):
-        if ks % 2 != 1: raise ValueError(f"`ks` must be an odd kernel size for same padding, got {ks}")
-        if ni % groups or nf % groups:
-            raise ValueError(f"`groups` ({groups}) must divide `ni` ({ni}) and `nf` ({nf})")
+        _check_conv(ni, nf, ks, groups)
         act = get_act(act)
         super().__init__(ni, nf, kernel_size=ks, stride=stride, groups=groups, norm_layer=norm,
                          activation_layer=act, inplace=True if _takes_inplace(act) else None, **kwargs)
@@ -79,22 +82,23 @@ def projection(ni:int, nf:int, stride:int=1, kind:str='conv', norm=nn.BatchNorm2
     raise ValueError(f"`kind` must be 'conv' or 'avgpool', got {kind!r}")
 
 
-def resnet_stem(c_in:int=3, nf:int=64, act=nn.ReLU, norm=nn.BatchNorm2d) -> nn.Sequential:
-    "torchvision's ResNet stem: 7x7 conv stride 2, norm, act, 3x3 max-pool stride 2."
-    return nn.Sequential(nn.Conv2d(c_in, nf, 7, stride=2, padding=3, bias=False), norm(nf), act_layer(act),
-                         nn.MaxPool2d(3, stride=2, padding=1))
+def conv_norm_act(names, ni:int, nf:int, ks:int=3, stride:int=1, groups:int=1, norm=nn.BatchNorm2d, act=nn.ReLU) -> list:
+    "Named `(name, layer)` pairs of a conv (same padding, no bias), its norm and activation (none if `act` is None)."
+    _check_conv(ni, nf, ks, groups)
+    conv, bn, act_name = names
+    layers = [(conv, nn.Conv2d(ni, nf, ks, stride, padding=ks // 2, groups=groups, bias=False)), (bn, norm(nf))]
+    return layers + ([(act_name, act_layer(act))] if get_act(act) is not None else [])
 
 
-def deep_stem(c_in:int=3, nf:int=64, act=nn.ReLU, norm=nn.BatchNorm2d) -> nn.Sequential:
-    "fastai xresnet's stem: three 3x3 conv-norm-acts (the first with stride 2), then a 3x3 max-pool."
+def resnet_stem(c_in:int=3, nf:int=64, act=nn.ReLU, norm=nn.BatchNorm2d) -> OrderedDict:
+    "torchvision's ResNet stem as named layers: `conv1` 7x7 stride 2, `bn1`, `act1`, `maxpool` 3x3 stride 2."
+    return OrderedDict(conv1=nn.Conv2d(c_in, nf, 7, stride=2, padding=3, bias=False), bn1=norm(nf), act1=act_layer(act),
+                       maxpool=nn.MaxPool2d(3, stride=2, padding=1))
+
+
+def deep_stem(c_in:int=3, nf:int=64, act=nn.ReLU, norm=nn.BatchNorm2d) -> OrderedDict:
+    "fastai xresnet's stem (three 3x3 conv-norm-acts, the first with stride 2, then a 3x3 max-pool), named as `resnet_stem`."
     mid = max(nf // 2, 16)
-    return nn.Sequential(ConvNormAct(c_in, mid, 3, 2, norm=norm, act=act), ConvNormAct(mid, mid, 3, norm=norm, act=act),
-                         ConvNormAct(mid, nf, 3, norm=norm, act=act), nn.MaxPool2d(3, stride=2, padding=1))
-
-
-def classifier_head(nf:int, n_out:int, p:float=0.) -> nn.Sequential:
-    "Global average pool, flatten, optional dropout, linear classifier (`head.fc`, as torchvision's `fc`)."
-    layers = [('pool', nn.AdaptiveAvgPool2d(1)), ('flatten', nn.Flatten(1))]
-    if p > 0: layers.append(('drop', nn.Dropout(p)))
-    layers.append(('fc', nn.Linear(nf, n_out)))
-    return nn.Sequential(OrderedDict(layers))
+    convs = nn.Sequential(ConvNormAct(c_in, mid, 3, 2, norm=norm, act=act), ConvNormAct(mid, mid, 3, norm=norm, act=act),
+                          nn.Conv2d(mid, nf, 3, padding=1, bias=False))
+    return OrderedDict(conv1=convs, bn1=norm(nf), act1=act_layer(act), maxpool=nn.MaxPool2d(3, stride=2, padding=1))

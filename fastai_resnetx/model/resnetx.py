@@ -1,30 +1,81 @@
-"ResNetX: stem -> units wired by the fold plan -> head. With `fold=1` it is exactly a ResNet."
+"""ResNetX: stem layers -> stages of units wired by the fold plan -> pool and classifier. With `fold=1` it is exactly a ResNet.
+
+Its children read like a ResNet's (`conv1 bn1 act1 maxpool stage1 .. stageN global_pool fc`) and run in sequence:
+`nn.Sequential(*list(model.children())[:-2])` computes `forward_features`, and a hook on a stage sees its feature map,
+which is what fastai's `create_body`/`DynamicUnet` and timm's feature extractors assume. A folded skip may still reach
+across stages: the earlier outputs a later stage reads travel with a stage's output tensor (attribute `CARRY`)."""
+import torch
 from torch import nn, Tensor
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from fastai.vision.models.xresnet import init_cnn
+from timm.layers import DropPath, create_classifier
+from timm.models._features import feature_take_indices   # where timm's own models take it from (not re-exported)
 
 from .topology import FoldPlan, fold_plan
-from .layers import projection, resnet_stem, deep_stem, classifier_head, get_act, act_layer
+from .layers import projection, resnet_stem, deep_stem, get_act, act_layer
 from .blocks import get_block
 from .config import ResNetXConfig
+from ..checks import check_choice
 
-__all__ = ['FoldUnit', 'Stage', 'ResNetX', 'RESNETX_CONFIGS', 'create_resnetx', 'resnetx18', 'resnetx34',
-           'resnetx50', 'resnetx101', 'resnetx152', 'resnetx_mbconv', 'resnetx_fused', 'num_params']
+__all__ = ['FoldUnit', 'Stage', 'ResNetX', 'num_params']
+
+CARRY = 'resnetx_carry'   # the attribute of a stage's output that holds the earlier outputs later stages read
 
 
 class FoldUnit(nn.Module):
-    "One ResNetX unit: `act(branch(x) + shortcut(skip))`, where `skip` is the output the fold plan chose."
-    def __init__(self, branch:nn.Module, shortcut:nn.Module, act:nn.Module):
+    "One ResNetX unit: `act(drop_path(branch(x)) + shortcut(skip))`, where `skip` is the output the fold plan chose."
+    def __init__(self, branch:nn.Module, shortcut:nn.Module, act:nn.Module, drop_path:float=0.):
         super().__init__()
         self.branch, self.shortcut, self.act = branch, shortcut, act
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        # adding in place saves an allocation (as torchvision does), but is only safe on a fresh tensor: a custom
+        # branch may return its input, an earlier output that later units still read as their skip
+        self.add_inplace = bool(getattr(branch, 'fresh_output', False))
 
     def forward(self, x:Tensor, skip:Tensor) -> Tensor:
-        out = self.branch(x)
-        out += self.shortcut(skip)   # in place, as torchvision: the branch ends in a norm layer, a fresh tensor
+        out = self.drop_path(self.branch(x))
+        if self.add_inplace: out += self.shortcut(skip)
+        else: out = out + self.shortcut(skip)
         return self.act(out)
 
 
 class Stage(nn.ModuleList):
-    "The units of one stage, in order. ResNetX wires them (skips may reach across units), so it has no forward."
+    "The units of stage `index`, run in order on the previous stage's output; folded skips read earlier outputs too."
+    def __init__(self, units, index:int, plan:FoldPlan):
+        super().__init__(units)
+        lo = sum(plan.num_nodes[:index - 1]); hi = lo + plan.num_nodes[index - 1]   # units lo+1..hi, input = output lo
+        self.index, self.grad_checkpointing = index, False
+        self._in, self._skip, self._out = plan.in_slots[lo:hi], plan.skip_slots[lo:hi], plan.out_slots[lo:hi]
+        self._n_alive, self._fold = plan.n_alive, plan.fold
+        self._key = (plan.num_nodes, plan.fold, plan.start_id, plan.end_id)
+        self._reads = tuple(sorted({s for s in plan.sources[lo:hi] if s < lo}))   # outputs of earlier stages it reads
+        self._passes_on = any(s < hi for s in plan.sources[hi:])   # a later stage reads an output up to this one's
+
+    def run(self, x:Tensor, slots=None):
+        "Run the units on `x`; `slots` holds the earlier outputs (None: none needed). Returns the output and the slots."
+        slots = [x] * self._n_alive if slots is None else list(slots)
+        slots[self._in[0]] = x
+        for unit, i, s, o in zip(self, self._in, self._skip, self._out):
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                slots[o] = checkpoint(unit, slots[i], slots[s], use_reentrant=False)
+            else: slots[o] = unit(slots[i], slots[s])
+        return slots[self._out[-1]], slots
+
+    def forward(self, x:Tensor) -> Tensor:
+        "The stage on the previous stage's output `x` (the stem's for stage 1); earlier outputs come along on `x`."
+        carry = getattr(x, CARRY, None)
+        valid = carry is not None and carry[0] == self._key and carry[1] == self.index - 1
+        if self._reads and not valid:
+            raise RuntimeError(f"stage{self.index} of this ResNetX (fold={self._fold}) adds outputs {list(self._reads)} of "
+                               f"earlier stages as skips; they travel on the output of stage{self.index - 1}, and this "
+                               f"input does not carry them. Run the layers in order (the model, or nn.Sequential of its "
+                               f"children, as fastai's create_body does), not this stage alone on a bare tensor")
+        out, slots = self.run(x, carry[2] if valid else None)
+        if self._passes_on:   # the output's own slot is left empty: the next stage puts its input there (no cycle)
+            slots[self._out[-1]] = None
+            setattr(out, CARRY, (self._key, self.index, tuple(slots)))
+        return out
 
 
 def _output_shapes(cfg:ResNetXConfig):
@@ -42,14 +93,14 @@ class ResNetX(nn.Module):
         super().__init__()
         cfg = ResNetXConfig() if cfg is None else cfg
         if overrides: cfg = cfg.replace(**overrides)
-        self.cfg = cfg
+        self._cfg = cfg
         self.plan: FoldPlan = fold_plan(cfg.num_nodes, cfg.fold, cfg.start_id, cfg.end_id)
         block, act = get_block(cfg.unit), get_act(cfg.act)
-        unit_kwargs = {'act': act, **cfg.unit_kwargs}
         stem = resnet_stem if cfg.stem == 'resnet' else deep_stem
-        self.stem = stem(cfg.c_in, cfg.stem_width, act=act)
+        for name, layer in stem(cfg.in_chans, cfg.stem_width, act=act).items(): self.add_module(name, layer)
         chans, reds = _output_shapes(cfg)
-        l = 0
+        n_units, unit_kwargs, l = self.plan.n_units, {'act': act, **cfg.unit_kwargs}, 0
+        self.stage_names = []
         for s, n in enumerate(cfg.num_nodes, start=1):
             units = []
             for _ in range(n):
@@ -58,141 +109,97 @@ class ResNetX(nn.Module):
                 branch = block(chans[l - 1], chans[l], reds[l] // reds[l - 1], **unit_kwargs)
                 shortcut = projection(chans[src], chans[l], reds[l] // reds[src], kind=cfg.shortcut)
                 post = act_layer(act) if getattr(block, 'post_act', True) else nn.Identity()
-                units.append(FoldUnit(branch, shortcut, post))
-            self.add_module(f'stage{s}', Stage(units))
-        self.num_features = chans[-1]
-        self.head = classifier_head(self.num_features, cfg.n_out, cfg.drop)
-        self.feature_info = [dict(num_chs=cfg.stem_width, reduction=4, module='stem')] + [
+                # stochastic depth grows linearly with depth, from 0 at the first unit (timm's ResNet rule)
+                units.append(FoldUnit(branch, shortcut, post, cfg.drop_path_rate * (l - 1) / max(n_units - 1, 1)))
+            self.add_module(f'stage{s}', Stage(units, s, self.plan))
+            self.stage_names.append(f'stage{s}')
+        self.num_features = self.head_hidden_size = chans[-1]
+        self.num_classes, self.drop_rate = cfg.num_classes, cfg.drop_rate
+        self.global_pool, self.fc = create_classifier(self.num_features, cfg.num_classes, pool_type=cfg.global_pool)
+        self.feature_info = [dict(num_chs=cfg.stem_width, reduction=2, module='act1')] + [
             dict(num_chs=w, reduction=reds[sum(cfg.num_nodes[:s])], module=f'stage{s}')
             for s, w in enumerate(cfg.widths, start=1)]
-        # the forward only reads these precomputed slot indices: no topology arithmetic per call
-        self._in, self._skip, self._out = list(self.plan.in_slots), list(self.plan.skip_slots), list(self.plan.out_slots)
-        self._n_alive = self.plan.n_alive
         init_cnn(self)
         if cfg.zero_init_last_bn: self.zero_init_last_bn()
 
     @property
-    def stages(self):
-        "The stage containers, input to output."
-        return [getattr(self, f'stage{s}') for s in range(1, len(self.cfg.num_nodes) + 1)]
+    def cfg(self) -> ResNetXConfig:
+        "The config of this model, with the input channels its first conv really takes (fastai's `n_in` adapts it)."
+        in_chans = next(m for m in self.conv1.modules() if isinstance(m, nn.Conv2d)).in_channels
+        return self._cfg if in_chans == self._cfg.in_chans else self._cfg.replace(in_chans=in_chans)
 
     @property
-    def units(self):
+    def stages(self) -> list:
+        "The stages, input to output."
+        return [getattr(self, n) for n in self.stage_names]
+
+    @property
+    def units(self) -> list:
         "All units in order (unit `l` is `units[l-1]`)."
         return [u for stage in self.stages for u in stage]
 
     def zero_init_last_bn(self):
         "Zero the weight of each unit's last norm layer, so every unit starts as its skip."
         for unit in self.units:
-            norms = [m for m in unit.branch.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
-            if norms: nn.init.zeros_(norms[-1].weight)
+            if hasattr(unit.branch, 'zero_init_last'): unit.branch.zero_init_last()
+
+    def forward_stem(self, x:Tensor) -> Tensor:
+        "The stem layers: `conv1`, `bn1`, `act1`, `maxpool`."
+        return self.maxpool(self.act1(self.bn1(self.conv1(x))))
 
     def forward_features(self, x:Tensor) -> Tensor:
-        "Stem and all units; returns the last feature map."
-        feats = [self.stem(x)] * self._n_alive
-        i = 0
-        for stage in self.stages:
-            for unit in stage:
-                feats[self._out[i]] = unit(feats[self._in[i]], feats[self._skip[i]])
-                i += 1
-        return feats[self._out[-1]]
-
-    def forward_intermediates(self, x:Tensor, indices=None, norm:bool=False, stop_early:bool=False,
-                              output_fmt:str='NCHW', intermediates_only:bool=False):
-        "timm's feature API: the stem's and each stage's output (`indices`: 0 = stem, 1.. = stages; int = last n)."
-        if output_fmt != 'NCHW': raise ValueError(f"`output_fmt` must be 'NCHW', got {output_fmt!r}")
-        n = len(self.cfg.num_nodes) + 1
-        take = list(range(n - indices, n)) if isinstance(indices, int) else list(range(n)) if indices is None else \
-               [i % n for i in indices]
-        feats = [self.stem(x)] * self._n_alive
-        outs = [feats[0]] if 0 in take else []
-        i = 0
-        for s, stage in enumerate(self.stages, start=1):
-            for unit in stage:
-                feats[self._out[i]] = unit(feats[self._in[i]], feats[self._skip[i]])
-                i += 1
-            if s in take: outs.append(feats[self._out[i - 1]])
-            if stop_early and s >= max(take): break
-        if intermediates_only: return outs
-        return feats[self._out[i - 1]], outs
+        "Stem and all stages; returns the last feature map."
+        x = self.forward_stem(x)
+        for stage in self.stages: x = stage(x)   # called as modules, so that hooks on a stage see its output
+        return x
 
     def forward_head(self, x:Tensor, pre_logits:bool=False) -> Tensor:
-        "Pool and classify a feature map (`pre_logits=True` stops before the classifier)."
-        if pre_logits and isinstance(self.head, nn.Sequential) and hasattr(self.head, 'fc'): return self.head[:-1](x)
-        return self.head(x)
+        "Pool, dropout and classifier on a feature map (`pre_logits=True` stops before the classifier)."
+        x = self.global_pool(x)
+        if self.drop_rate: x = F.dropout(x, p=float(self.drop_rate), training=self.training)
+        return x if pre_logits else self.fc(x)
 
     def forward(self, x:Tensor) -> Tensor: return self.forward_head(self.forward_features(x))
 
+    def forward_intermediates(self, x:Tensor, indices=None, norm:bool=False, stop_early:bool=False,
+                              output_fmt:str='NCHW', intermediates_only:bool=False):
+        "timm's feature API: the stem's (`act1`, stride 2) and each stage's output; `indices` int = last n, list = these."
+        check_choice('output_fmt', output_fmt, ('NCHW',))
+        take, max_index = feature_take_indices(len(self.stage_names) + 1, indices)
+        x = self.act1(self.bn1(self.conv1(x)))   # ResNets have no final norm: `norm` changes nothing
+        intermediates = [x] if 0 in take else []
+        x = self.maxpool(x)
+        for i, stage in enumerate(self.stages[:max_index] if stop_early else self.stages, start=1):
+            x = stage(x)
+            if i in take: intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(self, indices=1, prune_norm:bool=False, prune_head:bool=True) -> list:
+        "Drop the stages after the last of `indices` (and the classifier if `prune_head`); returns the kept indices."
+        take, max_index = feature_take_indices(len(self.stage_names) + 1, indices)
+        for name in self.stage_names[max_index:]: delattr(self, name)
+        self.stage_names = self.stage_names[:max_index]
+        if prune_head: self.reset_classifier(0, '')
+        return take
+
     def get_classifier(self) -> nn.Module:
         "The final linear layer (timm interface)."
-        return self.head.fc
+        return self.fc
 
-    def reset_classifier(self, num_classes:int, global_pool:str='avg'):
-        "Replace the classifier with one for `num_classes` (0: no classifier, features out)."
-        if global_pool != 'avg': raise ValueError(f"`global_pool` must be 'avg', got {global_pool!r}")
-        self.head = classifier_head(self.num_features, max(num_classes, 1), self.cfg.drop)
-        if num_classes == 0: self.head.fc = nn.Identity()
+    def reset_classifier(self, num_classes:int, global_pool:str=None):
+        "A new classifier for `num_classes` (0: none, features out) after `global_pool` (None: keep the current one)."
+        pool = self._cfg.global_pool if global_pool is None else global_pool
+        self._cfg = self._cfg.replace(num_classes=num_classes, global_pool=pool)   # checks both
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool)
+        self.num_classes = num_classes
+
+    def set_grad_checkpointing(self, enable:bool=True):
+        "Recompute each unit's activations in the backward pass instead of storing them (same gradients, less memory)."
+        for stage in self.stages: stage.grad_checkpointing = enable
 
     def group_matcher(self, coarse:bool=False) -> dict:
-        "timm's parameter-group regexes: stem, then each stage (each unit unless `coarse`), then the head."
-        return dict(stem=r'^stem', blocks=r'^stage(\d+)' if coarse else r'^stage(\d+)\.(\d+)')
-
-
-RESNETX_CONFIGS = {
-    'resnetx18': ResNetXConfig((2, 2, 2, 2), 'basic', (64, 128, 256, 512)),
-    'resnetx34': ResNetXConfig((3, 4, 6, 3), 'basic', (64, 128, 256, 512)),
-    'resnetx50': ResNetXConfig((3, 4, 6, 3), 'bottleneck', (256, 512, 1024, 2048)),
-    'resnetx101': ResNetXConfig((3, 4, 23, 3), 'bottleneck', (256, 512, 1024, 2048)),
-    'resnetx152': ResNetXConfig((3, 8, 36, 3), 'bottleneck', (256, 512, 1024, 2048)),
-    'resnetx_mbconv': ResNetXConfig((2, 3, 4, 2), 'mbconv', (48, 96, 192, 384), stem_width=32, act='silu',
-                                    unit_kwargs={'expansion': 4, 'se_ratio': 0.25}),
-    'resnetx_fused': ResNetXConfig((2, 3, 4, 2), 'fused_mbconv', (48, 96, 192, 384), stem_width=32, act='silu',
-                                   unit_kwargs={'expansion': 4}),
-}
-
-
-def create_resnetx(name:str, pretrained=False, fold:int=1, start_id:int=None, end_id:int=None, n_out:int=1000,
-                   c_in:int=3, weights=None, **kwargs) -> ResNetX:
-    "Build the named ResNetX with config overrides; `pretrained`/`weights` load weights (see `weights.py`)."
-    if name not in RESNETX_CONFIGS:
-        raise ValueError(f"`name` must be one of {sorted(RESNETX_CONFIGS)}, got {name!r}")
-    cfg = RESNETX_CONFIGS[name].replace(fold=fold, start_id=start_id, end_id=end_id, n_out=n_out, c_in=c_in, **kwargs)
-    if not isinstance(pretrained, bool):
-        raise ValueError(f"`pretrained` must be True or False, got {pretrained!r}; choose the weights with `weights=`")
-    model = ResNetX(cfg)
-    if pretrained or weights is not None:
-        from .weights import load_pretrained   # weights.py builds on this module
-        load_pretrained(model, weights if weights is not None else True)
-    return model
-
-
-def resnetx18(pretrained=False, fold=1, start_id=None, end_id=None, n_out=1000, c_in=3, **kwargs):
-    "ResNetX with resnet18's layout (2,2,2,2) of basic blocks."
-    return create_resnetx('resnetx18', pretrained, fold, start_id, end_id, n_out, c_in, **kwargs)
-
-def resnetx34(pretrained=False, fold=1, start_id=None, end_id=None, n_out=1000, c_in=3, **kwargs):
-    "ResNetX with resnet34's layout (3,4,6,3) of basic blocks."
-    return create_resnetx('resnetx34', pretrained, fold, start_id, end_id, n_out, c_in, **kwargs)
-
-def resnetx50(pretrained=False, fold=1, start_id=None, end_id=None, n_out=1000, c_in=3, **kwargs):
-    "ResNetX with resnet50's layout (3,4,6,3) of bottlenecks."
-    return create_resnetx('resnetx50', pretrained, fold, start_id, end_id, n_out, c_in, **kwargs)
-
-def resnetx101(pretrained=False, fold=1, start_id=None, end_id=None, n_out=1000, c_in=3, **kwargs):
-    "ResNetX with resnet101's layout (3,4,23,3) of bottlenecks."
-    return create_resnetx('resnetx101', pretrained, fold, start_id, end_id, n_out, c_in, **kwargs)
-
-def resnetx152(pretrained=False, fold=1, start_id=None, end_id=None, n_out=1000, c_in=3, **kwargs):
-    "ResNetX with resnet152's layout (3,8,36,3) of bottlenecks."
-    return create_resnetx('resnetx152', pretrained, fold, start_id, end_id, n_out, c_in, **kwargs)
-
-def resnetx_mbconv(pretrained=False, fold=1, start_id=None, end_id=None, n_out=1000, c_in=3, **kwargs):
-    "ResNetX of MBConv units (depthwise conv, squeeze-excitation, SiLU), layout (2,3,4,2)."
-    return create_resnetx('resnetx_mbconv', pretrained, fold, start_id, end_id, n_out, c_in, **kwargs)
-
-def resnetx_fused(pretrained=False, fold=1, start_id=None, end_id=None, n_out=1000, c_in=3, **kwargs):
-    "ResNetX of fused-MBConv units (EfficientNetV2), layout (2,3,4,2)."
-    return create_resnetx('resnetx_fused', pretrained, fold, start_id, end_id, n_out, c_in, **kwargs)
+        "timm's parameter-group regexes: stem, then each stage (each unit unless `coarse`); the classifier comes last."
+        return dict(stem=r'^conv1|^bn1|^maxpool', blocks=r'^stage(\d+)' if coarse else r'^stage(\d+)\.(\d+)')
 
 
 def num_params(model:nn.Module, trainable_only:bool=False) -> int:

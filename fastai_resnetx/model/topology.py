@@ -105,6 +105,10 @@ def fold_plan(num_nodes:tuple, fold:int=1, start_id:int=None, end_id:int=None) -
     "Validate a layout and compute its whole skip plan: sources, stages and buffer slots."
     num_nodes = _check_num_nodes(num_nodes)
     total = sum(num_nodes)
+    _check_int('fold', fold, 1)
+    if start_id is None and end_id is None and fold > 1 and fold >= total:
+        raise ValueError(f"`fold` must be <= {total - 1} for num_nodes={num_nodes} ({total} units; the folded window "
+                         f"runs from unit `fold` to the last unit and needs 2 units at least), got {fold}")
     if start_id is None: start_id = fold
     if end_id is None: end_id = total
     _check_window(fold, start_id, end_id)

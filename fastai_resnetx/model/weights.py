@@ -8,28 +8,21 @@ from urllib.parse import urlparse
 import torch
 from torch import nn, Tensor
 
-from .resnetx import RESNETX_CONFIGS
+from .config import RESNETX_CONFIGS
 
 __all__ = ['resnet_key', 'CheckpointError', 'TimmWeights', 'WeightsReport', 'CHECKPOINT_SUFFIXES', 'resnet_counterpart',
            'read_checkpoint', 'torchvision_weights', 'torchvision_state_dict', 'timm_state_dict', 'map_state_dict',
            'load_pretrained']
 
-_PATTERNS = [
-    (re.compile(r'^stem\.0\.(.+)$'), r'conv1.\1'),
-    (re.compile(r'^stem\.1\.(.+)$'), r'bn1.\1'),
-    (re.compile(r'^stage(\d+)\.(\d+)\.branch\.(\d+)\.0\.(.+)$'), lambda m: f'layer{m[1]}.{m[2]}.conv{int(m[3]) + 1}.{m[4]}'),
-    (re.compile(r'^stage(\d+)\.(\d+)\.branch\.(\d+)\.1\.(.+)$'), lambda m: f'layer{m[1]}.{m[2]}.bn{int(m[3]) + 1}.{m[4]}'),
-    (re.compile(r'^stage(\d+)\.(\d+)\.shortcut\.([01])\.(.+)$'), r'layer\1.\2.downsample.\3.\4'),
-    (re.compile(r'^head\.fc\.(.+)$'), r'fc.\1'),
-]
+_UNIT_KEY = re.compile(r'^stage(\d+)\.(\d+)\.(branch|shortcut)\.(.+)$')
 
 
 def resnet_key(resnetx_key:str):
     "The torchvision/timm ResNet state-dict key of a ResNetX (basic/bottleneck) key, or None if it has none."
-    for pattern, repl in _PATTERNS:
-        m = pattern.match(resnetx_key)
-        if m: return repl(m) if callable(repl) else m.expand(repl)
-    return None
+    # the stem and classifier are named as torchvision's; a unit's branch layers are its block's, its shortcut its downsample
+    m = _UNIT_KEY.match(resnetx_key)
+    if m: return f"layer{m[1]}.{m[2]}.{'' if m[3] == 'branch' else 'downsample.'}{m[4]}"
+    return resnetx_key if re.match(r'^(conv1|bn1|fc)\.[^.]+$', resnetx_key) else None
 
 
 class CheckpointError(ValueError):
@@ -214,7 +207,7 @@ def _problem_list(problems, per_kind:int=10) -> str:
 def map_state_dict(model:nn.Module, state_dict:dict, source:str='the state dict'):
     "Check all of `state_dict` (ResNet or ResNetX keys) against `model`: the full state dict to load and a `WeightsReport`."
     target = model.state_dict()
-    resnetx_keys = any(k.startswith(('stem.', 'stage')) for k in state_dict)
+    resnetx_keys = any(k.startswith('stage') for k in state_dict)
     if resnetx_keys:   # a file saved from a ResNetX: it must be this very architecture
         key_of, expected, arch = (lambda k: k), {k: v.shape for k, v in target.items()}, 'this ResNetX'
     else:
@@ -224,7 +217,7 @@ def map_state_dict(model:nn.Module, state_dict:dict, source:str='the state dict'
                                   f"{model.cfg.num_nodes}) has no ResNet counterpart: ResNet weights fit the layouts of "
                                   f"{list(_RESNETS)} only. Pass a file saved from this very architecture")
         key_of, expected = resnet_key, _resnet_shapes(arch)
-    first, head = _first_conv_key(target), ('head.fc.weight', 'head.fc.bias')
+    first, head = _first_conv_key(target), ('fc.weight', 'fc.bias')
     flexible = {key_of(first)} | {key_of(k) for k in head}   # their shapes are checked against the model below
     # old checkpoints have no BatchNorm counters: they start at 0, as `load_state_dict` would set them
     sd = {**{k: torch.tensor(0) for k in expected if _COUNTER.search(k)}, **state_dict}
