@@ -33,9 +33,9 @@ def _cpu_kind() -> str:
 
 
 def machine_kind(device=None) -> str:
-    "'cuda', or the CPU's bf16 support: 'cpu-amx' (AMX tiles), 'cpu-avx512-bf16', or 'cpu-no-bf16' (bf16 emulated)."
+    "The CPU's bf16 support: 'cpu-amx' (AMX tiles), 'cpu-avx512-bf16' or 'cpu-no-bf16' (emulated); else the device type."
     device = torch.device(default_device() if device is None else device)
-    return 'cuda' if device.type == 'cuda' else _cpu_kind()
+    return _cpu_kind() if device.type == 'cpu' else device.type
 
 
 class BF16MixedPrecision(MixedPrecision):

@@ -1,0 +1,126 @@
+"Mixed precision on CPU: bf16 really runs inside the forward, loss and grads stay fp32, and a tiny digits fit trains."
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from fastai.vision.all import vision_learner, accuracy, first, set_seed, Callback, ShortEpochCallback, MixedPrecision
+from fastai_resnetx import resnetx18, BF16MixedPrecision, BF16_TRAIN_SPEEDUP, pick_precision, apply_precision
+from fastai_resnetx.integration import precision
+from fastai_resnetx.job.data import digits_dls
+
+
+def tiny_learner(n_items=100, size=16, bs=16):
+    dls = digits_dls(size=size, bs=bs, n_items=n_items, augment=False, device='cpu')
+    return vision_learner(dls, resnetx18, pretrained=False, metrics=accuracy)
+
+
+class DtypeRecorder(Callback):
+    "Records what a fit really computed in: a conv's output dtype and input layout, the pred, loss and grad dtypes."
+    order = 50  # after MixedPrecision's hooks (order 10)
+    def before_fit(self):
+        self.conv_out, self.conv_cl, self.pred, self.loss, self.grads = set(), set(), set(), set(), set()
+        conv = first(m for m in self.model.modules() if isinstance(m, nn.Conv2d))
+        self.hook = conv.register_forward_hook(self.record)
+    def record(self, m, inp, out):
+        self.conv_out.add(out.dtype)
+        self.conv_cl.add(inp[0].is_contiguous(memory_format=torch.channels_last) and not inp[0].is_contiguous())
+    def after_loss(self): self.pred.add(self.learn.pred.dtype); self.loss.add(self.learn.loss_grad.dtype)
+    def after_backward(self): self.grads |= {p.grad.dtype for p in self.model.parameters() if p.grad is not None}
+    def after_fit(self): self.hook.remove()
+
+
+def fit_recorded(learn, train=True):
+    "One train batch and one valid batch (or, `train=False`, `validate` on one batch), recorded."
+    rec = DtypeRecorder()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # the emulated-bf16 warning, tested on its own below
+        if train: learn.fit(1, 1e-3, cbs=[rec, ShortEpochCallback(pct=0.01)])
+        else: learn.validate(cbs=[rec, ShortEpochCallback(pct=0.01)])
+    return rec
+
+
+def test_to_bf16_on_cpu_adds_the_device_following_callback():
+    learn = tiny_learner()
+    assert torch.device(learn.dls.device).type == 'cpu'
+    learn.to_bf16().to_bf16()  # twice: still one mixed-precision callback
+    mp = [cb for cb in learn.cbs if isinstance(cb, MixedPrecision)]
+    assert len(mp) == 1 and type(mp[0]) is BF16MixedPrecision and learn.mixed_precision is mp[0]
+    learn.to_fp32()  # fastai's own to_fp32 removes it: it is a MixedPrecision
+    assert not any(isinstance(cb, MixedPrecision) for cb in learn.cbs) and not hasattr(learn, 'mixed_precision')
+
+
+def test_bf16_runs_the_convs_in_bf16_and_keeps_loss_and_grads_fp32():
+    learn = tiny_learner().to_bf16()
+    rec = fit_recorded(learn)
+    assert rec.conv_out == {torch.bfloat16}  # inside the forward, train and valid batches alike
+    assert rec.conv_cl == {True}  # channels_last on CPU by default
+    assert rec.pred == {torch.float32} and rec.loss == {torch.float32} and rec.grads == {torch.float32}
+    assert all(p.dtype == torch.float32 for p in learn.model.parameters())  # fp32 master weights, no copies
+    conv = first(m for m in learn.model.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous()  # the model is left in the layout it came in
+    assert learn.scaler is None  # MixedPrecision's after_fit cleaned up; the scaler was a disabled pass-through
+
+
+def test_fp32_and_channels_last_off():
+    learn = tiny_learner()
+    rec = fit_recorded(learn)
+    assert rec.conv_out == {torch.float32} and rec.conv_cl == {False} and rec.grads == {torch.float32}
+    rec = fit_recorded(learn.to_bf16(channels_last=False), train=False)  # validate: bf16 in NCHW is slow on AVX2
+    assert rec.conv_out == {torch.bfloat16} and rec.conv_cl == {False}
+    rec = fit_recorded(learn.to_fp32(), train=False)
+    assert rec.conv_out == {torch.float32}
+
+
+def test_emulated_bf16_warns(monkeypatch):
+    learn = tiny_learner()
+    monkeypatch.setattr(precision, '_cpu_kind', lambda: 'cpu-no-bf16')
+    with pytest.warns(UserWarning, match='emulated'):
+        learn.to_bf16().validate(cbs=ShortEpochCallback(pct=0.01))
+    monkeypatch.setattr(precision, '_cpu_kind', lambda: 'cpu-amx')
+    with warnings.catch_warnings():
+        warnings.filterwarnings('error', message='.*emulated')
+        learn.validate(cbs=ShortEpochCallback(pct=0.01))
+
+
+@pytest.mark.slow
+def test_tiny_digits_fit_in_bf16_learns():
+    set_seed(0)
+    learn = tiny_learner(n_items=400, bs=16).to_bf16()  # 20 batches; fp32 gets 0.70 with this seed
+    with warnings.catch_warnings(), learn.no_bar(), learn.no_logging():
+        warnings.simplefilter('ignore')
+        learn.fit_one_cycle(1, 2e-3)
+    acc = learn.validate()[1]
+    assert acc > 0.4, f'accuracy {acc:.3f} after 1 bf16 epoch (chance is 0.1)'
+
+
+def test_pick_precision_reads_the_table(monkeypatch):
+    monkeypatch.setattr(precision, '_cpu_kind', lambda: 'cpu-amx')
+    assert pick_precision('resnetx50', 64, 'cpu') == 'bf16'
+    assert pick_precision('resnetx50', 224, 'cpu') == 'bf16'  # nearest measured size of the same arch
+    assert pick_precision('resnetx18', 24, 'cpu') == 'fp32'  # tiny inputs: bf16 measured slower
+    assert pick_precision('resnet50', 28, 'cpu') == 'fp32'  # unmeasured arch: nearest size of any arch
+    monkeypatch.setattr(precision, '_cpu_kind', lambda: 'cpu-no-bf16')
+    assert pick_precision('resnetx50', 128, 'cpu') == 'fp32'
+    assert pick_precision('resnetx50', 128, 'meta') == 'fp32'
+    for kind, table in BF16_TRAIN_SPEEDUP.items():
+        for (arch, size), ratio in table.items():
+            monkeypatch.setattr(precision, '_cpu_kind', lambda: kind)
+            if kind.startswith('cpu'): assert pick_precision(arch, size, 'cpu') == ('bf16' if ratio >= 1.05 else 'fp32')
+    with pytest.raises(ValueError, match='`size`.*0'): pick_precision('resnetx18', 0)
+
+
+def test_apply_precision():
+    learn = tiny_learner()
+    n = len(learn.cbs)
+    assert apply_precision(learn, 'fp32') is learn and len(learn.cbs) == n
+    assert isinstance(apply_precision(learn, 'bf16').mixed_precision, BF16MixedPrecision)
+    with pytest.raises(ValueError, match=r"`precision`.*'fp32', 'bf16'.*'fp16'"): apply_precision(learn, 'fp16')
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_on_cuda_it_is_fastais_bf16_autocast():
+    learn = tiny_learner()
+    learn.dls.to('cuda')
+    rec = fit_recorded(learn.to_bf16())
+    assert rec.conv_out == {torch.bfloat16} and rec.conv_cl == {False} and rec.grads == {torch.float32}
