@@ -25,10 +25,18 @@ SKIPS_3463 = {
 def test_skip_table(fold):
     plan = fold_plan((3, 4, 6, 3), fold)
     assert plan.sources == SKIPS_3463[fold]
-    assert plan.sources == tuple(get_pred(l, fold, fold, 16) for l in range(1, 17))
     assert plan.stages == (1,) * 3 + (2,) * 4 + (3,) * 6 + (4,) * 3
     assert plan.n_alive == fold
     assert plan.skips()[:2] == [(SKIPS_3463[fold][0], 1), (SKIPS_3463[fold][1], 2)]
+
+
+def test_resnet18_layout_fold3_by_hand():
+    # start_id = 3: units 1-2 plain; from unit 3 the skip length alternates 2, 4 (worked out from the seed's formula)
+    plan = fold_plan((2, 2, 2, 2), fold=3)
+    assert plan.sources == (0, 1, 1, 0, 3, 2, 5, 4)
+    crossing = [(s, l) for s, l in plan.skips() if s != l - 1 and stage_distance(l, s, (2, 2, 2, 2)) >= 1]
+    assert crossing == [(1, 3), (0, 4), (3, 5), (2, 6), (5, 7), (4, 8)]   # 6 of 8 skips reach into an earlier stage
+    assert [stage_distance(l, s, (2, 2, 2, 2)) for s, l in crossing] == [1, 2, 1, 2, 1, 2]
 
 
 def test_window():
