@@ -1,14 +1,9 @@
 "The fold rule of ResNetX: which earlier output each unit adds as its skip. Pure Python, no torch."
 from dataclasses import dataclass
 
+from ..checks import check_int as _check_int
+
 __all__ = ['skip_source', 'stage_of', 'stage_distance', 'FoldPlan', 'fold_plan', 'get_pred', 'layer_diff']
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value}")
 
 
 def _check_window(fold, start_id, end_id):
@@ -38,8 +33,8 @@ def _check_num_nodes(num_nodes):
     if not isinstance(num_nodes, (tuple, list)) or len(num_nodes) == 0:
         raise ValueError(f"`num_nodes` must be a non-empty tuple of units per stage, got {num_nodes!r}")
     for i, n in enumerate(num_nodes):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"`num_nodes[{i}]` must be an integer >= 1 (no empty stage), got {n!r} in {tuple(num_nodes)}")
+        try: _check_int(f'num_nodes[{i}]', n, 1)
+        except ValueError as e: raise ValueError(f"{e} in {tuple(num_nodes)} (no empty stage)") from None
     return tuple(num_nodes)
 
 
@@ -47,8 +42,7 @@ def stage_of(output:int, num_nodes:tuple) -> int:
     "Stage (0 = stem, 1.. = the stages of `num_nodes`) that output `output` belongs to."
     num_nodes = _check_num_nodes(num_nodes)
     total = sum(num_nodes)
-    if isinstance(output, bool) or not isinstance(output, int) or not 0 <= output <= total:
-        raise ValueError(f"`output` must be an integer in 0..{total} for num_nodes={num_nodes}, got {output!r}")
+    _check_int('output', output, 0, total)
     if output == 0: return 0
     last = 0
     for stage, n in enumerate(num_nodes, start=1):
