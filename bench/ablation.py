@@ -152,25 +152,25 @@ def valid_folds(arch, folds):
     return ok, skipped
 
 
-def cost(arch, size, n_out, **overrides):
-    "(params, FLOPs) of the ResNetX `arch` with `overrides` and an `n_out` classifier, counted on the meta device."
-    from fastai_resnetx.model import resnetx
+def cost(arch, size, num_classes, **overrides):
+    "(params, FLOPs) of the ResNetX `arch` with `overrides` and an `num_classes` classifier, counted on the meta device."
+    from fastai_resnetx.model import archs
     from fastai_resnetx.inspection.flops import model_summary
-    s = model_summary(getattr(resnetx, arch), input_size=(1, 3, size, size), device='meta', n_out=n_out, **overrides)
+    s = model_summary(getattr(archs, arch), input_size=(1, 3, size, size), device='meta', num_classes=num_classes, **overrides)
     return s.total_params, s.total_flops
 
 
-def match_cost(arch, fold, size, n_out, max_extra=0.25, step=2):
+def match_cost(arch, fold, size, num_classes, max_extra=0.25, step=2):
     "fold=1 overrides of `arch` (one stage widened by `step` channels at a time) closest in FLOPs and params to `fold`."
     from fastai_resnetx import RESNETX_CONFIGS
     widths = RESNETX_CONFIGS[arch].widths
-    target_p, target_f = cost(arch, size, n_out, fold=fold)
+    target_p, target_f = cost(arch, size, num_classes, fold=fold)
     gap = lambda p, f: max(abs(p - target_p) / target_p, abs(f - target_f) / target_f)
     best = None
     for s in range(len(widths)):
         for extra in range(step, int(widths[s] * max_extra) + 1, step):
             w = tuple(v + extra if i == s else v for i, v in enumerate(widths))
-            p, f = cost(arch, size, n_out, fold=1, widths=w)
+            p, f = cost(arch, size, num_classes, fold=1, widths=w)
             if best is None or gap(p, f) < best[0]: best = (gap(p, f), dict(widths=w), p, f)
             if f > target_f: break        # FLOPs grow with the width: wider only moves away
     return dict(overrides=best[1], params=best[2], flops=best[3], target_params=target_p, target_flops=target_f,
@@ -234,12 +234,13 @@ def run_resnetx(args, device, seed, experiment, model, fold, overrides=None, che
         warnings.filterwarnings('ignore', message='.*projections have no counterpart.*')
         learn = vision_learner(dls, arch_fn, pretrained=checkpoint is not None, metrics=accuracy, cbs=timer)
     _quiet(learn)
-    body = learn.model[0][0]
     rec.update(n_train=len(dls.train_ds), n_valid=len(dls.valid_ds))
     rec['params'], rec['flops'] = _model_cost(learn.model, args.size)
-    rec['body_params'] = sum(p.numel() for p in body.parameters())
-    if checkpoint is not None:
-        rec['new_tensors'] = len(getattr(body, 'new_keys', []))     # projections kept at their random init
+    rec['body_params'] = sum(p.numel() for p in learn.model[0].parameters())
+    if checkpoint is not None:   # fastai keeps only the body's layers: count on a model loaded the same way
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='.*projections have no counterpart.*')
+            rec['new_tensors'] = len(arch_fn(weights=str(checkpoint['file'])).new_keys)   # projections kept at their init
     set_seed(seed, reproducible=True)                       # same data order and augmentation for every model
     t_fit = time.time()
     if checkpoint is None: learn.fit_one_cycle(args.epochs, args.lr)
@@ -475,114 +476,139 @@ def _write_json(path, obj):
     tmp.write_text(json.dumps(obj, indent=1, default=str)); os.replace(tmp, path)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    t_start = time.time()
-    device = pick_device(args.device)
-    threads = args.threads or (1 if device.type == 'cpu' else torch.get_num_threads())
-    torch.set_num_threads(threads)
-    warnings.filterwarnings('ignore', category=FutureWarning)
-    warnings.filterwarnings('ignore', category=UserWarning, module='fastai')
-    from fastai_resnetx import RESNETX_CONFIGS
-    if args.arch not in RESNETX_CONFIGS: raise SystemExit(f'--arch must be one of {sorted(RESNETX_CONFIGS)}, got {args.arch!r}')
-    folds, skipped = valid_folds(args.arch, args.folds)
-    warm_folds, warm_skipped = valid_folds(args.arch, args.warm_folds)
-    skipped.update(warm_skipped)
-    notes = [f'fold {f} skipped: the {args.arch} layout does not allow it ({why})' for f, why in skipped.items()]
-    eq_folds = [f for f in args.equal_cost_folds if f in folds and f > 1]
-    argv_list = sys.argv[1:] if argv is None else list(argv)
-    command = 'python bench/ablation.py' + ''.join(' ' + shlex.quote(a) for a in argv_list)
-    result = dict(meta=dict(command=command, started=datetime.datetime.now().isoformat(timespec='seconds'),
-                            machine=machine_info(device, threads), notes=notes, resnet=resnet_name(args.arch),
-                            config=dict(arch=args.arch, folds=folds, seeds=args.seeds, epochs=args.epochs, size=args.size,
-                                        bs=args.bs, lr=args.lr, data=args.data, n_items=args.n_items,
-                                        equal_cost_folds=[] if args.skip_equal_cost else eq_folds,
-                                        checkpoint=None if args.skip_pretrained else args.checkpoint,
-                                        warm_folds=[] if args.skip_pretrained else warm_folds),
-                            run_fields=list(RUN_FIELDS)),
-                  runs=[], analysis=None)
-    runs = result['runs']
-    n_classes = None
+class Ablation:
+    "One ablation: its arguments and plan, the run records, and the JSON/Markdown they are written to after each run."
+    def __init__(self, args, argv=None):
+        from fastai_resnetx import RESNETX_CONFIGS
+        if args.arch not in RESNETX_CONFIGS: raise SystemExit(f'--arch must be one of {sorted(RESNETX_CONFIGS)}, got {args.arch!r}')
+        self.args, self.t_start = args, time.time()
+        self.device = pick_device(args.device)
+        self.threads = args.threads or (1 if self.device.type == 'cpu' else torch.get_num_threads())
+        self.folds, skipped = valid_folds(args.arch, args.folds)
+        self.warm_folds, warm_skipped = valid_folds(args.arch, args.warm_folds)
+        skipped.update(warm_skipped)
+        self.notes = [f'fold {f} skipped: the {args.arch} layout does not allow it ({why})' for f, why in skipped.items()]
+        self.eq_folds = [f for f in args.equal_cost_folds if f in self.folds and f > 1]
+        self.equal_cost_pairs, self.matches, self.runs = [], {}, []
+        self.result = dict(meta=self._meta(argv), runs=self.runs, analysis=None)
 
-    def save():
-        result['meta']['total_seconds'] = round(time.time() - t_start, 1)
-        try: result['meta']['loadavg_end'] = [round(v, 2) for v in os.getloadavg()]
+    def _meta(self, argv):
+        args = self.args
+        argv_list = sys.argv[1:] if argv is None else list(argv)
+        return dict(command='python bench/ablation.py' + ''.join(' ' + shlex.quote(a) for a in argv_list),
+                    started=datetime.datetime.now().isoformat(timespec='seconds'),
+                    machine=machine_info(self.device, self.threads), notes=self.notes, resnet=resnet_name(args.arch),
+                    config=dict(arch=args.arch, folds=self.folds, seeds=args.seeds, epochs=args.epochs, size=args.size,
+                                bs=args.bs, lr=args.lr, data=args.data, n_items=args.n_items,
+                                equal_cost_folds=[] if args.skip_equal_cost else self.eq_folds,
+                                checkpoint=None if args.skip_pretrained else args.checkpoint,
+                                warm_folds=[] if args.skip_pretrained else self.warm_folds),
+                    run_fields=list(RUN_FIELDS))
+
+    def save(self):
+        "Write the JSON and Markdown with every record so far and their analysis."
+        meta = self.result['meta']
+        meta['total_seconds'] = round(time.time() - self.t_start, 1)
+        try: meta['loadavg_end'] = [round(v, 2) for v in os.getloadavg()]
         except OSError: pass
-        result['analysis'] = analyse(runs, sorted(set(folds) | set(warm_folds)), equal_cost_pairs)
-        _write_json(args.out, result)
-        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.md).write_text(to_markdown(result))
+        self.result['analysis'] = analyse(self.runs, sorted(set(self.folds) | set(self.warm_folds)), self.equal_cost_pairs)
+        _write_json(self.args.out, self.result)
+        Path(self.args.md).parent.mkdir(parents=True, exist_ok=True)
+        Path(self.args.md).write_text(to_markdown(self.result))
 
-    def attempt(fn, fallback, label):
+    def attempt(self, fn, fallback, label):
+        "Run `fn` for one record (a failure becomes `fallback()` with its error, recorded, not hidden), then save."
         t = time.time()
-        try:
-            rec = fn()
-        except Exception as e:   # recorded, not hidden: the summary leaves it out and the tables count it
-            rec = fallback(); rec['error'] = f'{type(e).__name__}: {e}'
-        runs.append(rec); save()
+        try: rec = fn()
+        except Exception as e: rec = fallback(); rec['error'] = f'{type(e).__name__}: {e}'
+        self.runs.append(rec); self.save()
         status = rec['error'] or f"acc {rec['valid_accuracy'] * 100:.2f}% loss {rec['valid_loss']:.4f} " \
                                  f"{rec['images_per_s']:.0f} img/s"
-        print(f'[{(time.time() - t_start) / 60:5.1f} min] {label}: {status} ({time.time() - t:.0f} s)', flush=True)
+        print(f'[{(time.time() - self.t_start) / 60:5.1f} min] {label}: {status} ({time.time() - t:.0f} s)', flush=True)
         return rec
 
-    # equal cost: the matched fold=1 models, found on the meta device before any training
-    equal_cost_pairs, matches = [], {}
-    if not args.skip_equal_cost and eq_folds:
-        n_classes = make_dls(args, args.seeds[0], device).c
-        for f in eq_folds:
+    def plan_equal_cost(self):
+        "The matched fold=1 models of the equal-cost experiment, found on the meta device before any training."
+        args = self.args
+        if args.skip_equal_cost or not self.eq_folds: return
+        n_classes = make_dls(args, args.seeds[0], self.device).c
+        for f in self.eq_folds:
             mc = match_cost(args.arch, f, args.size, n_classes)
             name = f"fold=1 {'x'.join(map(str, mc['overrides']['widths']))}"
-            matches[f] = (name, mc)
-            equal_cost_pairs.append((f'fold={f}', name))
-        result['meta']['equal_cost_matches'] = {f'fold={f}': dict(model=n, **mc) for f, (n, mc) in matches.items()}
+            self.matches[f] = (name, mc)
+            self.equal_cost_pairs.append((f'fold={f}', name))
+        self.result['meta']['equal_cost_matches'] = {f'fold={f}': dict(model=n, **mc) for f, (n, mc) in self.matches.items()}
 
-    # the checkpoint for the warm start
-    real = None
-    if not args.skip_pretrained:
+    def pick_checkpoint(self):
+        "The warm start's checkpoint: a given or cached real one (a dict), or None to make one per seed."
+        args, real = self.args, None
+        if args.skip_pretrained: return None
         if resnet_name(args.arch) is None:
-            notes.append(f'warm start skipped: {args.arch} has no torchvision ResNet counterpart'); args.skip_pretrained = True
-        elif args.checkpoint == 'auto':
+            self.notes.append(f'warm start skipped: {args.arch} has no torchvision ResNet counterpart')
+            args.skip_pretrained = True
+            return None
+        if args.checkpoint == 'auto':
             real = cached_real_checkpoint(args.arch)
             args.checkpoint = 'real' if real else 'local'
         elif args.checkpoint not in ('local', 'random'):
             real = dict(file=Path(args.checkpoint), description=f'the file {args.checkpoint}')
             args.checkpoint = 'real'
-        if not args.skip_pretrained:
-            result['meta']['checkpoint_kind'] = real['description'] if real else (
-                f"a torchvision {resnet_name(args.arch)} trained here, per seed, from random init on that seed's training "
-                f"split only (validation images never seen), fit_one_cycle({args.epochs}, {args.lr}); NOT ImageNet"
-                if args.checkpoint == 'local' else
-                f"a random-init torchvision {resnet_name(args.arch)} per seed (not trained); NOT ImageNet")
+        name = resnet_name(args.arch)
+        self.result['meta']['checkpoint_kind'] = real['description'] if real else (
+            f"a torchvision {name} trained here, per seed, from random init on that seed's training split only "
+            f"(validation images never seen), fit_one_cycle({args.epochs}, {args.lr}); NOT ImageNet"
+            if args.checkpoint == 'local' else f"a random-init torchvision {name} per seed (not trained); NOT ImageNet")
+        return real
 
+    def run_seed(self, seed, real, workdir):
+        "Every model of one seed, close in time (fairer img/s): the folds, the matched models, the warm starts."
+        args, dev = self.args, self.device
+        for f in self.folds:
+            self.attempt(lambda: run_resnetx(args, dev, seed, 'folds', f'fold={f}', f),
+                         lambda: _record(args, dev, seed, 'folds', f'fold={f}', f, {}, 'random'), f'seed {seed} fold={f}')
+        for f, (name, mc) in self.matches.items():
+            # its folded counterpart is the 'folds' run of fold f and this seed: compared with it, not retrained
+            self.attempt(lambda: run_resnetx(args, dev, seed, 'equal_cost', name, 1, mc['overrides']),
+                         lambda: _record(args, dev, seed, 'equal_cost', name, 1, mc['overrides'], 'random'),
+                         f'seed {seed} {name}')
+        if args.skip_pretrained: return
+        ckpt = real if real is not None else self._local_checkpoint(seed, workdir)
+        if ckpt is None: return
+        for f in self.warm_folds:
+            self.attempt(lambda: run_resnetx(args, dev, seed, 'warm_start', f'fold={f}', f, checkpoint=ckpt),
+                         lambda: _record(args, dev, seed, 'warm_start', f'fold={f}', f, {}, ckpt['description']),
+                         f'seed {seed} warm fold={f}')
+
+    def _local_checkpoint(self, seed, workdir):
+        "Train (or save untrained) this seed's torchvision ResNet checkpoint, recording the run; None if it failed."
+        args, box = self.args, {}
+        def make():
+            box['ckpt'], rec = make_local_checkpoint(args, self.device, seed, workdir, train=args.checkpoint == 'local')
+            return rec
+        self.attempt(make, lambda: _record(args, self.device, seed, 'checkpoint', f'torchvision {resnet_name(args.arch)}',
+                                           None, {}, 'random'), f'seed {seed} checkpoint')
+        return box.get('ckpt')
+
+    def finish(self):
+        "Save the final records and say where they are."
+        self.result['meta']['finished'] = datetime.datetime.now().isoformat(timespec='seconds')
+        self.save()
+        print(f'wrote {self.args.out} and {self.args.md} ({len(self.runs)} records, '
+              f'{(time.time() - self.t_start) / 60:.1f} min)')
+        return self.result
+
+
+def main(argv=None):
+    "Run the whole ablation (see the module docstring) and return its result."
+    ab = Ablation(parse_args(argv), argv)
+    torch.set_num_threads(ab.threads)
+    warnings.filterwarnings('ignore', category=FutureWarning)
+    warnings.filterwarnings('ignore', category=UserWarning, module='fastai')
+    ab.plan_equal_cost()
+    real = ab.pick_checkpoint()
     with tempfile.TemporaryDirectory(prefix='ablation_ckpt_') as workdir:
-        for seed in args.seeds:          # seed-major: every model of a seed runs close in time (fairer img/s)
-            for f in folds:
-                attempt(lambda: run_resnetx(args, device, seed, 'folds', f'fold={f}', f),
-                        lambda: _record(args, device, seed, 'folds', f'fold={f}', f, {}, 'random'), f'seed {seed} fold={f}')
-            for f, (name, mc) in matches.items():
-                # its folded counterpart is the 'folds' run of fold f and this seed: compared with it, not retrained
-                attempt(lambda: run_resnetx(args, device, seed, 'equal_cost', name, 1, mc['overrides']),
-                        lambda: _record(args, device, seed, 'equal_cost', name, 1, mc['overrides'], 'random'),
-                        f'seed {seed} {name}')
-            if not args.skip_pretrained:
-                ckpt = real
-                if ckpt is None:
-                    box = {}
-                    def make():
-                        box['ckpt'], rec = make_local_checkpoint(args, device, seed, workdir, train=args.checkpoint == 'local')
-                        return rec
-                    attempt(make, lambda: _record(args, device, seed, 'checkpoint', f'torchvision {resnet_name(args.arch)}',
-                                                  None, {}, 'random'), f'seed {seed} checkpoint')
-                    ckpt = box.get('ckpt')
-                if ckpt is not None:
-                    for f in warm_folds:
-                        attempt(lambda: run_resnetx(args, device, seed, 'warm_start', f'fold={f}', f, checkpoint=ckpt),
-                                lambda: _record(args, device, seed, 'warm_start', f'fold={f}', f, {}, ckpt['description']),
-                                f'seed {seed} warm fold={f}')
-    result['meta']['finished'] = datetime.datetime.now().isoformat(timespec='seconds')
-    save()
-    print(f'wrote {args.out} and {args.md} ({len(runs)} records, {(time.time() - t_start) / 60:.1f} min)')
-    return result
+        for seed in ab.args.seeds: ab.run_seed(seed, real, workdir)
+    return ab.finish()
 
 
 if __name__ == '__main__':
