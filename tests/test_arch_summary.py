@@ -185,9 +185,12 @@ def test_arch_is_built_without_pretrained_weights():
     arch_summary(fastai_style); get_module(torchvision_style, [])
     assert seen == [('pretrained', False), ('weights', None)]
 
-def test_timm_name():
+def test_names_follow_one_rule():
+    "A name only timm has is timm's; a name both have is torchvision's, `timm/NAME` timm's"
     s = arch_summary('resnet10t')
-    assert [r.name for r in s][:1] == ['conv1'] and 'layer4' in [r.name for r in s]
+    assert [r.name for r in s][:1] == ['conv1'] and 'global_pool' in [r.name for r in s]      # timm's ResNet
+    assert [r.name for r in arch_summary('resnet18')][-2:] == ['avgpool', 'fc']                 # torchvision's
+    assert [r.name for r in arch_summary('timm/resnet18')][-2:] == ['global_pool', 'fc']
 
 def test_learner_arch_summary():
     x = torch.randn(4, 3, 32, 32); y = torch.randint(0, 2, (4,))
@@ -201,7 +204,7 @@ def test_bad_input_errors(wide):
     with pytest.raises(TypeError, match=r"arch_or_model=42 \(a int\) is neither an nn.Module nor an arch callable"):
         arch_summary(42)
     with pytest.raises(TypeError, match=r"a list\) is neither"): arch_summary([1, 2])
-    with pytest.raises(ValueError, match=r"arch_or_model='no_such_arch' is not a model name timm knows"):
+    with pytest.raises(ValueError, match=r"arch_or_model='no_such_arch' is not known: allowed are our model names"):
         arch_summary('no_such_arch')
     with pytest.raises(TypeError, match=r"returned a str, not an nn.Module"): arch_summary(lambda: 'model')
     with pytest.raises(TypeError, match=r"could not be built"): arch_summary(MNASNet)   # a class that needs `alpha`

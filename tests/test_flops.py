@@ -114,8 +114,8 @@ def test_model_left_as_found():
 def test_arch_callables_and_names():
     s = model_summary(xresnet18, (1, 3, 64, 64), n_out=10)  # fastai arch: pretrained=False, kwargs go to the arch
     assert s.rows[-1].output_shape == (1, 10) and s.total_flops > 0
-    t = model_summary('resnet18', (1, 3, 64, 64))          # a timm name
-    assert t.total_flops == model_summary(timm.models.resnet18, (1, 3, 64, 64)).total_flops
+    t = model_summary('resnet10t', (1, 3, 64, 64))         # a timm name
+    assert t.total_flops == model_summary(timm.models.resnet10t, (1, 3, 64, 64)).total_flops > 0
 
 def test_table_text_and_markdown():
     s = model_summary(torchvision.models.resnet18, (1, 3, 64, 64), max_depth=1)

@@ -19,12 +19,12 @@ def _describe(o):
     return r if len(r) <= 80 else r[:77] + '...'
 
 def build_model(arch_or_model):
-    "The model itself: a module as is, a timm/torchvision name or an arch callable, built with random weights."
+    "The model itself: a module as is, a name (see `arch_from_name`) or an arch callable, built with random weights."
     if isinstance(arch_or_model, nn.Module): return arch_or_model
     if isinstance(arch_or_model, str): return build_by_name(arch_or_model, argname='arch_or_model')
     if not callable(arch_or_model):
         raise TypeError(f"arch_or_model={_describe(arch_or_model)} (a {type(arch_or_model).__name__}) is neither "
-                        f"an nn.Module nor an arch callable; allowed: a model, an arch such as `resnet50`, or a timm name")
+                        f"an nn.Module nor an arch callable; allowed: a model, an arch such as `resnet50`, or a model name")
     kwargs = random_init_kwargs(arch_or_model, lenient=True)
     try: model = arch_or_model(**kwargs)
     except Exception as e:

@@ -1,39 +1,111 @@
-"Build an arch (a model function, or a timm or torchvision name) with random weights: never downloads."
-import inspect
+"One naming rule and one way to build an arch with random weights, never downloading: what every inspection tool uses."
+import inspect, re
 
 import torch
 from torch import nn
 
-__all__ = ['random_init_kwargs', 'build_by_name', 'build_arch']
+__all__ = ['WEIGHTS_OFF', 'TimmName', 'weights_off_kwargs', 'random_init_kwargs', 'arch_from_name', 'build_by_name', 'build_arch',
+           'build_on_meta']
+
+# Every weights-like builder argument and the value that means "no weights": torchvision's `weights`/`weights_backbone`,
+# fastai's and timm's `pretrained`, torchvision's legacy `pretrained_backbone`.
+WEIGHTS_OFF = {'weights': None, 'weights_backbone': None, 'pretrained': False, 'pretrained_backbone': False}
+# Other argument names that ask for weights (`backbone_weights`, `pretrained_head`, ...); timm's `pretrained_cfg*` and
+# `pretrained_strict` configure a load, they don't ask for one.
+_WEIGHTS_LIKE = re.compile(r'(?:\w+_)?(weights|pretrained)(?:_\w+)?')
+_NOT_WEIGHTS = re.compile(r'pretrained_(cfg|strict)\w*')
 
 
-def random_init_kwargs(arch, lenient:bool=False) -> dict:
-    "Keyword arguments that build `arch` with random weights: `weights=None` (torchvision) and/or `pretrained=False`."
-    # `lenient`: also pass pretrained=False when the signature cannot tell (unreadable, or only **kwargs)
+def weights_off_kwargs(arch) -> dict:
+    "Keyword arguments that turn off every weights-like argument in `arch`'s signature (`weights=None`, `pretrained=False`, ...)."
     try: ps = inspect.signature(arch).parameters
-    except (TypeError, ValueError): return dict(pretrained=False) if lenient else {}
-    kwargs = {'weights': None} if 'weights' in ps else {}
-    if 'pretrained' in ps or (lenient and not kwargs and any(p.kind is p.VAR_KEYWORD for p in ps.values())):
-        kwargs['pretrained'] = False
+    except (TypeError, ValueError): return {}
+    kwargs = {}
+    for name, p in ps.items():
+        m = _WEIGHTS_LIKE.fullmatch(name)
+        if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or m is None or _NOT_WEIGHTS.fullmatch(name): continue
+        kwargs[name] = WEIGHTS_OFF.get(name, None if m.group(1) == 'weights' else False)
     return kwargs
 
 
-def build_by_name(name:str, device=None, argname:str='arch', **kwargs) -> nn.Module:
-    "Build a model by timm name, else by torchvision name, with random weights."
+def random_init_kwargs(arch, lenient:bool=False) -> dict:
+    "`weights_off_kwargs(arch)`; with `lenient`, `pretrained=False` too where the signature can't tell (unreadable, or **kwargs)."
+    kwargs = weights_off_kwargs(arch)
+    if not lenient or kwargs: return kwargs
+    try: ps = inspect.signature(arch).parameters
+    except (TypeError, ValueError): return dict(pretrained=False)
+    return dict(pretrained=False) if any(p.kind is p.VAR_KEYWORD for p in ps.values()) else {}
+
+
+def _resnetx_archs() -> dict:
+    "Our arch names and their entry points"
+    try: from ..model import archs as entry_points       # the entry points' module (`model/archs.py`)
+    except ImportError: from ..model import resnetx as entry_points
+    from ..model import config
+    names = getattr(config, 'RESNETX_CONFIGS', None) or entry_points.RESNETX_CONFIGS
+    return {name: getattr(entry_points, name) for name in names if hasattr(entry_points, name)}
+
+
+class TimmName(str):
+    "A model name that means timm's model: fastai passes a string arch to timm, and `arch_from_name` keeps it timm's."
+
+
+def arch_from_name(name:str, argname:str='arch'):
+    "The arch `name` means: ResNetX names are ours, torchvision names torchvision's, other timm names (or `timm/NAME`) timm's."
+    # Returns our entry point or torchvision's builder (functions), or a `TimmName` (a string, as fastai takes timm's).
     import timm, torchvision
-    with torch.device(device or 'cpu'):
-        if timm.is_model(name): return timm.create_model(name, pretrained=False, **kwargs)
-        if name in torchvision.models.list_models(): return torchvision.models.get_model(name, weights=None, **kwargs)
-    raise ValueError(f'{argname}={name!r} is not a model name timm knows, nor a torchvision one; see timm.list_models() '
-                     'and torchvision.models.list_models(), or pass the model function or a model')
+    if not isinstance(name, str): raise TypeError(f'{argname}={name!r} is a {type(name).__name__}, not a model name')
+    if isinstance(name, TimmName): return name
+    if name.startswith('timm/'):
+        if timm.is_model(name[5:]): return TimmName(name[5:])
+        raise ValueError(f'{argname}={name!r} is not known: timm has no model {name[5:]!r}; see timm.list_models()')
+    ours = _resnetx_archs()
+    if name in ours: return ours[name]
+    if name in torchvision.models.list_models(): return torchvision.models.get_model_builder(name)
+    if timm.is_model(name): return TimmName(name)
+    raise ValueError(f'{argname}={name!r} is not known: allowed are our model names ({", ".join(sorted(ours))}), torchvision\'s '
+                     '(torchvision.models.list_models()) and timm\'s (timm.list_models(); `timm/NAME` for timm\'s where '
+                     'torchvision has the same name)')
 
 
-def build_arch(arch, device=None, **kwargs) -> nn.Module:
-    "Build the model of `arch` (a model function or a timm/torchvision name) with random weights, never downloading"
-    if isinstance(arch, str): return build_by_name(arch, device, **kwargs)
+def _builder(arch):
+    "A function that builds `arch` (a name, or a model function) with random weights: never downloads"
+    if isinstance(arch, str): arch = arch_from_name(arch)
+    if isinstance(arch, str):
+        import timm
+        return lambda **kwargs: timm.create_model(arch, pretrained=False, **kwargs)
     if not callable(arch): raise TypeError(f'arch={arch!r} is neither a function that builds a model nor a model name')
-    kwargs = {**random_init_kwargs(arch), **kwargs}
-    with torch.device(device or 'cpu'): model = arch(**kwargs)
+    off = weights_off_kwargs(arch)
+    return lambda **kwargs: arch(**{**off, **kwargs})
+
+
+def _checked(model, arch):
     if not isinstance(model, nn.Module):
         raise TypeError(f'arch={getattr(arch, "__name__", arch)!r} returned a {type(model).__name__}, not an nn.Module')
     return model
+
+
+def build_arch(arch, device=None, **kwargs) -> nn.Module:
+    "Build the model of `arch` (a model function or name, see `arch_from_name`) on `device` with random weights, never downloading."
+    build = _builder(arch)
+    with torch.random.fork_rng(devices=[]), torch.device(device or 'cpu'): return _checked(build(**kwargs), arch)
+
+
+def build_by_name(name:str, device=None, argname:str='arch', **kwargs) -> nn.Module:
+    "Build the model a name means (see `arch_from_name`) with random weights."
+    arch_from_name(name, argname)  # the error names `argname`
+    return build_arch(name, device, **kwargs)
+
+
+def build_on_meta(arch, **kwargs) -> nn.Module:
+    "Build `arch` without allocating its weights: on `meta`, else parameters on `meta` only, else on CPU."
+    build = _builder(arch)
+    # Some builders compute sizes with torch ops and read them back (RegNet's `BlockParams` calls `.tolist()`), which
+    # a `meta` default device cannot do: accelerate's `init_empty_weights` puts only the parameters on `meta`.
+    from accelerate import init_empty_weights
+    attempts = [lambda: torch.device('meta'), lambda: init_empty_weights(include_buffers=False), lambda: torch.device('cpu')]
+    for i, context in enumerate(attempts):
+        try:
+            with torch.random.fork_rng(devices=[]), context(): return _checked(build(**kwargs), arch)
+        except Exception:
+            if i == len(attempts) - 1: raise

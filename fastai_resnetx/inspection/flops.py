@@ -1,19 +1,18 @@
 "Exact FLOPs and MACs per module call, counted by `torch.utils.flop_counter.FlopCounterMode`, on `meta` or real tensors."
 from __future__ import annotations
 
-import contextlib, numbers
+import copy, numbers
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.func import functional_call
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from fastcore.basics import store_attr
 from fastcore.foundation import L
 
-from .build import build_arch
+from .build import build_arch, build_on_meta
 
 __all__ = ['CONVENTION', 'SummaryRow', 'ModelSummary', 'model_summary']
 
@@ -76,8 +75,9 @@ _COLS = ('Module', 'Input', 'Output', 'Params', 'MACs', 'FLOPs', 'Self FLOPs')
 
 class ModelSummary:
     "Result of `model_summary`: `rows` (one `SummaryRow` per module call), `total_flops`, `total_macs`; prints as a table"
-    def __init__(self, model_name, rows, total_flops, total_params, trainable_params, input_size, device, max_depth=None):
-        store_attr(but='rows')
+    def __init__(self, model_name, rows, total_flops, total_params, trainable_params, input_size, device, max_depth=None,
+                 fallback=None):
+        store_attr(but='rows')  # `fallback`: why `meta` could not count it, when `device` is another one
         self.rows = L(rows)
 
     @property
@@ -92,7 +92,8 @@ class ModelSummary:
 
     def _header(self):
         inp = ', '.join(map(_shape_str, self.input_size))
-        return (f'{self.model_name}: input {inp}, counted on {self.device} by torch.utils.flop_counter.FlopCounterMode',
+        why = f" (meta could not run it: {self.fallback})" if self.fallback else ''
+        return (f'{self.model_name}: input {inp}, counted on {self.device}{why} by torch.utils.flop_counter.FlopCounterMode',
                 CONVENTION + '.', 'Module FLOPs/MACs include their children; the Self FLOPs column adds up to the total.')
 
     def _footer(self):
@@ -124,59 +125,6 @@ class ModelSummary:
     def __str__(self): return self.table()
     def __repr__(self): return self.table()
     def _repr_markdown_(self): return self.markdown()
-
-class _ZeroFlopShortcut(TorchDispatchMode):
-    "On `meta`, answer an op that counted 0 FLOPs before on the same input metadata with fresh outputs of the same metadata"
-    # Running a model on `meta` is mostly Python shape logic: batchnorm's meta kernel is a whole decomposition, run again
-    # for each of the 155 batchnorms of a resnet152. Above the counter, this skips an op only when the counter has seen the
-    # same op on the same shapes count 0, so the counts are exactly the counter's; the FLOP-counting ops always reach it.
-    def __init__(self, counter):
-        super().__init__()
-        self.counter,self.cache,self.functional = counter,{},{}
-
-    def _is_functional(self, func):
-        if func not in self.functional:
-            s = getattr(func, '_schema', None)
-            self.functional[func] = s is not None and not (s.is_mutable or any(a.alias_info for a in (*s.arguments, *s.returns)))
-        return self.functional[func]
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        key = _meta_key(func, args, kwargs) if self._is_functional(func) else None
-        if key is None: return func(*args, **kwargs)
-        if key in self.cache: return _from_meta(self.cache[key])
-        before = self.counter.get_total_flops()
-        out = func(*args, **kwargs)
-        meta = _to_meta(out) if self.counter.get_total_flops() == before else None
-        if meta is not None: self.cache[key] = meta
-        return out
-
-def _meta_key(func, args, kwargs):
-    "A hashable key of `func` and the metadata of its arguments, None if an argument is not a meta tensor or plain value"
-    def _k(o):
-        if isinstance(o, torch.Tensor):
-            if o.device.type != 'meta' or type(o).__torch_dispatch__ is not torch.Tensor.__torch_dispatch__: raise TypeError
-            return ('T', tuple(o.shape), o.stride(), o.dtype, o.storage_offset(), o.requires_grad)
-        if isinstance(o, (list, tuple)): return (type(o).__name__, *map(_k, o))
-        if o is None or isinstance(o, (bool, int, float, str, torch.dtype, torch.device, torch.layout, torch.memory_format)):
-            return (type(o).__name__, o)
-        raise TypeError
-    try: return (func, _k(args), tuple((k, _k(v)) for k,v in sorted(kwargs.items())))
-    except TypeError: return None
-
-def _to_meta(out):
-    "The metadata of `out` (a meta tensor or a tuple of them) to rebuild it, None if it can't be cached"
-    if isinstance(out, torch.Tensor):
-        return ('T', tuple(out.shape), out.stride(), out.dtype) if type(out) is torch.Tensor and out.device.type == 'meta' else None
-    if isinstance(out, (tuple, list)):
-        metas = [_to_meta(o) for o in out]
-        return None if any(m is None for m in metas) else (type(out), metas)
-    return None
-
-def _from_meta(meta):
-    "Fresh meta tensors with the metadata `_to_meta` recorded"
-    if meta[0] == 'T': return torch.empty_strided(meta[1], meta[2], dtype=meta[3], device='meta')
-    return meta[0](_from_meta(m) for m in meta[1])
 
 def _params_per_module(model, names):
     "Number of parameters of each module of `model`, children included, each parameter counted once"
@@ -245,28 +193,52 @@ def _check_device(device):
         raise ValueError(f"device={device!r}: CUDA is not available here; use 'meta' (same counts, no compute) or 'cpu'")
     return dev
 
+
+class _LeftAsFound:
+    "On exit, every module of `model` has the attributes it had on entry: mode, parameters, buffers, hooks, plain attributes"
+    # A forward may assign attributes (torchvision's AnchorGenerator caches `cell_anchors` on the input's device, so a
+    # failed `meta` run would leave them on `meta`), register buffers or hooks, or switch modes; restoring each module's
+    # attribute dict, and the contents of the dicts, lists and sets in it, undoes all of that, on success or failure.
+    def __init__(self, model): self.model = model
+
+    def __enter__(self):
+        self.saved = [(m, dict(vars(m)), {k: copy.copy(v) for k, v in vars(m).items() if isinstance(v, (dict, list, set))})
+                      for m in self.model.modules()]
+        return self
+
+    def __exit__(self, *args):
+        for m, attrs, contents in self.saved:
+            d = vars(m)
+            for k in [k for k in d if k not in attrs]: del d[k]
+            d.update(attrs)
+            for k, saved in contents.items():
+                v = attrs[k]
+                if isinstance(v, list): v[:] = saved
+                else: v.clear(); v.update(saved)
+
 def _model_of(model_or_arch, dev, **kwargs):
-    "The model to count: `model_or_arch` itself, or built from it (directly on `meta` when counting there)"
+    "The model to count and, for an arch counted on `meta`, how to build it on CPU should `meta` not run it"
     if isinstance(model_or_arch, nn.Module):
         if kwargs: raise TypeError(f'model_summary got arch keyword arguments {list(kwargs)} with a model, not an arch')
-        return model_or_arch
+        return model_or_arch, None
     if not (callable(model_or_arch) or isinstance(model_or_arch, str)):
         raise TypeError(f'model_or_arch={model_or_arch!r}: expected an nn.Module, a function that builds one, or a model name')
-    if dev.type == 'meta':
-        try: return build_arch(model_or_arch, 'meta', **kwargs)
-        except (NotImplementedError, RuntimeError): pass  # init code that needs real data: build on CPU, count on meta
-    return build_arch(model_or_arch, **kwargs)
+    if dev.type != 'meta': return build_arch(model_or_arch, dev, **kwargs), None
+    return build_on_meta(model_or_arch, **kwargs), lambda: build_arch(model_or_arch, 'cpu', **kwargs)
+
+def _tensors(model): return [*model.parameters(), *model.buffers()]
 
 def _first_float_dtype(model):
     "The dtype for the inputs: the model's first floating-point parameter or buffer's, else float32"
-    return next((t.dtype for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()), torch.float32)
+    return next((t.dtype for t in _tensors(model) if t.is_floating_point()), torch.float32)
 
 def _state_on(model, dev):
-    "Parameters and buffers of `model` to swap in for a forward on `dev` (empty if they are all there already)"
-    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-    if all(t.device == dev for t in tensors.values()): return {}
-    if dev.type == 'meta': return {k: torch.empty_like(t, device='meta') for k,t in tensors.items()}
-    return {k: t.to(dev) for k,t in tensors.items()}
+    "Parameters and buffers of `model` to swap in for a forward on `dev`: the forward can't change the model's own"
+    if dev.type == 'meta': return {k: torch.empty_like(t, device='meta') for k, t in _all_named(model).items()}
+    buffers = dict(model.named_buffers())  # copied: a forward that updates a buffer in place updates the copy
+    return {**{k: p.to(dev) for k, p in model.named_parameters()}, **{k: b.to(dev, copy=True) for k, b in buffers.items()}}
+
+def _all_named(model): return {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
 def _failure(model, sizes, recorder, err):
     "A `RuntimeError` that says which input size was tried and in which module the forward failed"
@@ -277,53 +249,79 @@ def _failure(model, sizes, recorder, err):
         msg += f" in module '{where.name}' ({where.module_type}) called with input {_shape_str(where.input_shape)}"
     elif where is not None: msg += f" in {where.module_type}'s own forward"
     msg += f': {type(err).__name__}: {err}'
-    conv = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    conv = next((m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))), None)
     if conv is not None and len(sizes) == 1:
         rank, size = len(conv.kernel_size) + 2, sizes[0]
-        dims = {1: 'length', 2: 'height, width', 3: 'depth, height, width'}.get(rank - 2, '...')
+        dims = {1: 'length', 2: 'height, width', 3: 'depth, height, width'}[rank - 2]
         if len(size) != rank:
             msg += (f'. Its first convolution ({type(conv).__name__}) takes {rank}-dim input (batch, channels, {dims}); '
                     f'input_size has {len(size)} dims')
         elif size[1] != conv.in_channels:
             msg += f'. Its first convolution takes {conv.in_channels} channels; input_size has {size[1]} at dim 1'
-    if isinstance(err, NotImplementedError) or 'meta' in str(err): msg += ". If the model can't run on 'meta', try device='cpu'"
     return RuntimeError(msg)
 
 def _count(model, inputs, dev, sizes):
     "Run `model` on `inputs` once under the counters, on `dev`, leaving it as it was; return the recorded rows and total"
-    state = _state_on(model, dev)
-    modes = {m: m.training for m in model.modules()}
     counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
     recorder = _CallRecorder(model, counter)
-    try:
+    with _LeftAsFound(model):
+        state = _state_on(model, dev)
         model.eval()  # inference FLOPs; a train-mode forward would also move BatchNorm's running stats
-        with torch.no_grad(), torch.device(dev), counter, _shortcut(dev, counter), recorder:
-            try: functional_call(model, state, tuple(inputs)) if state else model(*inputs)
+        with torch.no_grad(), torch.device(dev), counter, recorder:
+            try: functional_call(model, state, tuple(inputs))
             except Exception as e: raise _failure(model, sizes, recorder, e) from e
-    finally:
-        for m, training in modes.items(): m.training = training
     return recorder.rows, counter.get_total_flops()
 
-def _shortcut(dev, counter):
-    "The zero-FLOP shortcut on `meta`, nothing elsewhere"
-    return _ZeroFlopShortcut(counter) if dev.type == 'meta' else contextlib.nullcontext()
+def _meta_cannot_run(err) -> bool:
+    "Whether `err` says `meta` can't run the model (no meta kernel, a value read back, a tensor on another device)"
+    err = err.__cause__ or err
+    return isinstance(err, NotImplementedError) or 'meta' in str(err)
 
-def model_summary(model_or_arch, input_size=(1, 3, 224, 224), device='meta', max_depth=None, inputs=None, **kwargs):
+def _inputs_on(inputs, sizes, dtype, dev):
+    "The inputs on `dev`: empty on `meta`; elsewhere the given tensors, or a fixed random image in [0, 1) of each size"
+    if inputs is not None:
+        return [torch.empty(t.shape, dtype=t.dtype, device=dev) if dev.type == 'meta' else t.as_subclass(torch.Tensor).to(dev)
+                for t in inputs]
+    if dev.type == 'meta': return [torch.empty(s, dtype=dtype, device=dev) for s in sizes]
+    g = torch.Generator().manual_seed(0)  # the same input every call, and the user's random state untouched
+    return [torch.rand(s, generator=g, dtype=dtype).to(dev) for s in sizes]
+
+def _real_device(model):
+    "Where a model whose `meta` run failed can run: its parameters' device, CPU if it has none; None if they are on `meta`"
+    devs = {t.device for t in _tensors(model)}
+    if any(d.type == 'meta' for d in devs): return None
+    return next(iter(devs), torch.device('cpu'))
+
+def _one_line(err, n=160):
+    s = f'{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ""}'
+    return s if len(s) <= n else s[:n-3] + '...'
+
+def model_summary(model_or_arch, input_size=(1, 3, 224, 224), device='meta', max_depth=None, inputs=None, fallback=True,
+                  **kwargs):
     "Exact FLOPs/MACs, shapes and params of every module call of a model or arch (built with random weights) on `input_size`"
+    # On `meta` by default; where `meta` can't run the model (data-dependent ops such as detection heads), and `fallback`,
+    # it counts on the model's own device (CPU for an arch) with a real input, and the header says so.
     dev = _check_device(device)
-    sizes = _check_sizes(input_size) if inputs is None else None
-    if max_depth is not None and not (isinstance(max_depth, numbers.Integral) and max_depth >= 0):
-        raise ValueError(f'max_depth={max_depth!r}: expected None (all rows) or an int >= 0 (0: the model only)')
-    model = _model_of(model_or_arch, dev, **kwargs)
-    if inputs is None: inputs = [torch.zeros(s, dtype=_first_float_dtype(model), device=dev) for s in sizes]
+    if inputs is None: sizes = _check_sizes(input_size)
     else:
         inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         if not all(isinstance(t, torch.Tensor) for t in inputs):
             raise TypeError(f'inputs: expected a tensor or a list of tensors, got {[type(t).__name__ for t in inputs]}')
-        inputs = [torch.empty(t.shape, dtype=t.dtype, device=dev) if dev.type == 'meta' else t.as_subclass(torch.Tensor).to(dev)
-                  for t in inputs]
         sizes = tuple(tuple(t.shape) for t in inputs)
-    rows, total = _count(model, inputs, dev, sizes)
+    if max_depth is not None and not (isinstance(max_depth, numbers.Integral) and max_depth >= 0):
+        raise ValueError(f'max_depth={max_depth!r}: expected None (all rows) or an int >= 0 (0: the model only)')
+    model, rebuild = _model_of(model_or_arch, dev, **kwargs)
+    dtype, why = _first_float_dtype(model), None
+    try: rows, total = _count(model, _inputs_on(inputs, sizes, dtype, dev), dev, sizes)
+    except RuntimeError as e:
+        if not (fallback and dev.type == 'meta' and _meta_cannot_run(e)): raise
+        why = _one_line(e.__cause__ or e)
+        if rebuild is not None: model = rebuild()
+        dev = _real_device(model)
+        if dev is None:
+            raise RuntimeError(f"{e}. The model's weights are on 'meta', so it can't run elsewhere either: pass its arch "
+                               "(model_summary builds it on CPU then) or the model on a real device") from e
+        rows, total = _count(model, _inputs_on(inputs, sizes, dtype, dev), dev, sizes)
     params = {id(p): p for p in model.parameters()}.values()
     return ModelSummary(type(model).__name__, rows, total, sum(p.numel() for p in params),
-                        sum(p.numel() for p in params if p.requires_grad), sizes, dev.type, max_depth)
+                        sum(p.numel() for p in params if p.requires_grad), sizes, dev.type, max_depth, why)

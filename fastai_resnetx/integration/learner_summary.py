@@ -1,12 +1,13 @@
 "`Learner.summary` with a FLOPs column: fastai's table and footer, exact FLOPs counted for every module call."
+import torch
 from fastcore.basics import patch, PrettyString
 from fastai.learner import Learner
-from fastai.callback.hook import total_params
-from fastai.torch_core import find_bs
+from fastai.callback.hook import total_params, module_summary
+from fastai.torch_core import find_bs, apply
 
-from ..inspection.flops import CONVENTION, model_summary, _human
+from ..inspection.flops import CONVENTION, model_summary, _human, _one_line, _check_device, _LeftAsFound
 
-__all__ = ['learner_table']
+__all__ = ['learner_table', 'model_inputs']
 
 _WIDTH = 88
 
@@ -43,19 +44,47 @@ def learner_table(summary, bs=1, model_name=None):
     res += f"Total non-trainable params: {summary.total_params - summary.trainable_params:,}\n"
     res += f"Total FLOPs per item: {_human(summary.total_flops)} ({summary.total_flops:,}), "
     res += f"MACs: {_human(summary.total_macs)} ({summary.total_macs:,})\n"
-    res += f"{CONVENTION}; counted on {summary.device} by torch.utils.flop_counter.FlopCounterMode\n\n"
+    why = f" (meta could not run it: {summary.fallback})" if summary.fallback else ''
+    res += f"{CONVENTION}; counted on {summary.device}{why} by torch.utils.flop_counter.FlopCounterMode\n\n"
     return res
+
+def model_inputs(learn, xb=None) -> list:
+    "The tensors `learn.model` is called with for the first item of a training batch: after batch transforms and callbacks"
+    # As fastai's `layer_info`: one item through the learner's own loop (callbacks that only train removed), in eval mode;
+    # a pre-hook records what reaches the model, so a callback that changes the batch (channels, dtype) is seen. The
+    # model is left as found (fastai's validation loop would leave it in eval mode).
+    xb = learn.dls.train.one_batch()[:getattr(learn.dls.train, 'n_inp', 1)] if xb is None else xb
+    seen = []
+    def _record(module, args, kwargs):
+        if not seen: seen.append((args, kwargs))
+    handle = learn.model.register_forward_pre_hook(_record, with_kwargs=True)
+    train_only = [cb for cb in learn.cbs if hasattr(cb, '_only_train_loop')]
+    try:
+        with _LeftAsFound(learn.model), learn.removed_cbs(train_only), learn.no_logging(), learn.no_bar(), learn as l:
+            l.get_preds(dl=[apply(lambda o: o[:1], xb)], inner=True, reorder=False)
+    finally: handle.remove()
+    args, kwargs = seen[0]
+    if kwargs or not all(isinstance(a, torch.Tensor) for a in args):
+        raise TypeError(f'the model is called with {[type(a).__name__ for a in args]} and keywords {list(kwargs)}: '
+                        'FLOPs are counted for models called with tensors only')
+    return [a.detach() for a in args]
+
+def _footer(learn):
+    "fastai's lines after the table: optimizer, loss function, frozen state, callbacks"
+    res = f"Optimizer used: {learn.opt_func}\nLoss function: {learn.loss_func}\n\n"
+    if learn.opt is not None:
+        res += "Model " + ("unfrozen\n\n" if learn.opt.frozen_idx == 0 else f"frozen up to parameter group #{learn.opt.frozen_idx}\n\n")
+    return res + "Callbacks:\n" + '\n'.join(f"  - {cb}" for cb in learn.cbs.sorted('order'))
 
 @patch
 def summary(self: Learner, device='meta'):
     "Print fastai's summary of the model, optimizer and loss function, plus the FLOPs of every layer call and in total"
+    # Counted on `meta` where it can run (else on the model's device, see `model_summary`), on what the model really
+    # gets; if counting fails, fastai's own table, with the reason the FLOPs are missing.
+    _check_device(device)
     xb = self.dls.train.one_batch()[:getattr(self.dls.train, 'n_inp', 1)]
-    bs = find_bs(xb)
-    # FLOPs per item: count on the first item of the batch, as fastai does for its shapes
-    ms = model_summary(self.model, inputs=[x[:1] for x in xb], device=device)
-    res = learner_table(ms, bs, type(self.model).__name__)
-    res += f"Optimizer used: {self.opt_func}\nLoss function: {self.loss_func}\n\n"
-    if self.opt is not None:
-        res += "Model " + ("unfrozen\n\n" if self.opt.frozen_idx == 0 else f"frozen up to parameter group #{self.opt.frozen_idx}\n\n")
-    res += "Callbacks:\n" + '\n'.join(f"  - {cb}" for cb in self.cbs.sorted('order'))
-    return PrettyString(res)
+    inputs = model_inputs(self, xb)   # a model that fails here fails in fastai's summary too
+    try: res = learner_table(model_summary(self.model, inputs=inputs, device=device), find_bs(xb), type(self.model).__name__)
+    except Exception as e:
+        res = module_summary(self, *xb) + f"FLOPs not counted: {_one_line(e)}\n\n"
+    return PrettyString(res + _footer(self))

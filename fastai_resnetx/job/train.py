@@ -35,17 +35,13 @@ def resnetx_arch(name:str, **overrides):
 
 
 def resolve_arch(name:str, fold:int=None):
-    "The arch for a name: ours (with `fold`), a torchvision model fastai knows, or a timm model name."
+    "The arch a name means (`arch_from_name`'s rule): ours (with `fold`), torchvision's, or timm's (a name fastai passes to timm)."
+    from ..inspection.build import arch_from_name
+    arch = arch_from_name(name)
     if name in RESNETX_CONFIGS: return resnetx_arch(name, **({} if fold is None else {'fold': fold}))
-    import torchvision, timm
-    tv = getattr(torchvision.models, name, None)
-    arch = tv if tv is not None and tv in model_meta else name if timm.is_model(name) else None
-    if arch is not None:
-        if fold not in (None, 1):
-            raise ValueError(f"`fold` only applies to ResNetX archs ({sorted(RESNETX_CONFIGS)}), not to {name!r}")
-        return arch
-    raise ValueError(f"`arch` {name!r} is not known: use one of {sorted(RESNETX_CONFIGS)}, a torchvision model fastai "
-                     f"supports (e.g. resnet18) or a timm model name (e.g. convnext_tiny)")
+    if fold not in (None, 1):
+        raise ValueError(f"`fold` only applies to ResNetX archs ({sorted(RESNETX_CONFIGS)}), not to {name!r}")
+    return arch
 
 
 def _check(name, value, kind, minimum):
