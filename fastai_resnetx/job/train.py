@@ -25,13 +25,7 @@ def fused_adamw(params, **kwargs):
     return OptimWrapper(params, opt=partial(torch.optim.AdamW, fused=True), **kwargs)
 
 
-def resnetx_arch(name:str, **overrides):
-    "A ResNetX arch with config overrides (e.g. `fold=3`) for `vision_learner`, its `model_meta` registered."
-    base = getattr(_resnetx, name)
-    if not overrides: return base
-    arch = partial(base, **overrides)
-    model_meta[arch] = model_meta[base]
-    return arch
+from ..integration.fastai_meta import resnetx_arch   # one `model_meta` entry per configuration
 
 
 def resolve_arch(name:str, fold:int=None):
