@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch.nn as nn
 from fastcore.foundation import L
+from fastai.vision.models.unet import DynamicUnet
 
 from .arch_summary import _describe
 
@@ -18,8 +19,9 @@ __all__ = ['LayerGroup', 'arch_groups', 'arch_splitter', 'stage_splitter']
 #    most repeated block as the stages. A single stage (a transformer's blocks) counts each block as a stage.
 # 2. Everything before the first stage is the stem; a module between two stages (a downsample) goes with the
 #    stage after it; what follows the last stage goes with it, up to the head.
-# 3. The head is `model[1]` for fastai's `Sequential(body, head)`; otherwise what follows the last stage from the
-#    first pooling layer on (or, with no pooling layer, the last module with parameters).
+# 3. The head is `model[1]` for fastai's `Sequential(body, head)`; for fastai's `DynamicUnet` the encoder `model[0]` is
+#    the body and the decoder (everything after it) is the last group; otherwise the head is what follows the last
+#    stage from the first pooling layer on (or, with no pooling layer, the last module with parameters).
 
 _POOL = re.compile(r'Pool(ing)?([123]d)?$')
 
@@ -115,15 +117,25 @@ def _group(parts, role, seen):
         if id(p) not in seen: seen.add(id(p)); params.append(p)
     return LayerGroup([p.name or '(model)' for p in parts], params, role)
 
+def _encoder_decoder(model):
+    "fastai's two-part models as (body, the modules after it, their role): `Sequential(body, head)` or a `DynamicUnet`."
+    if isinstance(model, DynamicUnet):   # its layers: encoder, then BatchNorm, ReLU, middle conv, UnetBlocks, ... final conv
+        return ('layers.0', model.layers[0]), [(f'layers.{i}', m) for i,m in enumerate(model.layers) if i], 'decoder'
+    if isinstance(model, nn.Sequential) and len(model) == 2:
+        (nb,body),(nh,head) = model.named_children()
+        return (nb, body), [(nh, head)], 'head'
+    return None, [], 'head'
+
 def _structure(model):
-    "(stem parts, a list of stage part-lists, head parts) of `model`."
-    is_fastai = isinstance(model, nn.Sequential) and len(model) == 2
-    body = _parts(model[0], '0') if is_fastai else _parts(model)
-    head = [_Part(_join('', n), c) for n,c in list(model.named_children())[1:]] if is_fastai else []
+    "(stem parts, a list of stage part-lists, head parts, the head's role) of `model`."
+    body,after,head_role = _encoder_decoder(model)
+    is_fastai = body is not None
+    body = _parts(body[1], body[0]) if is_fastai else _parts(model)
+    head = [_Part(n, m) for n,m in after]
     idx = [i for i,p in enumerate(body) if p.is_stage]
     if not idx:
         if not is_fastai: body,head = _split_head(body)
-        return body,[],head
+        return body,[],head,head_role
     stem,stages,pending = body[:idx[0]],[],[]
     for p in body[idx[0]:idx[-1]+1]:
         pending.append(p)
@@ -131,7 +143,7 @@ def _structure(model):
     trailing = body[idx[-1]+1:]
     if not is_fastai: trailing,head = _split_head(trailing)
     stages[-1] += trailing
-    return stem,stages,head
+    return stem,stages,head,head_role
 
 def _chunks(stages, n):
     "`stages` cut into `n` contiguous runs (earlier runs longer when it does not divide evenly), as index ranges."
@@ -141,22 +153,22 @@ def _chunks(stages, n):
 
 def _stage_role(a, b): return f'stage {a+1}' if b == a+1 else f'stages {a+1}-{b}'
 
-def _too_many(model, n_groups, stages, has_head):
+def _too_many(model, n_groups, stages, has_head, head_role='head'):
     "The error for a model that cannot give `n_groups` groups."
     found = f"a stem, {len(stages)} stages (containers of repeated blocks)" if stages else "no stages (containers of repeated blocks)"
-    found += " and a head" if has_head else " and no head with parameters"
+    found += f" and a {head_role}" if has_head else " and no head with parameters"
     most = (len(stages) + 1 if stages else 1) + has_head
     return ValueError(f"n_groups={n_groups} is more than {type(model).__name__} can be split into: found {found}, "
                       f"so at most {most} group{'s' if most > 1 else ''}")
 
 def arch_groups(model, n_groups=3):
-    "`n_groups` `LayerGroup`s of `model` from input to output (stem and stages, then head); `None`: one per stage."
+    "`n_groups` `LayerGroup`s of `model` from input to output (stem and stages, then head or decoder); `None`: one per stage."
     if not isinstance(model, nn.Module):
         raise TypeError(f"model={_describe(model)} (a {type(model).__name__}) is not an nn.Module; "
                         f"a splitter takes the built model (use `build_model(arch)` for an arch)")
     if n_groups is not None and (isinstance(n_groups, bool) or not isinstance(n_groups, int) or n_groups < 2):
         raise ValueError(f"n_groups={n_groups!r}; allowed: an int >= 2, or None for one group per stage")
-    stem,stages,head = _structure(model)
+    stem,stages,head,head_role = _structure(model)
     has_head = any(p.params for p in head)
     if not has_head:   # a body without a classifier: what follows the last stage stays with it
         if stages: stages[-1] = stages[-1] + head
@@ -165,14 +177,14 @@ def arch_groups(model, n_groups=3):
     stem_has_params = any(p.params for p in stem)
     if n_groups is None: n_body = len(stages) + stem_has_params if stages else 1
     else: n_body = n_groups - has_head
-    if n_body > len(stages) + 1 or (not stages and n_body > 1): raise _too_many(model, n_groups, stages, has_head)
+    if n_body > len(stages) + 1 or (not stages and n_body > 1): raise _too_many(model, n_groups, stages, has_head, head_role)
     if not stages: plan = [(stem, 'body')]
     elif n_body == len(stages) + 1: plan = [(stem, 'stem')] + [(s, _stage_role(i, i+1)) for i,s in enumerate(stages)]
     else: plan = [((stem if i == 0 else []) + sum(stages[a:b], []), ('stem + ' if i == 0 else '') + _stage_role(a, b))
                   for i,(a,b) in enumerate(_chunks(stages, n_body))]
     seen = set()
-    groups = L(_group(parts, role, seen) for parts,role in plan + ([(head, 'head')] if has_head else []))
-    if len(groups) < 2: raise _too_many(model, n_groups, stages, has_head)
+    groups = L(_group(parts, role, seen) for parts,role in plan + ([(head, head_role)] if has_head else []))
+    if len(groups) < 2: raise _too_many(model, n_groups, stages, has_head, head_role)
     for i,g in enumerate(groups):
         if not g.params: raise ValueError(f"n_groups={n_groups}: group {i} ({g.role}: {', '.join(g.names)}) of "
                                           f"{type(model).__name__} has no parameters; ask for fewer groups")
