@@ -24,3 +24,34 @@ from .integration.precision import *
 from .job.data import *
 from .job.plots import *
 from .job.train import *
+
+# The star import: names a user reaches for, none of which replaces a fastai or fastcore name after
+# `from fastai.vision.all import *` (tests/test_star_import.py checks it), and no module objects.
+# Everything else stays importable by name from its module (e.g. `fastai_resnetx.job.train.fit_batch_size`).
+__all__ = [
+    # the fold rule
+    'skip_source', 'stage_of', 'stage_distance', 'FoldPlan', 'fold_plan', 'get_pred', 'layer_diff',
+    # layers and blocks (seed 001's `ResBlock` is `AvgPoolResBlock`: fastai's `ResBlock` keeps its name)
+    'act_layer', 'get_act', 'ConvNormAct', 'Conv1x1NormAct', 'Conv3x3NormAct', 'conv_norm_act', 'ResidualAdd',
+    'SqueezeExcitation', 'projection', 'resnet_stem', 'deep_stem',
+    'Block', 'BasicBlock', 'Bottleneck', 'LinearBottleneck', 'InvertedResidual', 'DepthwiseSeparableConv', 'MBConv',
+    'FusedMBConv', 'AvgPoolResBlock', 'residual_block', 'BLOCKS', 'get_block',
+    # the model and its archs
+    'ResNetXConfig', 'RESNETX_CONFIGS', 'FoldUnit', 'Stage', 'ResNetX', 'num_params', 'create_resnetx',
+    'resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152', 'resnetx_mbconv', 'resnetx_fused', 'RESNETX_ARCHS',
+    # pretrained weights
+    'load_pretrained', 'TimmWeights', 'WeightsReport', 'CheckpointError', 'CHECKPOINT_SUFFIXES', 'read_checkpoint',
+    'torchvision_weights', 'torchvision_state_dict', 'timm_state_dict', 'map_state_dict', 'resnet_key', 'resnet_counterpart',
+    # inspection: build, arch summaries, layer groups, FLOPs
+    'arch_from_name', 'build_by_name', 'build_arch', 'build_on_meta', 'WEIGHTS_OFF', 'TimmName', 'weights_off_kwargs',
+    'random_init_kwargs', 'ArchRow', 'ArchSummary', 'build_model', 'get_module', 'n_layers', 'arch_summary',
+    'LayerGroup', 'arch_groups', 'arch_splitter', 'stage_splitter',
+    'CONVENTION', 'SummaryRow', 'ModelSummary', 'model_summary',
+    # fastai, distributed training, precision
+    'resnetx_arch', 'learner_table', 'model_inputs', 'distrib_kwargs',
+    'BF16MixedPrecision', 'machine_kind', 'BF16_TRAIN_SPEEDUP', 'pick_precision', 'apply_precision', 'PRECISIONS',
+    # data, plots and the main job
+    'DigitImage', 'DigitLabel', 'open_image', 'FolderLabel', 'FolderItems', 'read_folder', 'find_images',
+    'available_memory', 'digits_split_sizes', 'digits_dls', 'folder_dls', 'VALID_FOLDERS',
+    'skip_kinds', 'plot_topology', 'plot_confusion_matrix', 'TRAIN_DEFAULTS', 'TrainSettings', 'train',
+]

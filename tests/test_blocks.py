@@ -2,7 +2,7 @@ import pytest, torch
 from torch import nn
 from fastai_resnetx import (ConvNormAct, Conv1x1NormAct, Conv3x3NormAct, ResidualAdd, SqueezeExcitation, BasicBlock,
                             Bottleneck, LinearBottleneck, InvertedResidual, DepthwiseSeparableConv, MBConv, FusedMBConv,
-                            ResBlock, residual_block, BLOCKS, num_params)
+                            AvgPoolResBlock, residual_block, BLOCKS, num_params)
 
 x = torch.randn(1, 32, 56, 56)
 
@@ -68,11 +68,11 @@ def test_post_act():
 
 
 def test_resblock_seed001():
-    m = ResBlock(8, 16, stride=2)
+    m = AvgPoolResBlock(8, 16, stride=2)
     assert m(torch.randn(2, 8, 28, 28)).shape == (2, 16, 14, 14)
     assert isinstance(m.shortcut[0], nn.AvgPool2d)
-    assert ResBlock(8, 16, stride=2)(torch.randn(2, 8, 7, 7)).shape == (2, 16, 4, 4)  # ceil_mode as the seed
-    assert isinstance(ResBlock(16, 16).shortcut, nn.Identity)
+    assert AvgPoolResBlock(8, 16, stride=2)(torch.randn(2, 8, 7, 7)).shape == (2, 16, 4, 4)  # ceil_mode as the seed
+    assert isinstance(AvgPoolResBlock(16, 16).shortcut, nn.Identity)
 
 
 def test_named_layers_like_torchvision_and_timm():

@@ -3,7 +3,8 @@
 Each block is the *residual branch* F(x): on its own it maps `(N, ni, H, W)` to `(N, nf, H/stride, W/stride)`;
 as a ResNetX unit, ResNetX adds the skip and applies `post_act` after the add. Layers are named as torchvision's
 and timm's (`conv1`, `bn1`, `act1`, ..., `conv_dw`, `se`, `conv_pwl`), so checkpoints map by name.
-`residual_block` wraps any of them into a stand-alone residual block with the right shortcut; `ResBlock` is seed 001's."""
+`residual_block` wraps any of them into a stand-alone residual block with the right shortcut; `AvgPoolResBlock` is seed
+001's `ResBlock` (renamed: fastai's `ResBlock` keeps its name after `from fastai_resnetx import *`)."""
 from collections import OrderedDict
 
 from torch import nn
@@ -11,7 +12,7 @@ from torch import nn
 from .layers import ResidualAdd, SqueezeExcitation, projection, conv_norm_act as cna
 
 __all__ = ['Block', 'BasicBlock', 'Bottleneck', 'LinearBottleneck', 'InvertedResidual', 'DepthwiseSeparableConv',
-           'MBConv', 'FusedMBConv', 'ResBlock', 'residual_block', 'BLOCKS', 'get_block']
+           'MBConv', 'FusedMBConv', 'AvgPoolResBlock', 'residual_block', 'BLOCKS', 'get_block']
 
 
 class Block(nn.Sequential):
@@ -91,7 +92,7 @@ class FusedMBConv(Block):
                          *cna(('conv_pwl', 'bn2', None), mid, nf, 1, norm=norm, act=None))
 
 
-class ResBlock(ResidualAdd):
+class AvgPoolResBlock(ResidualAdd):
     "Seed 001's ResBlock: two 3x3 convs (stride on the second), average-pool + 1x1 shortcut, activation after the add."
     def __init__(self, ni:int, nf:int, stride:int=1, ks:int=3, act=nn.ReLU, norm=nn.BatchNorm2d):
         convs = Block(*cna(('conv1', 'bn1', 'act1'), ni, nf, ks, 1, norm=norm, act=act),
