@@ -1,19 +1,29 @@
 "The main job: train an arch on the built-in digits or an image folder, and write the learner, plots and metrics."
-import json, os, time
+import copy, json, os, shutil, signal, sys, time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
-from fastai.vision.all import (vision_learner, accuracy, set_seed, model_meta, ClassificationInterpretation,
-                               num_distrib, rank_distrib, OptimWrapper)
+from torch import nn
+from matplotlib import pyplot as plt
+from fastcore.meta import delegates
+from fastai.vision.all import (vision_learner, accuracy, set_seed, model_meta, num_distrib, rank_distrib, OptimWrapper,
+                               Callback, ProgressCallback)
 import fastai.distributed  # noqa: F401  (Learner.distrib_ctx)
 
-from ..model.resnetx import RESNETX_CONFIGS, num_params
-from ..model import resnetx as _resnetx
-from .data import digits_dls, folder_dls
+from ..model.resnetx import num_params
+from ..model.config import RESNETX_CONFIGS
+from ..model import archs as _resnetx
+from .data import digits_dls, folder_dls, read_folder, digits_split_sizes, available_memory
+from .plots import plot_confusion_matrix
 from ..integration.distributed import distrib_kwargs
+from ..integration.precision import pick_precision, apply_precision, PRECISIONS
+from resnetx_cli import check_out_folder, is_run_folder
 
-__all__ = ['TRAIN_DEFAULTS', 'resolve_arch', 'resnetx_arch', 'fused_adamw', 'train']
+__all__ = ['TRAIN_DEFAULTS', 'TrainSettings', 'resolve_arch', 'resnetx_arch', 'fused_adamw', 'check_input_size',
+           'fit_batch_size', 'EpochLines', 'train']
 
 # chosen on digits (see README, "The main job"): >= 99% validation accuracy within 60 s on 2 CPU cores
 TRAIN_DEFAULTS = dict(arch='resnetx18', fold=2, epochs=10, size=24, bs=64, lr=4e-3, seed=42)
@@ -38,74 +48,238 @@ def resolve_arch(name:str, fold:int=None):
     return arch
 
 
-def _check(name, value, kind, minimum):
-    if isinstance(value, bool) or not isinstance(value, kind) or value < minimum:
-        raise ValueError(f"`{name}` must be a {kind.__name__} >= {minimum}, got {value!r}")
+def _check(name, value, kind, minimum, maximum=None):
+    ok = not isinstance(value, bool) and isinstance(value, kind) and minimum <= value <= (maximum or value)
+    if not ok:
+        allowed = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"`{name}` must be {'an integer' if kind is int else 'a number'} {allowed}, got {value!r}")
 
 
-def _atomic(path:Path, write):
-    "Write through a temporary file and rename, so an interrupted run leaves no half-written file."
-    tmp = path.with_name(path.name + '.tmp')
+@dataclass
+class TrainSettings:
+    "What `train` trains and how (`fold` None: the default for a ResNetX arch; `precision` None: the faster here)."
+    arch:str=TRAIN_DEFAULTS['arch']
+    fold:int=None
+    epochs:int=TRAIN_DEFAULTS['epochs']
+    size:int=TRAIN_DEFAULTS['size']
+    bs:int=TRAIN_DEFAULTS['bs']
+    lr:float=TRAIN_DEFAULTS['lr']
+    pretrained:bool=False
+    seed:int=TRAIN_DEFAULTS['seed']
+    precision:str=None
+
+    def checked(self):
+        "These settings with the defaults filled in, or a `ValueError` naming the first bad one and what is allowed."
+        _check('epochs', self.epochs, int, 1); _check('size', self.size, int, 8); _check('bs', self.bs, int, 2)
+        _check('seed', self.seed, int, 0)
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < 10:
+            raise ValueError(f"`lr` must be a number in (0, 10), got {self.lr!r}")
+        if self.precision not in (None, *PRECISIONS): raise ValueError(f"`precision` must be one of {list(PRECISIONS)} or None, got {self.precision!r}")
+        if self.fold is None and self.arch in RESNETX_CONFIGS: self.fold = TRAIN_DEFAULTS['fold']
+        if self.fold is not None: _check('fold', self.fold, int, 1)
+        if self.precision is None: self.precision = pick_precision(self.arch, self.size)
+        return self
+
+
+def atomic_write(path:Path, write):
+    "Write one file through a temporary file and rename, so an interrupted write leaves no half-written file."
+    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
     try:
         write(tmp); os.replace(tmp, path)
     finally:
         if tmp.exists(): tmp.unlink()
 
 
-def _save_outputs(learn, out:Path, metrics:dict):
-    import matplotlib; matplotlib.use('Agg')
-    from matplotlib import pyplot as plt
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic(out / 'export.pkl', lambda p: learn.export(p.absolute()))
-    learn.recorder.plot_loss()
-    _atomic(out / 'loss.png', lambda p: plt.gcf().savefig(p, format='png', dpi=100)); plt.close('all')
-    interp = ClassificationInterpretation.from_learner(learn)
-    interp.plot_confusion_matrix(figsize=(6, 6), dpi=100)
-    _atomic(out / 'confusion_matrix.png', lambda p: plt.gcf().savefig(p, format='png', dpi=100)); plt.close('all')
-    _atomic(out / 'metrics.json', lambda p: p.write_text(json.dumps(metrics, indent=2)))
+@contextmanager
+def _signals_held():
+    "Ctrl-C and SIGTERM wait (and arrive after the block), so a few file-system steps happen all or not at all."
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try: yield
+    finally: signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def train(data=None, arch:str=TRAIN_DEFAULTS['arch'], fold:int=None, epochs:int=TRAIN_DEFAULTS['epochs'],
-          size:int=TRAIN_DEFAULTS['size'], bs:int=TRAIN_DEFAULTS['bs'], lr:float=TRAIN_DEFAULTS['lr'],
-          pretrained:bool=False, out='runs/latest', seed:int=TRAIN_DEFAULTS['seed'], n_items:int=None,
-          show:bool=True, save:bool=True) -> dict:
-    "Train `arch` on `data` (None: the built-in digits; `fold` None: the default for ResNetX), write outputs to `out`."
-    t0 = time.time()
-    _check('epochs', epochs, int, 1); _check('size', size, int, 8); _check('bs', bs, int, 1); _check('seed', seed, int, 0)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 10:
-        raise ValueError(f"`lr` must be a number in (0, 10), got {lr!r}")
-    if fold is None and arch in RESNETX_CONFIGS: fold = TRAIN_DEFAULTS['fold']
-    if fold is not None: _check('fold', fold, int, 1)
-    arch_fn = resolve_arch(arch, fold)
-    set_seed(seed, reproducible=True)
-    dls = digits_dls(size=size, bs=bs, seed=SPLIT_SEED, n_items=n_items) if data is None else \
-          folder_dls(data, size=size, bs=bs, seed=SPLIT_SEED)
-    learn = vision_learner(dls, arch_fn, pretrained=pretrained, metrics=accuracy, opt_func=fused_adamw)
-    main = rank_distrib() == 0
-    if show and main:
-        from ..inspection.arch_summary import arch_summary
-        from ..inspection.flops import model_summary
-        body = learn.model[0][0] if arch in RESNETX_CONFIGS else learn.model
-        print(arch_summary(body))
-        ms = model_summary(learn.model, input_size=(1, 3, size, size), max_depth=2)
-        print(ms)
-    if not show and hasattr(learn, 'progress'): learn.remove_cb(learn.progress)
-    fit = (lambda: learn.fine_tune(epochs - 1 if epochs > 1 else 1, base_lr=lr, freeze_epochs=1)) if pretrained \
-          else (lambda: learn.fit_one_cycle(epochs, lr))
-    t_fit = time.time()
-    if num_distrib() > 1:
-        with learn.distrib_ctx(**distrib_kwargs()): fit()
-        # validation and outputs are single-process work (same weights on every rank): leave the process group
-        torch.distributed.barrier(); torch.distributed.destroy_process_group()
-        os.environ['WORLD_SIZE'] = '1'
-    else: fit()
-    fit_s = time.time() - t_fit
-    loss, acc = learn.validate()
-    metrics = dict(arch=arch, fold=fold if arch in RESNETX_CONFIGS else None, epochs=epochs, size=size, bs=bs, lr=lr,
-                   pretrained=pretrained, seed=seed, data=str(data) if data is not None else 'digits',
-                   n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), valid_loss=float(loss),
-                   valid_accuracy=float(acc), params=num_params(learn.model), fit_seconds=round(fit_s, 2),
-                   total_seconds=round(time.time() - t0, 2))
-    if save and main: _save_outputs(learn, Path(out), metrics)
-    metrics['learner'] = learn
-    return metrics
+@contextmanager
+def all_or_nothing(out:Path):
+    "A temporary folder to write a run's outputs in; swapped in for `out` at the end, or removed: never a mix."
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = (out.with_name(f'.{out.name}.{what}-{os.getpid()}') for what in ('tmp', 'old'))
+    tmp.mkdir()
+    try: yield tmp
+    except BaseException:
+        with _signals_held(): shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    with _signals_held():
+        if out.exists(): os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def check_input_size(model:nn.Module, size:int, arch:str, bs:int=1, device=None):
+    "Refuse, in one line, a `size` that `model` cannot take or whose activations for `bs` images cannot fit in memory."
+    try: meta = copy.deepcopy(model).to('meta').eval()
+    except Exception: return                       # cannot copy it: the real run will tell
+    numel, hooks = [0], [m.register_forward_hook(lambda m, i, o: numel.__setitem__(0, numel[0] + (o.numel() if torch.is_tensor(o) else 0)))
+                         for m in meta.modules() if not list(m.children())]
+    try:
+        with torch.no_grad(): meta(torch.empty(1, 3, size, size, device='meta'))
+    except NotImplementedError: return             # an op without a meta kernel: the real run will tell
+    except Exception as e:
+        raise ValueError(f"`size` {size} does not work with {arch}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+    finally:
+        for h in hooks: h.remove()
+    need, free = 4 * bs * numel[0], available_memory(device)   # fp32 outputs of every layer, kept for the backward pass
+    if need > free:
+        raise ValueError(f"`size` {size} with `bs` {bs} needs at least {need / 2**30:.1f} GiB for {arch}'s activations, "
+                         f"{free / 2**30:.1f} GiB are free here: use a smaller size or batch size")
+
+
+@contextmanager
+def one_line_memory_error(size=None, bs=None):
+    "Out of memory (CPU or GPU) as a one-line `ValueError` that says which settings to lower."
+    try: yield
+    except (MemoryError, torch.OutOfMemoryError, RuntimeError) as e:
+        text = str(e)
+        if not isinstance(e, MemoryError) and 'out of memory' not in text and "can't allocate memory" not in text: raise
+        raise ValueError(f"out of memory at `size` {size} and `bs` {bs}: use a smaller size or batch size "
+                         f"({text.strip().splitlines()[0] if text.strip() else type(e).__name__})") from None
+
+
+def fit_batch_size(bs:int, n_train:int) -> tuple:
+    "(batch size, note): `bs`, or the training images per process when fewer, so that every epoch has a step."
+    world = max(num_distrib(), 1)
+    per_rank = n_train // world
+    if per_rank < 2:
+        raise ValueError(f"{n_train} training images are too few for {world} processes: each needs at least 2 (BatchNorm)")
+    if bs <= per_rank: return bs, None
+    return per_rank, f"note: `bs` {bs} is more than the {per_rank} training images{' per process' if world > 1 else ''}; using bs {per_rank}"
+
+
+def _dls(data, s:TrainSettings, n_items:int, out:Path):
+    "DataLoaders (and notes for the user) of `data` (None: the digits), never reading `out`."
+    if data is None:
+        bs, note = fit_batch_size(s.bs, digits_split_sizes(n_items)[0])
+        return digits_dls(size=s.size, bs=bs, seed=SPLIT_SEED, n_items=n_items), [note]
+    items = read_folder(data, seed=SPLIT_SEED, skip=[out])
+    bs, note = fit_batch_size(s.bs, len(items.train_idx))
+    return folder_dls(data, size=s.size, bs=bs, items=items), [*items.notes, note]
+
+
+def _learner(dls, s:TrainSettings):
+    learn = vision_learner(dls, resolve_arch(s.arch, s.fold), pretrained=s.pretrained, metrics=accuracy,
+                           opt_func=fused_adamw)
+    check_input_size(learn.model, s.size, s.arch, dls.bs, dls.device)
+    return apply_precision(learn, s.precision)
+
+
+def _show(learn, s:TrainSettings):
+    from ..inspection.arch_summary import arch_summary
+    from ..inspection.flops import model_summary
+    print(arch_summary(learn.model[0][0] if s.arch in RESNETX_CONFIGS else learn.model))
+    print(model_summary(learn.model, input_size=(1, 3, s.size, s.size), max_depth=2))
+
+
+class EpochLines(Callback):
+    "fastai's table, one printed line per epoch (for logs that are files: no progress-bar redraws)."
+    order = ProgressCallback.order
+    def before_fit(self):
+        if rank_distrib() != 0 or hasattr(self.learn, 'gather_preds'): return   # get_preds runs before_fit too
+        self.learn.logger = self._line
+        print('  '.join(f'{n:>10}' for n in self.recorder.metric_names), flush=True)
+    def _line(self, log):
+        print('  '.join(f'{v:>10.6f}' if isinstance(v, float) else f'{v!s:>10}' for v in log), flush=True)
+
+
+@contextmanager
+def _log_lines(learn, lines:bool):
+    "With `lines`, the progress bar gives way to one line per epoch, and comes back afterwards."
+    if not lines or not hasattr(learn, 'progress'):
+        yield; return
+    learn.remove_cb(ProgressCallback).add_cb(EpochLines())
+    try: yield
+    finally:
+        learn.remove_cb(EpochLines)
+        if not hasattr(learn, 'progress'): learn.add_cb(ProgressCallback())
+
+
+def _fit(learn, s:TrainSettings):
+    "From scratch, one-cycle; pretrained, one epoch on the head then the rest unfrozen (`epochs` in all)."
+    if not s.pretrained: learn.fit_one_cycle(s.epochs, s.lr)
+    elif s.epochs == 1: learn.fit_one_cycle(1, slice(s.lr), pct_start=0.99)   # fine_tune's frozen epoch alone
+    else: learn.fine_tune(s.epochs - 1, base_lr=s.lr, freeze_epochs=1)
+
+
+@contextmanager
+def _data_parallel(learn):
+    "Under torchrun (several processes), fastai's DDP for the block; then this process leaves the process group."
+    if num_distrib() <= 1:
+        yield; return
+    try:
+        with learn.distrib_ctx(**distrib_kwargs()): yield
+    finally:
+        if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
+
+
+def _evaluate(learn) -> tuple:
+    "(loss, accuracy, predicted classes, true classes) on the whole validation set (gathered from every process)."
+    preds, targs, losses = learn.get_preds(with_loss=True)
+    return float(losses.mean()), float(accuracy(preds, targs)), preds.argmax(1), targs
+
+
+def _write_outputs(learn, out:Path, metrics:dict, predicted, actual):
+    "export.pkl, loss.png, confusion_matrix.png and metrics.json, all appearing in `out` together."
+    with all_or_nothing(out) as tmp:
+        learn.export(tmp.absolute() / 'export.pkl')
+        learn.recorder.plot_loss()
+        plt.gcf().savefig(tmp / 'loss.png', format='png', dpi=100); plt.close('all')
+        plot_confusion_matrix(predicted, actual, learn.dls.vocab).savefig(tmp / 'confusion_matrix.png', format='png', dpi=100)
+        plt.close('all')
+        (tmp / 'metrics.json').write_text(json.dumps(metrics, indent=2))
+
+
+class _Progress:
+    "Where a run is, to say what was kept when it is stopped."
+    def __init__(self, out:Path): self.out, self.step, self.learn = out, 'starting', None
+    def where(self) -> str:
+        step = self.step
+        if step == 'training' and self.learn is not None and getattr(self.learn, 'n_epoch', None):
+            step = f'training (epoch {self.learn.epoch + 1} of {self.learn.n_epoch})'
+        if step == 'done': return f'after writing all outputs to {self.out}'
+        kept = ("its earlier run's outputs are kept, unchanged" if is_run_folder(self.out) else
+                'it was not created' if not self.out.exists() else 'it is unchanged')
+        return f'while {step}; nothing was written to {self.out} ({kept})'
+
+
+@delegates(TrainSettings)
+def train(data=None, out='runs/latest', n_items:int=None, show:bool=True, save:bool=True, **kwargs) -> dict:
+    "Train on `data` (an image folder; None: the built-in digits) and write outputs to `out`; the metrics and `learner`."
+    s, out, main = TrainSettings(**kwargs).checked(), Path(out), rank_distrib() == 0
+    progress = _Progress(out)
+    try:
+        if save and main: check_out_folder(out, None if data is None else Path(data))
+        progress.step = 'reading the data'
+        set_seed(s.seed, reproducible=True)
+        dls, notes = _dls(data, s, n_items, out)
+        progress.step = 'building the model'
+        learn = progress.learn = _learner(dls, s)
+        if main:
+            for note in filter(None, notes): print(note, flush=True)
+            if show: _show(learn, s)
+        progress.step, t_fit = 'training', time.time()
+        with _log_lines(learn, lines=not sys.stdout.isatty()) if show else learn.no_bar(), _data_parallel(learn):
+            _fit(learn, s)
+            fit_s = time.time() - t_fit
+            progress.step = 'validating'
+            loss, acc, predicted, actual = _evaluate(learn)
+        metrics = dict(arch=s.arch, fold=s.fold if s.arch in RESNETX_CONFIGS else None, epochs=s.epochs, size=s.size,
+                       bs=dls.bs, lr=s.lr, pretrained=s.pretrained, precision=s.precision, seed=s.seed,
+                       data=str(data) if data is not None else 'digits', n_train=len(dls.train_ds),
+                       n_valid=len(dls.valid_ds), valid_loss=loss, valid_accuracy=acc, params=num_params(learn.model),
+                       fit_seconds=round(fit_s, 2))
+        progress.step = 'writing outputs'
+        if save and main: _write_outputs(learn, out, metrics, predicted, actual)
+        progress.step = 'done'
+    except KeyboardInterrupt as e:
+        e.kept = progress.where()
+        raise
+    return {**metrics, 'rank': rank_distrib(), 'learner': learn}

@@ -1,0 +1,186 @@
+"""The `resnetx` command's front door: parse and check every argument, then hand over to `fastai_resnetx.job`.
+
+It lives outside the package on purpose: importing anything in `fastai_resnetx` imports fastai and torch (seconds),
+and `resnetx --help` or a bad argument should answer at once. Only the standard library is imported here.
+"""
+import argparse, math, os, signal, sys, time
+from pathlib import Path
+
+__all__ = ['main', 'parser', 'process_seconds', 'Terminated', 'SIZE_RANGE', 'FOLD_RANGE']
+
+_T0 = time.time()
+SIZE_RANGE, FOLD_RANGE, BS_RANGE, EPOCHS_RANGE, SEED_RANGE = (8, 2048), (1, 64), (2, 4096), (1, 1000), (0, 2**32 - 1)
+PLOT_FORMATS = ('.png', '.pdf', '.svg')
+# defaults of `resnetx train`, the same as `fastai_resnetx.job.train.TRAIN_DEFAULTS` (a test keeps them equal)
+DEFAULTS = dict(arch='resnetx18', fold=2, epochs=10, size=24, bs=64, lr=4e-3, seed=42)
+
+
+class Terminated(KeyboardInterrupt):
+    "SIGTERM (sent by `timeout`, SLURM, torchrun), handled as Ctrl-C is."
+
+
+def _raise_terminated(signum, frame): raise Terminated()
+
+
+def process_seconds() -> float:
+    "Seconds since this process started (interpreter start-up and imports included)."
+    try:
+        import psutil
+        return time.time() - psutil.Process().create_time()
+    except Exception: return time.time() - _T0
+
+
+def integer(lo:int, hi:int, why:str=''):
+    "An argparse type: an integer in `[lo, hi]`; the error says the range (and `why`)."
+    def parse(s):
+        try: v = int(s)
+        except ValueError: v = None
+        if v is None or not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{lo}, {hi}]{why}, got {s!r}")
+        return v
+    return parse
+
+
+def number(lo:float, hi:float):
+    "An argparse type: a number in the open interval `(lo, hi)`."
+    def parse(s):
+        try: v = float(s)
+        except ValueError: v = math.nan
+        if not lo < v < hi: raise argparse.ArgumentTypeError(f"must be a number in ({lo:g}, {hi:g}), got {s!r}")
+        return v
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    "An argument parser whose errors are one line on stderr and exit code 2."
+    def error(self, message):
+        print(f'{self.prog}: error: {message}', file=sys.stderr)
+        sys.exit(2)
+
+
+def _size_arg(p, default):
+    p.add_argument('--size', type=integer(*SIZE_RANGE), default=default,
+                   help=f'image size in px, in [{SIZE_RANGE[0]}, {SIZE_RANGE[1]}] (default {default})')
+
+
+def _fold_arg(p, default, what):
+    p.add_argument('--fold', type=integer(*FOLD_RANGE), default=default,
+                   help=f'fold depth of a ResNetX arch, >= 1; the arch sets the largest ({what})')
+
+
+def _train_parser(sub):
+    D = DEFAULTS
+    t = sub.add_parser('train', help='train on the built-in digits or a folder of images',
+                       description='Train an arch; write export.pkl, loss.png, confusion_matrix.png and metrics.json '
+                                   'to --out, all together or not at all.')
+    t.add_argument('--data', type=Path, help='image folder: train/ and valid/ (or val/, validation/) of class folders, '
+                   'or class folders (a random 20%% of each class is held out, seed 42); default: the built-in digits')
+    t.add_argument('--arch', default=D['arch'], help=f"ResNetX, torchvision or timm arch name (default {D['arch']})")
+    _fold_arg(t, None, f"default {D['fold']}")
+    t.add_argument('--epochs', type=integer(*EPOCHS_RANGE), default=D['epochs'], help=f"in [1, 1000] (default {D['epochs']})")
+    _size_arg(t, D['size'])
+    t.add_argument('--bs', type=integer(*BS_RANGE, why=' (BatchNorm needs 2 images per batch)'), default=D['bs'],
+                   help=f"batch size in [{BS_RANGE[0]}, {BS_RANGE[1]}] (default {D['bs']}; more than the training "
+                        "images: reduced, with a note)")
+    t.add_argument('--lr', type=number(0, 10), default=D['lr'], help=f"peak learning rate in (0, 10) (default {D['lr']:g})")
+    t.add_argument('--pretrained', action='store_true', help='start from ImageNet weights: 1 epoch on the head, then the rest unfrozen')
+    t.add_argument('--precision', choices=('fp32', 'bf16'), default=None,
+                   help="training precision (default: the faster of the two for this arch, size and machine)")
+    t.add_argument('--out', type=Path, default=Path('runs/latest'), help='output folder: new, empty, or an earlier run\'s '
+                   '(replaced only when this run has written everything) (default runs/latest)')
+    t.add_argument('--seed', type=integer(*SEED_RANGE), default=D['seed'],
+                   help=f"random seed of initialisation, data order and augmentation (default {D['seed']})")
+
+
+def parser() -> argparse.ArgumentParser:
+    "The argument parser of the `resnetx` command."
+    p = _Parser(prog='resnetx', description='ResNetX (a folded ResNet) for fastai')
+    sub = p.add_subparsers(dest='command', required=True, parser_class=_Parser)
+    _train_parser(sub)
+    s = sub.add_parser('summary', help='arch summary and FLOPs of any arch (never downloads weights)')
+    s.add_argument('arch', help='ResNetX, torchvision or timm arch name')
+    _size_arg(s, 224)
+    _fold_arg(s, None, 'ResNetX archs only')
+    s.add_argument('--idx', type=integer(0, 10_000), nargs='*', default=None, help='drill into this child (index path, each >= 0)')
+    s.add_argument('--verbose', action='store_true')
+    g = sub.add_parser('plot', help='picture of a ResNetX topology (units and skips)')
+    g.add_argument('arch', help='ResNetX arch name')
+    _fold_arg(g, 1, 'default 1')
+    g.add_argument('--start-id', type=integer(0, 10_000), default=None, help='first unit of the folded span (>= 0)')
+    g.add_argument('--end-id', type=integer(1, 10_000), default=None, help='last unit of the folded span (>= 1)')
+    g.add_argument('--out', type=Path, default=Path('topology.png'), help=f"picture file, {', '.join(PLOT_FORMATS)} (default topology.png)")
+    return p
+
+
+def _nearest_existing(path:Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent: path = path.parent
+    return path
+
+
+def _check_writable(folder:Path, arg:str):
+    "The nearest existing folder at or above `folder` takes a new file (probed, not assumed: root ignores modes)."
+    base = _nearest_existing(folder)
+    if not base.is_dir(): raise ValueError(f"`{arg}` {str(folder)!r}: {str(base)!r} is a file, not a folder")
+    import tempfile
+    try: os.rmdir(tempfile.mkdtemp(prefix='.resnetx-probe-', dir=base))
+    except OSError as e: raise ValueError(f"`{arg}` {str(folder)!r} cannot be written: {e.strerror} ({base})") from None
+
+
+def is_run_folder(path:Path) -> bool:
+    "Whether `path` holds an earlier run's outputs (`export.pkl` and `metrics.json`)."
+    return (Path(path) / "export.pkl").is_file() and (Path(path) / "metrics.json").is_file()
+
+
+def check_out_folder(out:Path, data:Path=None):
+    "`--out` of `train`: new, empty or an earlier run's, writable, and neither the data folder nor above it."
+    if out.exists() and not out.is_dir(): raise ValueError(f"`--out` {str(out)!r} is a file, not a folder")
+    if data is not None:
+        d, o = data.resolve(), out.resolve()
+        if o == d or o in d.parents:
+            raise ValueError(f"`--out` {str(out)!r} holds the `--data` folder: the run would replace it; choose another folder")
+    if out.is_dir() and any(out.iterdir()) and not is_run_folder(out):
+        raise ValueError(f"`--out` {str(out)!r} holds other files (not an earlier run's outputs): choose a new or empty folder")
+    _check_writable(out.parent, '--out')
+
+
+def check_paths(args):
+    "The file-system arguments, before anything heavy is imported."
+    if args.command == 'train':
+        if args.data is not None and not args.data.is_dir():
+            raise ValueError(f"`--data` folder {str(args.data)!r} does not exist" if not args.data.exists()
+                             else f"`--data` {str(args.data)!r} is a file, not a folder")
+        check_out_folder(args.out, args.data)
+    if args.command == 'plot':
+        if args.out.suffix.lower() not in PLOT_FORMATS:
+            raise ValueError(f"`--out` must end in {', '.join(PLOT_FORMATS)}, got {str(args.out)!r}")
+        if not args.out.absolute().parent.is_dir():
+            raise ValueError(f"`--out` {str(args.out)!r}: folder {str(args.out.parent)!r} does not exist")
+        _check_writable(args.out.absolute().parent, '--out')
+
+
+def _stopped(e:KeyboardInterrupt) -> int:
+    how = 'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'
+    print(f"resnetx: {how} {getattr(e, 'kept', 'during start-up; nothing was written')}", file=sys.stderr)
+    return 143 if isinstance(e, Terminated) else 130
+
+
+def main(argv=None) -> int:
+    "Entry point of the `resnetx` command: bad input is one line on stderr and exit code 2; Ctrl-C/SIGTERM one line."
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    p = parser()
+    args = p.parse_args(argv)
+    prog = f'resnetx {args.command}'
+    try:
+        check_paths(args)
+        from fastai_resnetx.job import cli   # fastai, torch: seconds
+        cli.run(args)
+    except KeyboardInterrupt as e: return _stopped(e)
+    except (ValueError, OSError, MemoryError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f'{prog}: error: {msg}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__': sys.exit(main())
