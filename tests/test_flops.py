@@ -1,10 +1,12 @@
 "model_summary: exact FLOPs/MACs per module call, on meta and real tensors."
+import copy
 import pytest, torch, timm, torchvision
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from fastai.vision.models.xresnet import xresnet18
-from fastai_resnetx.inspection.flops import model_summary, ModelSummary, build_arch
+from fastai_resnetx.inspection.flops import model_summary, ModelSummary
+from fastai_resnetx.inspection.build import build_arch, build_on_meta, weights_off_kwargs
 
 def fcm_total(model, size, device='meta'):
     "FlopCounterMode's own total for `model` on `size`, the reference our totals must equal"
@@ -154,3 +156,96 @@ def test_bad_arguments(kwargs, err, match):
 def test_bad_model():
     with pytest.raises(TypeError, match='model_or_arch=42'): model_summary(42)
     with pytest.raises(ValueError, match="arch='no_such_net'"): model_summary('no_such_net')
+
+@pytest.mark.parametrize('name, size, device', [
+    ('vit_b_16', (1, 3, 224, 224), 'meta'),                       # a ViT: attention as functional matmuls
+    ('swin_t', (1, 3, 224, 224), 'meta'),                         # a Swin: shifted windows
+    ('regnet_y_400mf', (1, 3, 224, 224), 'meta'),                 # built on meta although its builder reads tensors back
+    ('lraspp_mobilenet_v3_large', (1, 3, 520, 520), 'meta'),      # segmentation, at torchvision's 520 px
+    ('r3d_18', (1, 3, 16, 112, 112), 'meta'),                     # video: 16 frames of 112 px
+    pytest.param('ssdlite320_mobilenet_v3_large', (1, 3, 320, 320), 'cpu', marks=pytest.mark.slow),  # a detector: on CPU
+])
+def test_matches_torchvision_ops(name, size, device):
+    "A representative subset of bench/flops_vs_torchvision.md: each family against torchvision's published `_ops`"
+    s = model_summary(name, size)
+    assert round(s.total_macs / 1e9, 3) == torchvision.models.get_model_weights(name).DEFAULT.meta['_ops']
+    assert s.device == device and (s.fallback is None) == (device == 'meta')
+
+def test_build_on_meta_where_the_builder_reads_tensors_back():
+    with pytest.raises(NotImplementedError):   # RegNet's widths are computed with torch ops and `.tolist()`
+        with torch.device('meta'): torchvision.models.regnet_y_400mf()
+    model = build_on_meta(torchvision.models.regnet_y_400mf)
+    assert {p.device.type for p in model.parameters()} == {'meta'}
+
+def state_of(model):
+    "What a counter must leave as it found: state with devices, modes, hooks, every module's attribute names"
+    return ({k: (v.clone(), v.device) for k, v in model.state_dict().items()}, [m.training for m in model.modules()],
+            [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()], [sorted(vars(m)) for m in model.modules()])
+
+def assert_same_state(before, after):
+    (sd0, *rest0), (sd1, *rest1) = before, after
+    assert sd0.keys() == sd1.keys() and rest0 == rest1
+    assert all(torch.equal(sd0[k][0], sd1[k][0]) and sd0[k][1] == sd1[k][1] for k in sd0)
+    from torch.nn.modules import module
+    assert not module._global_forward_hooks and not module._global_forward_pre_hooks
+
+@pytest.mark.slow
+def test_detector_falls_back_to_cpu_and_is_left_as_found():
+    model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None,
+                                                                            num_classes=3).train()
+    before = state_of(model)
+    s = model_summary(model, (1, 3, 320, 320))
+    assert s.device == 'cpu' and s.fallback.startswith('NotImplementedError')   # `nonzero` has no meta kernel
+    assert 'counted on cpu (meta could not run it: NotImplementedError' in str(s)
+    backbone = s.rows.filter(lambda r: r.name == 'backbone')[0]
+    assert backbone.input_shape == (1, 3, 320, 320) and backbone.flops == fcm_total(copy.deepcopy(model.backbone).to('meta'), (1, 3, 320, 320))
+    assert_same_state(before, state_of(model.train()))
+    assert all(a.device.type == 'cpu' for a in model.rpn.anchor_generator.cell_anchors)   # not left on meta
+    model.eval()(torch.rand(1, 3, 320, 320))                                             # and the model still runs
+
+class Halfway(nn.Module):
+    "A forward that changes everything it can, then raises"
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.cache = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), []
+    def forward(self, x):
+        self.calls = 1                                   # a new attribute
+        self.cache.append(x)                             # a list that grows
+        self.register_buffer('seen', x)                  # a new buffer
+        self.conv.register_forward_hook(lambda *args: None)
+        self.bn.train()                                  # a mode switched: BatchNorm moves its running stats
+        x = self.bn(self.conv(x))
+        self.bn.running_var.mul_(2)                      # a buffer changed in place
+        raise ValueError('halfway')
+
+@pytest.mark.parametrize('device', ['meta', 'cpu'])
+def test_model_raising_halfway_is_left_as_found(device):
+    model = Halfway().eval()
+    before = state_of(model)
+    with pytest.raises(RuntimeError, match=r"Halfway's own forward: ValueError: halfway"): model_summary(model, (2, 3, 4, 4), device)
+    assert_same_state(before, state_of(model))
+    assert model.cache == [] and 'seen' not in dict(model.named_buffers())
+
+class ReadsBack(nn.Module):
+    "A conv whose output is scaled by a value read back from the data: `meta` has none"
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1, bias=False)
+    def forward(self, x): return self.conv(x) * x.mean().item()
+
+def test_fallback_only_where_it_can_run():
+    assert model_summary(ReadsBack(), (1, 3, 8, 8)).total_macs == 8*8 * 2 * 3
+    with pytest.raises(RuntimeError, match=r'item\(\) cannot be called on meta'): model_summary(ReadsBack(), (1, 3, 8, 8), fallback=False)
+    with pytest.raises(RuntimeError, match=r"weights are on 'meta'"): model_summary(ReadsBack().to('meta'), (1, 3, 8, 8))
+
+def test_builders_never_download(monkeypatch, tmp_path):
+    def no_download(*args, **kwargs): raise AssertionError(f'tried to download {args[:1]}')
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))       # an empty cache: any weights would have to be downloaded
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', no_download)
+    for name in ('fcn_resnet50', 'fasterrcnn_resnet50_fpn', 'resnet18'):   # backbone weights are on by default for the first two
+        build_arch(name, 'meta')
+    assert model_summary('lraspp_mobilenet_v3_large', (1, 3, 64, 64)).total_macs > 0
+    def builder(weights='W', weights_backbone='B', pretrained=True, pretrained_backbone=True, backbone_weights='C',
+                pretrained_cfg=None, num_classes=10, **kwargs): ...
+    assert weights_off_kwargs(builder) == dict(weights=None, weights_backbone=None, pretrained=False,
+                                               pretrained_backbone=False, backbone_weights=None)
