@@ -124,3 +124,9 @@ def test_on_cuda_it_is_fastais_bf16_autocast():
     learn.dls.to('cuda')
     rec = fit_recorded(learn.to_bf16())
     assert rec.conv_out == {torch.bfloat16} and rec.conv_cl == {False} and rec.grads == {torch.float32}
+
+
+def test_no_fastai_name_is_replaced():
+    import fastai.vision.all as fastai_all
+    assert not set(precision.__all__) & set(dir(fastai_all))
+    assert 'to_bf16' not in precision.__all__  # `Learner.to_bf16` is patched; fastai's names stay fastai's
