@@ -89,24 +89,28 @@ def _check_positive(name, value):
 
 # ---- image folders ----
 
+def _inside(path:str, folder:str) -> bool: return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def find_images(root:Path, seen:set, skip=()) -> list:
-    "Image files under `root`, each real file once (`seen`: real paths so far); symlinked folders are followed once."
-    skip = {os.path.realpath(p) for p in skip}
+    "Image files under `root`, each real file once (`seen`: real paths so far, real files before links to them)."
+    real_root, skip = os.path.realpath(root), {os.path.realpath(p) for p in skip}
     found, dirs_seen = [], set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
-        # a folder reached twice (a symlink loop or a second link), hidden folders (a run's temporary outputs),
-        # the run's own output folder and earlier runs' outputs are not data
+        # not data: the run's own output folder, earlier runs' outputs, a folder reached twice (a loop outside the root)
         if real in dirs_seen or real in skip or is_run_folder(dirpath):
             dirnames[:] = []; continue
         dirs_seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
-        for name in sorted(filenames):
-            if os.path.splitext(name)[1].lower() not in image_extensions: continue
-            path = Path(dirpath) / name
-            if os.path.realpath(path) in seen: continue
-            seen.add(os.path.realpath(path)); found.append(path)
-    return found
+        # hidden folders (a run's temporary outputs) and links to folders inside the root (a loop, or a second view
+        # of images read anyway) are left out; links to folders elsewhere are followed
+        dirnames[:] = [d for d in sorted(dirnames) if not d.startswith('.') and not (
+            os.path.islink(os.path.join(dirpath, d)) and _inside(os.path.realpath(os.path.join(dirpath, d)), real_root))]
+        found += [Path(dirpath) / f for f in sorted(filenames) if os.path.splitext(f)[1].lower() in image_extensions]
+    unique = []
+    for path in sorted(found, key=os.path.islink):          # stable: files first, then links (to files not yet read)
+        if os.path.realpath(path) not in seen: seen.add(os.path.realpath(path)); unique.append(path)
+    return unique
 
 
 class FolderLabel:
