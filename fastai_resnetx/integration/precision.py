@@ -55,8 +55,8 @@ class BF16MixedPrecision(MixedPrecision):
         if self.device.type == 'cuda': super().before_fit()
         else:
             if self.device.type == 'cpu' and _cpu_kind() == 'cpu-no-bf16':
-                warnings.warn("bf16 on a CPU without avx512_bf16/amx_bf16 runs emulated, several times slower than "
-                              "fp32 (see bench/throughput_results.md); `learn.to_fp32()` goes back")
+                warnings.warn("bf16 on a CPU without avx512_bf16/amx_bf16 runs emulated: training measured 5-10x slower "
+                              "than fp32 (bench/throughput_results.md); `learn.to_fp32()` goes back")
             # the disabled GradScaler passes loss and step straight through, so MixedPrecision's hooks run unchanged
             self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16)
             self.learn.scaler, self.scales = torch.amp.GradScaler(self.device.type, enabled=False), []
@@ -81,13 +81,17 @@ def to_bf16(self:Learner, channels_last:bool=None):
     return self.add_cb(BF16MixedPrecision(channels_last=channels_last))
 
 
-# bf16/fp32 ratio of training images/s (> 1: bf16 faster), per machine kind, for (arch, image size in px).
-# Sources: 'cpu-amx': issue 15's numbers (2-core Xeon with AMX, resnetx50 bs 16 fold 1 / fold 2, resnetx18 at 24-32 px);
-# 'cpu-no-bf16': ours, 2-core AMD EPYC (AVX2, no bf16 instructions), quick 3-step smoke, bs 64 at 24 px / bs 16 at 64 px.
-# The quiet-machine run of bench/throughput.py (see its docstring) refines these.
+# bf16/fp32 ratio of training images/s (> 1: bf16 faster), per machine kind, for (arch, image size in px); bf16 with
+# channels_last, as `BF16MixedPrecision` runs it on CPU. Median of per-round paired ratios from bench/throughput.py.
+# 'cpu-amx': issue 15's measurements (2-core Xeon with AVX-512 and AMX bf16, resnetx50 bs 16 at 64 px: 1.42x fold 1,
+#   1.51x fold 2; resnetx18 at 24-32 px about 1/1.05-1/1.1); to be replaced by the quiet run (bench/throughput.py docstring).
+# 'cpu-no-bf16': ours, 2-core AMD EPYC (AVX2, no avx512_bf16/amx_bf16: oneDNN falls back to slow_conv2d in bf16),
+#   `--threads 1 --clock process` smoke on a busy machine (2-3 rounds; bench/throughput_results.md, 2026-11-23):
+#   resnetx18 fold 2 at 24 px bs 64 0.21x; resnetx50 fold 1 at 64 px bs 16 0.12x; at 128 px bs 8 see the results file.
+# No CUDA row yet: unmeasured kinds get fp32 (what fastai does by default); `--precision bf16` is always available.
 BF16_TRAIN_SPEEDUP = {
     'cpu-amx': {('resnetx18', 24): 0.93, ('resnetx18', 32): 0.93, ('resnetx50', 64): 1.42},
-    'cpu-no-bf16': {('resnetx18', 24): 0.18, ('resnetx50', 64): 0.09},
+    'cpu-no-bf16': {('resnetx18', 24): 0.21, ('resnetx50', 64): 0.12},
 }
 BF16_MIN_GAIN = 1.05  # below this the measured gain is within a shared machine's noise: keep fp32
 
