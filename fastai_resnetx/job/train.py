@@ -175,7 +175,7 @@ def _learner(dls, s:TrainSettings):
 def _show(learn, s:TrainSettings):
     from ..inspection.arch_summary import arch_summary
     from ..inspection.flops import model_summary
-    print(arch_summary(learn.model[0][0] if s.arch in RESNETX_CONFIGS else learn.model))
+    print(arch_summary(learn.model[0]))           # the body: the arch's own children, without fastai's head
     print(model_summary(learn.model, input_size=(1, 3, s.size, s.size), max_depth=2))
 
 
@@ -222,7 +222,9 @@ def _data_parallel(learn):
 
 def _evaluate(learn) -> tuple:
     "(loss, accuracy, predicted classes, true classes) on the whole validation set (gathered from every process)."
+    history = {k: getattr(learn.recorder, k) for k in ('lrs', 'iters', 'losses', 'values')}
     preds, targs, losses = learn.get_preds(with_loss=True)
+    for k, v in history.items(): setattr(learn.recorder, k, v)   # get_preds starts a new history: keep the training's
     return float(losses.mean()), float(accuracy(preds, targs)), preds.argmax(1), targs
 
 

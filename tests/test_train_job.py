@@ -1,0 +1,168 @@
+"`resnetx train` end to end: exported learner on images of any size, outputs all or nothing, stops, logs, small cases."
+import json, os, re, signal, subprocess, sys, time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from fastai.vision.all import load_learner, PILImage
+
+from resnetx_cli import main
+from fastai_resnetx import train
+from fastai_resnetx.job.train import all_or_nothing, atomic_write, SPLIT_SEED
+from fastai_resnetx.integration.precision import pick_precision
+from digit_folders import digit_folder, error_lines, run_resnetx
+
+RESNETX = Path(sys.executable).parent / 'resnetx'   # the console script: its start-up is the front door's
+
+
+def outputs(out:Path) -> dict: return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def earlier_run(out:Path) -> dict:
+    "A folder holding an earlier run's outputs (stand-in bytes); its contents."
+    out.mkdir(parents=True)
+    for name in ('export.pkl', 'loss.png', 'confusion_matrix.png', 'metrics.json'): (out / name).write_bytes(b'old ' + name.encode())
+    return outputs(out)
+
+
+def no_temporaries(folder:Path): return [p.name for p in folder.iterdir() if p.name.startswith('.')] == []
+
+
+@pytest.mark.slow
+def test_exported_learner_is_right_on_digits_of_any_size(tmp_path):
+    "load_learner(export.pkl).predict on the validation digits rendered at 8x8, 64 and 224 px: validation accuracy +- 2 points."
+    from sklearn.datasets import load_digits
+    m = train(epochs=3, size=16, out=tmp_path / 'out', show=False)
+    learn, digits = load_learner(tmp_path / 'out' / 'export.pkl'), load_digits()
+    valid = list(m['learner'].dls.valid.items)
+    assert len(valid) == m['n_valid'] == 359
+    for px in (8, 64, 224):
+        imgs = [Image.fromarray(np.uint8(np.round(digits.images[i] * 255 / 16))).resize((px, px), Image.BILINEAR) for i in valid]
+        for i, img in zip(valid, imgs): img.save(tmp_path / f'{i}.png')
+        preds = learn.get_preds(dl=learn.dls.test_dl([PILImage.create(tmp_path / f'{i}.png') for i in valid]))[0].argmax(1)
+        acc = np.mean([learn.dls.vocab[p] == str(digits.target[i]) for p, i in zip(preds, valid)])
+        assert abs(acc - m['valid_accuracy']) <= 0.02, (px, acc, m['valid_accuracy'])
+        label, _, _ = learn.predict(PILImage.create(tmp_path / f'{valid[0]}.png'))   # predict: the same pipeline
+        assert label == learn.dls.vocab[preds[0]]
+    assert m['valid_accuracy'] > 0.8
+
+
+@pytest.mark.slow
+def test_runs_from_inside_the_data_folder_never_train_on_outputs(tmp_path, monkeypatch, capsys):
+    data = digit_folder(tmp_path / 'data', layout='flat', n=10)
+    monkeypatch.chdir(data)
+    for run in range(2):                                                    # default --out runs/latest: inside the data
+        assert main(['train', '--data', '.', '--epochs', '1', '--size', '16', '--bs', '8']) == 0
+        metrics = json.loads((data / 'runs' / 'latest' / 'metrics.json').read_text())
+        assert [metrics['n_train'], metrics['n_valid']] == [16, 4], run
+    assert main(['train', '--data', '.', '--epochs', '1', '--size', '16', '--bs', '8', '--out', 'other']) == 0
+    assert json.loads((data / 'other' / 'metrics.json').read_text())['n_train'] == 16   # runs/latest: an earlier run's
+    assert len(load_learner(data / 'other' / 'export.pkl').dls.vocab) == 2
+    assert 'a random 20% of each class (4 images) is held out for validation (seed 42)' in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_batch_larger_than_the_training_set_is_reduced_with_a_note(tmp_path, capsys):
+    m = train(digit_folder(tmp_path / 'data'), epochs=1, size=16, bs=64, out=tmp_path / 'out', show=False)
+    assert "note: `bs` 64 is more than the 18 training images; using bs 18" in capsys.readouterr().out
+    assert m['bs'] == 18 and len(m['learner'].recorder.losses) == 1                 # one real step, not zero
+    assert json.loads((tmp_path / 'out' / 'metrics.json').read_text())['bs'] == 18
+
+
+@pytest.mark.slow
+def test_pretrained_one_epoch_is_one_epoch(tmp_path, monkeypatch):
+    "`--pretrained --epochs 1`: one epoch (the head, frozen), as metrics.json says; weights from a local torch hub cache."
+    import socket, torchvision
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    monkeypatch.setattr(socket.socket, 'connect', lambda *a, **k: pytest.fail('network access attempted'))
+    url = torchvision.models.get_model_weights('resnet18')['DEFAULT'].url
+    (tmp_path / 'torch' / 'hub' / 'checkpoints').mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / 'torch' / 'hub' / 'checkpoints' / os.path.basename(url))
+    m = train(n_items=200, epochs=1, size=16, bs=32, pretrained=True, out=tmp_path / 'out', show=False)
+    assert len(m['learner'].recorder.values) == 1 and m['epochs'] == 1
+    assert json.loads((tmp_path / 'out' / 'metrics.json').read_text())['epochs'] == 1
+
+
+def test_outputs_appear_together_or_not_at_all(tmp_path):
+    out = tmp_path / 'out'
+    old = earlier_run(out)
+    with pytest.raises(KeyboardInterrupt), all_or_nothing(out) as tmp:
+        (tmp / 'export.pkl').write_bytes(b'new')
+        raise KeyboardInterrupt                                              # stopped half-way through writing
+    assert outputs(out) == old and no_temporaries(tmp_path)
+    with all_or_nothing(out) as tmp: (tmp / 'export.pkl').write_bytes(b'new'); (tmp / 'metrics.json').write_text('{}')
+    assert outputs(out) == {'export.pkl': b'new', 'metrics.json': b'{}'} and no_temporaries(tmp_path)
+    with pytest.raises(KeyboardInterrupt): atomic_write(tmp_path / 'one.png', lambda p: (p.write_bytes(b'half'), (_ for _ in ()).throw(KeyboardInterrupt())))
+    assert not (tmp_path / 'one.png').exists() and no_temporaries(tmp_path)
+
+
+@pytest.mark.slow
+def test_stop_while_writing_says_what_was_kept(tmp_path, monkeypatch):
+    import fastai_resnetx.job.train as job
+    out = tmp_path / 'out'
+    old = earlier_run(out)
+    def stop(*args, **kwargs): raise KeyboardInterrupt
+    monkeypatch.setattr(job, 'plot_confusion_matrix', stop)                # after export.pkl and loss.png are written
+    with pytest.raises(KeyboardInterrupt) as e: train(n_items=120, epochs=1, size=16, bs=32, out=out, show=False)
+    assert e.value.kept == f"while writing outputs; nothing was written to {out} (its earlier run's outputs are kept, unchanged)"
+    assert outputs(out) == old and no_temporaries(tmp_path)
+
+
+@pytest.mark.slow
+def test_sigterm_during_training_keeps_the_earlier_outputs(tmp_path):
+    data, out = digit_folder(tmp_path / 'data', n=12), tmp_path / 'out'
+    old = earlier_run(out)
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    proc = subprocess.Popen([str(RESNETX), 'train', '--data', str(data), '--out', str(out), '--epochs', '200', '--size', '16',
+                             '--bs', '4'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stdout:                                                 # wait for the first epoch's line
+        if re.match(r'\s+0\s+\d', line): break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and len(error_lines(err)) == 1, err
+    assert re.fullmatch(rf"resnetx: terminated \(SIGTERM\) while training \(epoch \d+ of 200\); nothing was written to "
+                        rf"{re.escape(str(out))} \(its earlier run's outputs are kept, unchanged\)", error_lines(err)[0]), err
+    assert outputs(out) == old and no_temporaries(tmp_path)
+
+
+def test_ctrl_c_during_start_up_is_one_line(tmp_path):
+    proc = subprocess.Popen([str(RESNETX), 'train', '--out', str(tmp_path / 'out')], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)                                                          # importing torch and fastai takes seconds
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and error_lines(err) == ['resnetx: interrupted during start-up; nothing was written'], err
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.slow
+def test_log_to_a_file_one_line_per_epoch_and_the_process_clock(tmp_path):
+    data, out = digit_folder(tmp_path / 'data'), tmp_path / 'out'
+    t0 = time.time()
+    res = run_resnetx('train', '--data', data, '--epochs', '2', '--size', '16', '--bs', '4', '--out', out, '--precision', 'fp32')
+    elapsed = time.time() - t0
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert '\r' not in res.stdout and 'Stage' in res.stdout and 'FLOPs' in res.stdout
+    table = res.stdout[res.stdout.index('epoch  train_loss'):].splitlines()
+    assert re.fullmatch(r'\s+epoch\s+train_loss\s+valid_loss\s+accuracy\s+time', table[0])
+    assert [l.split()[0] for l in table[1:3]] == ['0', '1'] and table[3].startswith('final validation accuracy')
+    assert len(table) == 4
+    wall = float(re.search(r'wall clock ([\d.]+) s', res.stdout).group(1))
+    assert 0.8 * elapsed < wall <= elapsed                                   # the process's clock, start-up included
+    metrics = json.loads((out / 'metrics.json').read_text())
+    assert [metrics['n_train'], metrics['n_valid'], metrics['precision']] == [18, 6, 'fp32']   # train/ and valid/ honoured
+
+
+@pytest.mark.slow
+def test_train_writes_outputs_and_records_the_precision(tmp_path):
+    m = train(n_items=240, epochs=1, size=16, bs=32, out=tmp_path, show=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['confusion_matrix.png', 'export.pkl', 'loss.png', 'metrics.json']
+    metrics = json.loads((tmp_path / 'metrics.json').read_text())
+    assert metrics['arch'] == 'resnetx18' and metrics['fold'] == 2 and 0 <= metrics['valid_accuracy'] <= 1
+    assert metrics['n_train'] + metrics['n_valid'] == 240 and metrics['precision'] == pick_precision('resnetx18', 16)
+    trained, loaded = m['learner'].model.state_dict(), load_learner(tmp_path / 'export.pkl').model.state_dict()
+    assert trained.keys() == loaded.keys() and all(torch.equal(trained[k], loaded[k]) for k in trained)
+    with pytest.raises(ValueError, match=r"`precision` must be one of \['fp32', 'bf16'\] or None, got 'fp16'"):
+        train(n_items=240, epochs=1, precision='fp16', out=tmp_path / 'x')
