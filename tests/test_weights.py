@@ -2,12 +2,12 @@
 import os, socket, urllib.request, warnings
 from pathlib import Path
 
-import pytest, torch, torchvision
+import pytest, timm, torch, torchvision
 from torch import nn
 from safetensors.torch import save_file
-from fastai_resnetx import resnetx18, resnetx50, resnetx152, resnetx_mbconv
-from fastai_resnetx.model.weights import (resnet_key, load_pretrained, CheckpointError, TimmWeights, read_checkpoint,
-                                    resnet_counterpart, torchvision_weights)
+from fastai_resnetx import resnetx18, resnetx50, resnetx152, resnetx_mbconv, ResNetX, RESNETX_CONFIGS
+from fastai_resnetx.model.archs import load_pretrained, torchvision_weights, default_cfgs, PRETRAINED_TAGS
+from fastai_resnetx.model.weights import resnet_key, CheckpointError, read_checkpoint, resnet_counterpart
 
 
 @pytest.fixture(autouse=True)
@@ -64,8 +64,35 @@ def test_resnetx18_pretrained_gives_torchvision_logits(torch_home):
     assert max_diff(m, tv) <= 1e-4
     assert m.new_keys == [] and m.unused_keys == [] and len(m.pretrained_report.loaded) == len(m.state_dict())
     # fastai's other calling convention, names and members all reach the same file
-    for w in ('DEFAULT', 'IMAGENET1K_V1', 'ResNet18_Weights.IMAGENET1K_V1', torchvision.models.ResNet18_Weights.IMAGENET1K_V1):
-        assert torch.equal(resnetx18(weights=w).stem[0].weight, tv.conv1.weight)
+    for w in ('DEFAULT', 'IMAGENET1K_V1', 'ResNet18_Weights.IMAGENET1K_V1', torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+              'tv_in1k', 'resnetx18.tv_in1k'):
+        assert torch.equal(resnetx18(weights=w).conv1.weight, tv.conv1.weight)
+
+
+def test_timm_create_model_pretrained_offline(torch_home, tmp_path):
+    "timm's own path: create_model(pretrained=True) reads the torch hub cache; the overlay file is train.py's --pretrained-path."
+    tv = cache_resnet(50, 'IMAGENET1K_V2')
+    m = timm.create_model('resnetx50', pretrained=True, num_classes=1000)
+    assert max_diff(m, tv) <= 1e-4 and m.pretrained_cfg['tag'] == 'tv2_in1k' and 'state_dict' not in m.pretrained_cfg
+    other = random_resnet(50, seed=1)
+    torch.save({'state_dict': other.state_dict(), 'epoch': 3}, tmp_path / 'ckpt.pth.tar')   # a timm train.py checkpoint
+    m = timm.create_model('resnetx50', pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / 'ckpt.pth.tar')))
+    assert max_diff(m, other) <= 1e-4 and m.pretrained_cfg['file'] == str(tmp_path / 'ckpt.pth.tar')
+    f = timm.create_model('resnetx50.tv2_in1k', pretrained=True, features_only=True, out_indices=(1, 4))
+    ref = nn.Sequential(*list(tv.children())[:-2]).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad(): assert torch.allclose(f.eval()(x)[-1], ref(x), atol=1e-4)
+
+
+def test_sources_are_torchvision_and_timm_data():
+    "The tv tags carry torchvision's own URLs; the timm tags timm's hub ids; the default is torchvision's DEFAULT."
+    for name, tags in PRETRAINED_TAGS.items():
+        resnet, cfgs = name.replace('resnetx', 'resnet'), default_cfgs[name].cfgs
+        enum = torchvision.models.get_model_weights(resnet)
+        assert {cfgs[t].url for t in tags if t.startswith('tv')} == {m.url for m in enum}
+        assert cfgs[tags[0]].url == enum.DEFAULT.url
+        assert cfgs['a1_in1k'].hf_hub_id == f'timm/{resnet}.a1_in1k'
+    assert timm.list_pretrained('resnetx50*') == ['resnetx50.a1_in1k', 'resnetx50.tv2_in1k', 'resnetx50.tv_in1k']
 
 
 def projection_names(keys): return sorted({k.split('.shortcut.')[0] for k in keys})
@@ -78,14 +105,16 @@ def projection_names(keys): return sorted({k.split('.shortcut.')[0] for k in key
 ])
 def test_folds_load_every_mapped_tensor(torch_home, fold, new, unused):
     sd = cache_resnet(50).state_dict()
+    torch.manual_seed(5); init = resnetx50(fold=fold).state_dict()
     with pytest.warns(UserWarning, match=f'{len(new)} projections have no counterpart') as record:
-        m = resnetx50(pretrained=True, fold=fold)
+        torch.manual_seed(5); m = resnetx50(pretrained=True, fold=fold)
+    assert record[0].filename == __file__   # the warning points at the user's line
     assert len([w for w in record if 'counterpart' in str(w.message)]) == 1
     assert projection_names(m.new_keys) == new
     assert all(isinstance(m.get_submodule(n + '.shortcut'), nn.Sequential) for n in new)   # real projections, whole
     assert sorted({k.rsplit('.', 2)[0] for k in m.unused_keys}) == unused
     for k, v in m.state_dict().items():
-        if k in m.new_keys: assert '.shortcut.' in k
+        if k in m.new_keys: assert '.shortcut.' in k and torch.equal(v, init[k]), k   # kept their init
         else: assert torch.equal(v, sd[resnet_key(k)]), k
     assert len(m.pretrained_report.loaded) + len(m.new_keys) == len(m.state_dict())
 
@@ -94,10 +123,10 @@ def test_classifier_and_first_conv(torch_home):
     sd = cache_resnet(18).state_dict()
     m = resnetx18(pretrained=True, n_out=10, c_in=1)
     r = m.pretrained_report
-    assert r.skipped == ['head.fc.weight', 'head.fc.bias'] and {'fc.weight', 'fc.bias'} <= set(r.unused_keys)
-    assert r.adapted == ['stem.0.weight'] and torch.allclose(m.stem[0].weight, sd['conv1.weight'].sum(1, keepdim=True))
+    assert r.skipped == ['fc.weight', 'fc.bias'] and {'fc.weight', 'fc.bias'} <= set(r.unused_keys)
+    assert r.adapted == ['conv1.weight'] and torch.allclose(m.conv1.weight, sd['conv1.weight'].sum(1, keepdim=True))
     assert m(torch.randn(2, 1, 32, 32)).shape == (2, 10)
-    w5 = resnetx18(pretrained=True, c_in=5).stem[0].weight      # timm's rule for more channels: repeat, rescale by 3/c_in
+    w5 = resnetx18(pretrained=True, c_in=5).conv1.weight      # timm's rule for more channels: repeat, rescale by 3/c_in
     assert torch.allclose(w5[:, 3:5], sd['conv1.weight'][:, :2] * 3 / 5) and torch.allclose(w5[:, :3], sd['conv1.weight'] * 3 / 5)
 
 
@@ -110,11 +139,9 @@ def test_local_files(tmp_path):
         assert is_copy_of(resnetx18(weights=w), tv)
 
 
-def test_timm_local_file_and_prefilled_cache(tmp_path, monkeypatch):
+def test_timm_prefilled_hf_cache(tmp_path, monkeypatch, torch_home):
     tv = random_resnet(18)
     save_file(tv.state_dict(), tmp_path / 'model.safetensors')
-    m = resnetx18(weights=TimmWeights('resnet18.a1_in1k', file=tmp_path / 'model.safetensors'))
-    assert max_diff(m, tv) <= 1e-4 and m.pretrained_report.source.startswith("timm weights 'resnet18.a1_in1k' (file '")
     # a Hugging Face cache filled on another machine: found without asking the hub
     import huggingface_hub.constants as hf
     monkeypatch.setattr(hf, 'HF_HUB_CACHE', str(tmp_path / 'hf'))
@@ -123,21 +150,27 @@ def test_timm_local_file_and_prefilled_cache(tmp_path, monkeypatch):
     (snapshot.parent.parent / 'refs').mkdir()
     (snapshot.parent.parent / 'refs' / 'main').write_text('0' * 40)
     (tmp_path / 'model.safetensors').rename(snapshot / 'model.safetensors')
-    assert is_copy_of(resnetx18(weights='timm:resnet18.a1_in1k'), tv)
-    with pytest.raises(ValueError, match=r"timm weights 'resnet50.a1_in1k' are for 'resnet50'.*'resnet18'"):
+    for m in (resnetx18(weights='timm:resnet18.a1_in1k'), resnetx18(weights='a1_in1k'),
+              timm.create_model('resnetx18.a1_in1k', pretrained=True)):
+        assert is_copy_of(m, tv) and 'models--timm--resnet18.a1_in1k' in m.pretrained_report.source
+    with pytest.raises(ValueError, match=r"`weights`='timm:resnet50.a1_in1k': resnetx18 takes the timm weights \['timm:resnet18.tv_in1k'"):
         resnetx18(weights='timm:resnet50.a1_in1k')
-    with pytest.raises(ValueError, match="timm has no pretrained weights 'resnet18.nope'; allowed: .*resnet18.a1_in1k"):
-        resnetx18(weights='timm:resnet18.nope')
+    # not cached: the download is tried (and refused here); the error says where to put the file
+    with pytest.raises(CheckpointError, match=r"could not download the weights resnetx34.a1_in1k from timm/resnet34.a1_in1k .*"
+                                              r"copy that file to the Hugging Face cache"):
+        timm.create_model('resnetx34.a1_in1k', pretrained=True)
 
 
 def test_resnetx_file_for_a_variant_without_resnet(tmp_path, torch_home):
     assert resnet_counterpart(resnetx_mbconv().cfg) is None and resnet_counterpart(resnetx50(fold=3).cfg) == 'resnet50'
-    with pytest.raises(ValueError, match='has no ResNet counterpart'): resnetx_mbconv(pretrained=True)
+    with pytest.raises(ValueError, match='resnetx_mbconv has no pretrained weights'): resnetx_mbconv(pretrained=True)
+    with pytest.raises(ValueError, match='resnetx_mbconv has no pretrained weights'): resnetx_mbconv(weights='DEFAULT')
     src = resnetx_mbconv(fold=2, n_out=7)
     torch.save(src.state_dict(), tmp_path / 'mb.pth')
     m = resnetx_mbconv(fold=2, n_out=7, weights=tmp_path / 'mb.pth')
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), src.state_dict().values()))
     with pytest.raises(CheckpointError, match='unexpected key|missing key'): resnetx_mbconv(fold=1, weights=tmp_path / 'mb.pth')
+    with pytest.raises(CheckpointError, match='has no ResNet counterpart'): resnetx_mbconv(weights=random_resnet(18).state_dict())
 
 
 def test_mismatch_lists_problems_and_loads_nothing(tmp_path, torch_home):
@@ -191,6 +224,7 @@ def test_bad_weights_values_and_no_download(torch_home):
     # empty cache: the download is tried (and refused here), and the error says where to put the file
     with pytest.raises(CheckpointError, match=r"could not download .*copy that file to '.*hub/checkpoints/resnet18-f37072fd.pth'"):
         resnetx18(pretrained=True)
+    assert not list(torch_home.rglob('*.pth'))   # no partial file left behind
 
 
 def test_resnet152_layout_is_mapped_on_meta():

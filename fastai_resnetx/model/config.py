@@ -10,11 +10,15 @@ from .topology import fold_plan
 from .layers import get_act
 from .blocks import get_block
 
-__all__ = ['ResNetXConfig', 'RESNETX_CONFIGS']
+__all__ = ['ResNetXConfig', 'RESNETX_CONFIGS', 'UnknownConfigKeyError']
 
 # fastai's spellings (xresnet's `n_out`, `c_in`) are accepted; timm's names are the canonical ones
 ALIASES = {'n_out': 'num_classes', 'c_in': 'in_chans', 'drop': 'drop_rate'}
 POOL_TYPES = ('avg', 'max', 'avgmax', 'catavgmax', '')   # timm's `SelectAdaptivePool2d` types ('': no pooling)
+
+
+class UnknownConfigKeyError(TypeError, ValueError):
+    "A keyword no ResNetX config field has: a `TypeError` as Python's 'unexpected keyword argument' (what timm expects)."
 
 
 def _int_tuple(name, value, minimum=1):
@@ -70,7 +74,7 @@ class ResNetXConfig:
         d = {ALIASES.get(k, k): v for k, v in {**(d or {}), **overrides}.items()}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
-        if unknown: raise ValueError(f"unknown ResNetX config keys {unknown}; allowed: {sorted(known)}")
+        if unknown: raise UnknownConfigKeyError(f"unknown ResNetX config keys {unknown}; allowed: {sorted(known)}")
         return cls(**d)
 
     @classmethod

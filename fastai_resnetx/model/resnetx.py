@@ -9,7 +9,7 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from fastai.vision.models.xresnet import init_cnn
-from timm.layers import DropPath, create_classifier
+from timm.layers import DropPath, create_classifier, get_device_dtype
 from timm.models._features import feature_take_indices   # where timm's own models take it from (not re-exported)
 
 from .topology import FoldPlan, fold_plan
@@ -65,7 +65,8 @@ class Stage(nn.ModuleList):
     def forward(self, x:Tensor) -> Tensor:
         "The stage on the previous stage's output `x` (the stem's for stage 1); earlier outputs come along on `x`."
         carry = getattr(x, CARRY, None)
-        valid = carry is not None and carry[0] == self._key and carry[1] == self.index - 1
+        # a tuple test, not `is not None`: under torch.fx tracing a missing attribute reads as a Proxy, not None
+        valid = isinstance(carry, tuple) and carry[0] == self._key and carry[1] == self.index - 1
         if self._reads and not valid:
             raise RuntimeError(f"stage{self.index} of this ResNetX (fold={self._fold}) adds outputs {list(self._reads)} of "
                                f"earlier stages as skips; they travel on the output of stage{self.index - 1}, and this "
@@ -113,9 +114,8 @@ class ResNetX(nn.Module):
                 units.append(FoldUnit(branch, shortcut, post, cfg.drop_path_rate * (l - 1) / max(n_units - 1, 1)))
             self.add_module(f'stage{s}', Stage(units, s, self.plan))
             self.stage_names.append(f'stage{s}')
-        self.num_features = self.head_hidden_size = chans[-1]
-        self.num_classes, self.drop_rate = cfg.num_classes, cfg.drop_rate
-        self.global_pool, self.fc = create_classifier(self.num_features, cfg.num_classes, pool_type=cfg.global_pool)
+        self.num_features, self.drop_rate = chans[-1], cfg.drop_rate
+        self.reset_classifier(cfg.num_classes, cfg.global_pool)
         self.feature_info = [dict(num_chs=cfg.stem_width, reduction=2, module='act1')] + [
             dict(num_chs=w, reduction=reds[sum(cfg.num_nodes[:s])], module=f'stage{s}')
             for s, w in enumerate(cfg.widths, start=1)]
@@ -127,6 +127,11 @@ class ResNetX(nn.Module):
         "The config of this model, with the input channels its first conv really takes (fastai's `n_in` adapts it)."
         in_chans = next(m for m in self.conv1.modules() if isinstance(m, nn.Conv2d)).in_channels
         return self._cfg if in_chans == self._cfg.in_chans else self._cfg.replace(in_chans=in_chans)
+
+    @property
+    def in_chans(self) -> int:
+        "Input channels of the first conv (timm interface)."
+        return self.cfg.in_chans
 
     @property
     def stages(self) -> list:
@@ -175,11 +180,15 @@ class ResNetX(nn.Module):
         return intermediates if intermediates_only else (x, intermediates)
 
     def prune_intermediate_layers(self, indices=1, prune_norm:bool=False, prune_head:bool=True) -> list:
-        "Drop the stages after the last of `indices` (and the classifier if `prune_head`); returns the kept indices."
+        "Drop the layers after the last of `indices` (and the classifier if `prune_head`); returns the kept indices."
         take, max_index = feature_take_indices(len(self.stage_names) + 1, indices)
+        prune_end = max_index < len(self.stage_names)
         for name in self.stage_names[max_index:]: delattr(self, name)
         self.stage_names = self.stage_names[:max_index]
-        if prune_head: self.reset_classifier(0, '')
+        if max_index == 0: self.maxpool = nn.Identity()   # it follows the stem's tap: the features now end there
+        if prune_end:   # the classifier was sized for the last stage: it goes too
+            self.num_features = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end: self.reset_classifier(0, '')
         return take
 
     def get_classifier(self) -> nn.Module:
@@ -189,9 +198,12 @@ class ResNetX(nn.Module):
     def reset_classifier(self, num_classes:int, global_pool:str=None):
         "A new classifier for `num_classes` (0: none, features out) after `global_pool` (None: keep the current one)."
         pool = self._cfg.global_pool if global_pool is None else global_pool
+        if global_pool is None and num_classes and not pool: pool = 'avg'   # a classifier needs pooling (after `''`)
         self._cfg = self._cfg.replace(num_classes=num_classes, global_pool=pool)   # checks both
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool)
-        self.num_classes = num_classes
+        # on the device and dtype of the rest of the model, in its train/eval mode
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool, **get_device_dtype(self))
+        self.global_pool.train(self.training); self.fc.train(self.training)
+        self.num_classes, self.head_hidden_size = num_classes, self.num_features * self.global_pool.feat_mult()
 
     def set_grad_checkpointing(self, enable:bool=True):
         "Recompute each unit's activations in the backward pass instead of storing them (same gradients, less memory)."
