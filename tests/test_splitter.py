@@ -5,10 +5,11 @@ import pytest, timm, torch
 import torchvision.models as tvm
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
-from fastai.vision.all import (Callback, CrossEntropyLossFlat, DataLoaders, create_timm_model, create_vision_model,
+from fastai.vision.all import (Callback, CrossEntropyLossFlat, DataLoaders, create_body, create_timm_model, create_vision_model,
                                norm_bias_params, vision_learner, xresnet18)
-from fastai.vision.learner import _resnet_split, default_split, model_meta
-from fastai_resnetx.model.resnetx import ResNetX, resnetx18
+from fastai.vision.learner import _resnet_split
+from fastai.vision.models.unet import DynamicUnet
+from fastai_resnetx import resnetx18, resnetx34
 from fastai_resnetx.inspection.splitter import arch_groups, arch_splitter, stage_splitter
 
 @pytest.fixture(scope='module', autouse=True)
@@ -20,12 +21,7 @@ def one_thread():
     torch.set_num_threads(n)
 
 def tiny_vit(): return VisionTransformer(image_size=32, patch_size=8, num_layers=4, num_heads=2, hidden_dim=32, mlp_dim=64)
-def resnetx_cut(model):
-    "A ResNetX body as fastai's learner holds it: the model, its own head replaced, wrapped so fastai can probe it."
-    model.head = nn.Identity()
-    return nn.Sequential(model)
-
-def fastai_model(arch): return create_vision_model(arch, 2, pretrained=False, cut=resnetx_cut if arch is resnetx18 else None)
+def fastai_model(arch): return create_vision_model(arch, 2, pretrained=False)   # model_meta's cut, as vision_learner
 def fastai_timm_model(name, **kw): return create_timm_model(name, 2, pretrained=False, **kw)[0]
 
 # name: (builder, the number of stages the per-stage mode finds)
@@ -85,20 +81,30 @@ def test_groups_partition_the_model_in_forward_order(zoo_model, n_groups):
     assert seen[0] == 0 and seen[-1] == len(groups) - 1    # the stem first, the classifier in the head group
     assert isinstance(order[-1], nn.Linear), f'{name}: the last layer with parameters is {type(order[-1]).__name__}'
 
-def test_resnet_groups_are_fastais_own():
-    "For a torchvision resnet, the derived groups are the ones fastai's hand-written `_resnet_split` gives."
-    model = fastai_model(tvm.resnet18)
+@pytest.mark.parametrize('arch', [tvm.resnet18, resnetx18], ids=['torchvision', 'resnetx'])
+def test_resnet_groups_are_fastais_own(arch):
+    "For a resnet (and ResNetX, whose body fastai cuts the same way), the groups fastai's hand-written `_resnet_split` gives."
+    model = fastai_model(arch)
     ours,theirs = arch_splitter(model), _resnet_split(model)
     assert [[id(p) for p in g] for g in ours] == [[id(p) for p in g] for g in theirs]
+
+@pytest.mark.parametrize('arch', [tvm.resnet34, resnetx34], ids=['torchvision', 'resnetx'])
+def test_unet_groups_are_encoder_then_decoder(arch):
+    "On fastai's DynamicUnet: stem and stages of the encoder, then the decoder; fastai's own resnet U-Net split."
+    unet = DynamicUnet(create_body(arch(), pretrained=False, cut=-2), 2, (32, 32))
+    groups = arch_groups(unet)
+    assert [g.role for g in groups] == ['stem + stages 1-2', 'stages 3-4', 'decoder']
+    assert [[id(p) for p in g] for g in arch_splitter(unet)] == [[id(p) for p in g] for g in _resnet_split(unet)]
+    assert [g.role for g in arch_groups(unet, None)] == ['stem', 'stage 1', 'stage 2', 'stage 3', 'stage 4', 'decoder']
 
 def test_resnetx_groups_are_stage_aware():
     "In a fastai learner model, ResNetX gives stem and stages 1-2, stages 3-4, then fastai's head."
     model = fastai_model(resnetx18)
-    net = next(m for m in model.modules() if isinstance(m, ResNetX))
+    body = model[0]                  # conv1 bn1 act1 maxpool stage1..stage4, cut by fastai
     ids = lambda *ms: {id(p) for m in ms for p in m.parameters()}
-    expected = [ids(net.stem, net.stage1, net.stage2), ids(net.stage3, net.stage4), ids(model[1])]
+    expected = [ids(*body[:6]), ids(*body[6:]), ids(model[1])]
     assert [{id(p) for p in g} for g in arch_splitter(model)] == expected
-    assert [{id(p) for p in g} for g in stage_splitter(model)][1:5] == [ids(net.stage1), ids(net.stage2), ids(net.stage3), ids(net.stage4)]
+    assert [{id(p) for p in g} for g in stage_splitter(model)][1:5] == [ids(body[i]) for i in range(4, 8)]
 
 def test_stages_agree_with_timms_group_matcher():
     "timm's own coarse `group_matcher` puts the same modules together as the per-stage mode."
@@ -158,9 +164,7 @@ def learner(arch, **kwargs):
 
 @pytest.mark.parametrize('arch', [tvm.resnet18, 'convnext_atto', resnetx18, tvm.mobilenet_v3_small],
                          ids=['torchvision', 'timm', 'resnetx', 'mobilenet'])
-def test_freeze_keeps_only_the_last_group_trainable(arch, monkeypatch):
-    # `vision_learner` takes a body's cut from `model_meta` only; this one needs no download and no other module
-    monkeypatch.setitem(model_meta, resnetx18, {'cut': resnetx_cut, 'split': default_split})
+def test_freeze_keeps_only_the_last_group_trainable(arch):
     learn = learner(arch)
     learn.freeze()
     groups = learn.opt.param_lists
