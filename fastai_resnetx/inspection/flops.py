@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import copy, numbers
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 from torch.func import functional_call
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from fastcore.basics import store_attr
 from fastcore.foundation import L
@@ -216,6 +219,15 @@ class _LeftAsFound:
                 if isinstance(v, list): v[:] = saved
                 else: v.clear(); v.update(saved)
 
+class _NormsOnMeta(TorchFunctionMode):
+    "On `meta`, a norm's output is an empty tensor like its input: norms count 0 FLOPs either way"
+    # Their meta kernels are Python decompositions: without this, the 201 batch norms of a densenet201 take half its count.
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _NORMS and isinstance(args[0], torch.Tensor) and args[0].device.type == 'meta': return torch.empty_like(args[0])
+        return func(*args, **(kwargs or {}))
+
+_NORMS = {F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm}
+
 def _model_of(model_or_arch, dev, **kwargs):
     "The model to count and, for an arch counted on `meta`, how to build it on CPU should `meta` not run it"
     if isinstance(model_or_arch, nn.Module):
@@ -267,7 +279,7 @@ def _count(model, inputs, dev, sizes):
     with _LeftAsFound(model):
         state = _state_on(model, dev)
         model.eval()  # inference FLOPs; a train-mode forward would also move BatchNorm's running stats
-        with torch.no_grad(), torch.device(dev), counter, recorder:
+        with torch.no_grad(), torch.device(dev), counter, recorder, _NormsOnMeta() if dev.type == 'meta' else nullcontext():
             try: functional_call(model, state, tuple(inputs))
             except Exception as e: raise _failure(model, sizes, recorder, e) from e
     return recorder.rows, counter.get_total_flops()
