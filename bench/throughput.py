@@ -169,6 +169,12 @@ def split_key(key:str):
     return name, prec or None
 
 
+def label_of(name:str) -> str:
+    if name in LABELS: return LABELS[name]
+    arch, sep, rest = name.partition('_f')
+    return f"{arch} fold={rest.replace('_', ', ')}" if arch.startswith('resnetx') and sep else name
+
+
 def _ratios(row, mode, xs, ref, tag):
     row[f'{mode}_{tag}'] = statistics.median(xs) / statistics.median(ref)
     row[f'{mode}_{tag}_paired'] = statistics.median(a / b for a, b in zip(xs, ref))
@@ -180,7 +186,7 @@ def summarise(runs:dict, samples:dict, modes, ref_prec:str=None) -> list:
     rows = []
     for key, r in runs.items():
         name, prec = split_key(key)
-        row = dict(model=key, label=LABELS.get(name, name) + (f' [{prec}]' if prec else ''), params=r.params)
+        row = dict(model=key, label=label_of(name) + (f' [{prec}]' if prec else ''), params=r.params)
         base_key, ref_key = (f'{BASELINE}@{prec}', f'{name}@{ref_prec}') if prec else (BASELINE, None)
         for mode in modes:
             xs = samples[key][mode]
@@ -325,7 +331,7 @@ def main(argv=None):
         for r in rows:
             name, prec = split_key(r['model'])
             if prec == ref_prec or f'{args.modes[0]}_vs_ref' not in r: continue
-            print(f'{prec} vs {ref_prec}, {LABELS.get(name, name)}: ' + ', '.join(
+            print(f'{prec} vs {ref_prec}, {label_of(name)}: ' + ', '.join(
                 f"{m} {r[f'{m}_vs_ref']:.2f}x (paired {r[f'{m}_vs_ref_paired']:.2f}x, IQR {r[f'{m}_iqr_pct']:.0f}%)" for m in args.modes))
         goal = [r for r in rows if split_key(r['model'])[0] in ('resnetx50_f1', 'resnetx50_f2')
                 and (split_key(r['model'])[1] or '').startswith('bf16') and 'train_vs_ref' in r]
