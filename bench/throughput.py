@@ -13,13 +13,14 @@ resnet50 and the median of the per-round (paired) ratios. Random data in memory,
 Mixed precision (issue 15): `--precisions` times every model once per precision in the same interleaved rounds and
 adds each row's ratio to the same model's first precision ("vs fp32", paired per round). `bf16_cl` = bf16 autocast
 with model and batch in channels_last (what `learn.to_bf16()` does on CPU); `fp32_cl` measures channels_last alone.
-The quiet-machine run (about 15 min on 2 cores with AMX; many times longer on a CPU without bf16 instructions):
+The quiet-machine run (minutes on 2 cores with AMX bf16; without bf16 instructions bf16 is 5-30x slower and the 64 and
+128 px runs take about 45 and 70 min on 2 cores):
 
-    python bench/throughput.py --device cpu --threads 1 --models tv_resnet50,resnetx50_f1,resnetx50_f2,resnetx50_f3 --precisions fp32,fp32_cl,bf16_cl --size 64 --bs 16 --rounds 9 --out bench/cpu_bf16_64.md
-    python bench/throughput.py --device cpu --threads 1 --models tv_resnet50,resnetx50_f1,resnetx50_f2,resnetx50_f3 --precisions fp32,fp32_cl,bf16_cl --size 128 --bs 8 --rounds 9 --out bench/cpu_bf16_128.md
-    python bench/throughput.py --device cpu --threads 1 --models resnetx18_f2 --precisions fp32,fp32_cl,bf16_cl,bf16 --size 24 --bs 64 --n-out 10 --rounds 15 --out bench/cpu_bf16_digits.md
+    python bench/throughput.py --device cpu --models tv_resnet50,resnetx50_f1,resnetx50_f2,resnetx50_f3 --precisions fp32,fp32_cl,bf16_cl --size 64 --bs 16 --rounds 9 --out bench/cpu_bf16_64.md
+    python bench/throughput.py --device cpu --models tv_resnet50,resnetx50_f1,resnetx50_f2,resnetx50_f3 --precisions fp32,fp32_cl,bf16_cl --size 128 --bs 8 --rounds 9 --out bench/cpu_bf16_128.md
+    python bench/throughput.py --device cpu --models resnetx18_f2 --precisions fp32,fp32_cl,bf16_cl,bf16 --size 24 --bs 64 --n-out 10 --rounds 15 --out bench/cpu_bf16_digits.md
 
-(leave out `--threads 1` on an idle machine; the last one is the default digits run of `resnetx train`, which decides
+(on a busy machine add `--threads 1 --clock process`; the last one is the default digits run of `resnetx train`, which decides
 `pick_precision`'s default for it: see `fastai_resnetx/integration/precision.py`).
 
 Training step = zero_grad, forward, cross-entropy, backward, SGD (momentum 0.9) step (with a GradScaler for fp16).
