@@ -1,0 +1,118 @@
+"""timm's OWN model tests (`tests/test_models.py` of the installed timm's sdist, fetched at test time, never copied here)
+run on our archs, offline: what every timm model must do, checked by timm.
+
+What runs, and why not more:
+- `-k` picks every test of resnetx18 (basic blocks: torchvision's resnet18 at fold 1; tags tv_in1k and a1_in1k),
+  resnetx18_fold3 (registered below for this run only: the named archs are fold 1, and it takes a fold > 1 for skips to
+  cross stages, which is what prune, intermediates and FX must get right) and resnetx_mbconv (MBConv + squeeze-excitation,
+  no activation after the add, no weights), and the config tests of resnetx50's tags (bottlenecks; tv2_in1k is 176 px).
+  The rest is the same code at other depths (resnetx34/50/101/152) or the other MBConv (resnetx_fused): all 7 archs and
+  their tags are 100+ tests and 4-5 minutes on one core; this selection is about a minute.
+- Excluded by name: `test_model_forward_torchscript`. `torch.jit.script` of the whole model cannot work: the earlier
+  outputs that folded skips read travel as a Python attribute on a stage's output tensor, which TorchScript cannot type,
+  and `torch.jit.script` is deprecated in torch 2.14. `test_model_forward_fx_torchscript` runs and passes: a TorchScript
+  model is had through FX, which resolves the attribute at trace time.
+- The pretrained tests (`test_model_load_pretrained`, `test_model_features_pretrained`) run against random checkpoints put
+  where the loaders look (a temporary torch hub cache and Hugging Face cache); the network is refused.
+"""
+import os, re, subprocess, sys, tarfile, textwrap, xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest, timm
+
+SELECT = '(resnetx18 or resnetx_mbconv or (resnetx50 and test_model_default_cfgs)) and not test_model_forward_torchscript'
+# registered for this run only (the harness below): the folded arch, and the module name timm's intermediate tests select by
+FOLDED = {'resnetx18_fold3': ('resnetx18', 3)}
+MODULES = ('archs', 'resnetx_folded')
+
+
+def timm_sdist(version:str) -> Path:
+    "timm's sdist of `version`, downloaded once with pip into ~/.cache/fastai_resnetx (fails loudly if it cannot be)."
+    cache = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'fastai_resnetx' / 'timm-sdist'
+    sdist = cache / f'timm-{version}.tar.gz'
+    if not sdist.is_file():
+        cmd = [sys.executable, '-m', 'pip', 'download', f'timm=={version}', '--no-binary', ':all:', '--no-deps', '-d', str(cache)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode or not sdist.is_file():
+            pytest.fail(f"could not download timm {version}'s sdist (its tests are what this runs): `{' '.join(cmd)}` "
+                        f"exited with {r.returncode}:\n{r.stderr[-2000:]}", pytrace=False)
+    return sdist
+
+
+def patched_test_models(sdist:Path, version:str) -> str:
+    "timm's tests/test_models.py with our modules added to FEAT_INTER_FILTERS (its intermediate tests select by module)."
+    with tarfile.open(sdist) as tar: src = tar.extractfile(f'timm-{version}/tests/test_models.py').read().decode()
+    anchor = 'FEAT_INTER_FILTERS = ['
+    if src.count(anchor) != 1: pytest.fail(f"timm {version}'s test_models.py has no single `{anchor}`: adapt this harness")
+    return src.replace(anchor, anchor + ''.join(f'{m!r}, ' for m in MODULES))
+
+
+CONFTEST = '''
+"Registers our archs (and a folded one) with timm, fills the weight caches with random checkpoints, refuses the network."
+import os, socket, urllib.request
+def _refuse(*args, **kwargs): raise OSError('network access refused by the test harness')
+socket.socket.connect = socket.socket.connect_ex = socket.create_connection = socket.getaddrinfo = _refuse
+urllib.request.urlopen = _refuse
+
+import resnetx_folded   # imports fastai_resnetx, which registers every arch
+import torch, torchvision
+from pathlib import Path
+from safetensors.torch import save_file
+from fastai_resnetx.model.archs import default_cfgs
+
+for arch in {archs!r}:
+    resnet = arch.replace('resnetx', 'resnet')
+    sd = getattr(torchvision.models, resnet)().state_dict()
+    for tag, cfg in default_cfgs[arch].cfgs.items():
+        if cfg.hf_hub_id:   # the Hugging Face cache layout: models--org--name/{{refs/main, snapshots/<rev>/model.safetensors}}
+            repo = Path(os.environ['HF_HUB_CACHE']) / ('models--' + cfg.hf_hub_id.replace('/', '--'))
+            (repo / 'snapshots' / ('0' * 40)).mkdir(parents=True, exist_ok=True)
+            (repo / 'refs').mkdir(exist_ok=True); (repo / 'refs' / 'main').write_text('0' * 40)
+            save_file({{k: v.contiguous() for k, v in sd.items()}}, repo / 'snapshots' / ('0' * 40) / 'model.safetensors')
+        elif cfg.url:       # the torch hub cache
+            path = Path(torch.hub.get_dir()) / 'checkpoints' / os.path.basename(cfg.url)
+            path.parent.mkdir(parents=True, exist_ok=True); torch.save(sd, path)
+'''
+
+FOLDED_MODULE = '''
+"Folded ResNetX variants, registered with timm for its test suite only."
+from timm.models import register_model
+from fastai_resnetx.model.archs import default_cfgs as _cfgs, create_resnetx
+
+default_cfgs = {{name: _cfgs['resnetx_mbconv'].cfgs[''].to_dict() for name in {folded!r}}}   # no weights
+
+def _entry(name, arch, fold):
+    def fn(pretrained=False, **kwargs): return create_resnetx(arch, pretrained, fold=fold, **kwargs)
+    fn.__name__, fn.__qualname__, fn.__module__ = name, name, __name__
+    return register_model(fn)
+
+for _name, (_arch, _fold) in {folded!r}.items(): _entry(_name, _arch, _fold)
+'''
+
+
+@pytest.mark.slow
+def test_timm_test_models_passes_on_resnetx(tmp_path):
+    version = timm.__version__
+    (tmp_path / 'test_models.py').write_text(patched_test_models(timm_sdist(version), version))
+    (tmp_path / 'resnetx_folded.py').write_text(FOLDED_MODULE.format(folded=FOLDED))
+    (tmp_path / 'conftest.py').write_text(CONFTEST.format(archs=['resnetx18']))
+    env = dict(os.environ, TORCH_HOME=str(tmp_path / 'torch'), HF_HUB_CACHE=str(tmp_path / 'hf'), HF_HUB_OFFLINE='1',
+               OMP_NUM_THREADS='1', PYTHONPATH=str(tmp_path))
+    env.pop('GITHUB_ACTIONS', None)   # timm's tests change their model filters on GitHub: run the same set everywhere
+    cmd = [sys.executable, '-m', 'pytest', 'test_models.py', '-k', SELECT, '-q', '-p', 'no:cacheprovider', '-p', 'no:xdist',
+           '-W', 'ignore::pytest.PytestUnknownMarkWarning', '--junitxml', str(tmp_path / 'report.xml')]
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert (tmp_path / 'report.xml').is_file(), f"timm's tests did not run:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    cases = ET.parse(tmp_path / 'report.xml').getroot().iter('testcase')
+    outcome = {f"{c.get('name')}": next((x.tag for x in c if x.tag in ('failure', 'error', 'skipped')), 'passed') for c in cases}
+    failed = sorted(n for n, o in outcome.items() if o in ('failure', 'error'))
+    assert not failed, f"{len(failed)} of timm's tests failed: {failed}\n{r.stdout[-6000:]}"
+    names = {re.sub(r'\[.*', '', n) for n in outcome}
+    # the selection is what we think it is: every test family, each arch (and tag) in it, nothing skipped in silence
+    assert {'test_model_forward', 'test_model_backward', 'test_model_default_cfgs', 'test_model_forward_features',
+            'test_model_forward_intermediates', 'test_model_forward_intermediates_features', 'test_model_forward_fx',
+            'test_model_backward_fx', 'test_model_forward_fx_torchscript', 'test_prune_intermediate_layers_contract',
+            'test_model_load_pretrained', 'test_model_features_pretrained'} <= names, names
+    for arch in ('resnetx18', 'resnetx_mbconv', *FOLDED, 'resnetx50.tv2_in1k', 'resnetx18.a1_in1k'):
+        assert any(n.endswith((f'-{arch}]', f'[{arch}]')) for n in outcome), f'no test of {arch} ran'
+    assert [n for n, o in outcome.items() if o == 'skipped'] == [] and r.returncode == 0, r.stdout[-3000:]
