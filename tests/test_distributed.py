@@ -1,6 +1,7 @@
 import os, subprocess, sys, socket
 from pathlib import Path
-import torch
+import json
+import pytest, torch
 
 HERE = Path(__file__).parent
 
@@ -10,6 +11,7 @@ def free_port():
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path):
     "torchrun launches 2 CPU processes (gloo) on a tiny digits run; both finish with identical, trained weights."
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
@@ -24,6 +26,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert len(moved) > 50                       # it really trained
 
 
+@pytest.mark.slow
 def test_cli_train_under_torchrun(tmp_path):
     "The README's launch command: `torchrun --nproc_per_node 2 -m fastai_resnetx train` on CPU (tiny run)."
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
@@ -32,4 +35,11 @@ def test_cli_train_under_torchrun(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert res.stdout.count('final validation accuracy') == 1                # only rank 0 reports and writes
-    assert (tmp_path / 'out' / 'export.pkl').is_file() and (tmp_path / 'out' / 'metrics.json').is_file()
+    metrics = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    assert metrics['n_valid'] == 359 and 'Traceback' not in res.stderr
+    # the accuracy reported is the whole validation set's, gathered from both processes: the exported learner agrees
+    from fastai.vision.all import load_learner, RandomSplitter, accuracy
+    learn = load_learner(tmp_path / 'out' / 'export.pkl')
+    _, valid = RandomSplitter(0.2, seed=42)(list(range(1797)))
+    preds, targs = learn.get_preds(dl=learn.dls.test_dl([int(i) for i in valid], with_labels=True))
+    assert abs(float(accuracy(preds, targs)) - metrics['valid_accuracy']) < 1e-6

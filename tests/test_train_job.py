@@ -34,7 +34,7 @@ def no_temporaries(folder:Path): return [p.name for p in folder.iterdir() if p.n
 def test_exported_learner_is_right_on_digits_of_any_size(tmp_path):
     "load_learner(export.pkl).predict on the validation digits rendered at 8x8, 64 and 224 px: validation accuracy +- 2 points."
     from sklearn.datasets import load_digits
-    m = train(epochs=3, size=16, out=tmp_path / 'out', show=False)
+    m = train(epochs=2, size=16, out=tmp_path / 'out', show=False)
     learn, digits = load_learner(tmp_path / 'out' / 'export.pkl'), load_digits()
     valid = list(m['learner'].dls.valid.items)
     assert len(valid) == m['n_valid'] == 359
@@ -43,6 +43,7 @@ def test_exported_learner_is_right_on_digits_of_any_size(tmp_path):
         for i, img in zip(valid, imgs): img.save(tmp_path / f'{i}.png')
         preds = learn.get_preds(dl=learn.dls.test_dl([PILImage.create(tmp_path / f'{i}.png') for i in valid]))[0].argmax(1)
         acc = np.mean([learn.dls.vocab[p] == str(digits.target[i]) for p, i in zip(preds, valid)])
+        print(f"predict on {len(valid)} validation digits at {px} px: {acc:.4f} (validation {m['valid_accuracy']:.4f})")
         assert abs(acc - m['valid_accuracy']) <= 0.02, (px, acc, m['valid_accuracy'])
         label, _, _ = learn.predict(PILImage.create(tmp_path / f'{valid[0]}.png'))   # predict: the same pipeline
         assert label == learn.dls.vocab[preds[0]]
@@ -146,7 +147,7 @@ def test_log_to_a_file_one_line_per_epoch_and_the_process_clock(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert '\r' not in res.stdout and 'Stage' in res.stdout and 'FLOPs' in res.stdout
     table = res.stdout[res.stdout.index('epoch  train_loss'):].splitlines()
-    assert re.fullmatch(r'\s+epoch\s+train_loss\s+valid_loss\s+accuracy\s+time', table[0])
+    assert table[0].split() == ['epoch', 'train_loss', 'valid_loss', 'accuracy', 'time']
     assert [l.split()[0] for l in table[1:3]] == ['0', '1'] and table[3].startswith('final validation accuracy')
     assert len(table) == 4
     wall = float(re.search(r'wall clock ([\d.]+) s', res.stdout).group(1))
