@@ -252,6 +252,22 @@ class _Progress:
         return f'while {step}; nothing was written to {self.out} ({kept})'
 
 
+def _fit_and_evaluate(learn, s:TrainSettings, show:bool, progress) -> tuple:
+    "Fit (in DDP under torchrun), then (loss, accuracy, predicted, actual) on the whole validation set, and the fit's seconds."
+    with _log_lines(learn, lines=not sys.stdout.isatty()) if show else learn.no_bar(), _data_parallel(learn):
+        t0 = time.time()
+        _fit(learn, s)
+        fit_s, progress.step = time.time() - t0, 'validating'
+        return (*_evaluate(learn), fit_s)
+
+
+def _metrics(s:TrainSettings, data, dls, learn, loss:float, acc:float, fit_s:float) -> dict:
+    return dict(arch=s.arch, fold=s.fold if s.arch in RESNETX_CONFIGS else None, epochs=s.epochs, size=s.size, bs=dls.bs,
+                lr=s.lr, pretrained=s.pretrained, precision=s.precision, seed=s.seed,
+                data=str(data) if data is not None else 'digits', n_train=len(dls.train_ds), n_valid=len(dls.valid_ds),
+                valid_loss=loss, valid_accuracy=acc, params=num_params(learn.model), fit_seconds=round(fit_s, 2))
+
+
 @delegates(TrainSettings)
 def train(data=None, out='runs/latest', n_items:int=None, show:bool=True, save:bool=True, **kwargs) -> dict:
     "Train on `data` (an image folder; None: the built-in digits) and write outputs to `out`; the metrics and `learner`."
@@ -267,17 +283,9 @@ def train(data=None, out='runs/latest', n_items:int=None, show:bool=True, save:b
         if main:
             for note in filter(None, notes): print(note, flush=True)
             if show: _show(learn, s)
-        progress.step, t_fit = 'training', time.time()
-        with _log_lines(learn, lines=not sys.stdout.isatty()) if show else learn.no_bar(), _data_parallel(learn):
-            _fit(learn, s)
-            fit_s = time.time() - t_fit
-            progress.step = 'validating'
-            loss, acc, predicted, actual = _evaluate(learn)
-        metrics = dict(arch=s.arch, fold=s.fold if s.arch in RESNETX_CONFIGS else None, epochs=s.epochs, size=s.size,
-                       bs=dls.bs, lr=s.lr, pretrained=s.pretrained, precision=s.precision, seed=s.seed,
-                       data=str(data) if data is not None else 'digits', n_train=len(dls.train_ds),
-                       n_valid=len(dls.valid_ds), valid_loss=loss, valid_accuracy=acc, params=num_params(learn.model),
-                       fit_seconds=round(fit_s, 2))
+        progress.step = 'training'
+        loss, acc, predicted, actual, fit_s = _fit_and_evaluate(learn, s, show, progress)
+        metrics = _metrics(s, data, dls, learn, loss, acc, fit_s)
         progress.step = 'writing outputs'
         if save and main: _write_outputs(learn, out, metrics, predicted, actual)
         progress.step = 'done'
