@@ -7,7 +7,7 @@ segmentation at 520 px with `aux_loss` as the weights build it, video as 16 fram
 as two 512 px frames, detection at torchvision's per-model size. The time is one `model_summary(name, size)` call,
 build included, in this process (best of `--reps` where it counts on meta). Quantized weights are left out: torchvision copies their `_ops` from the float model.
 """
-import argparse, inspect, platform, time, warnings
+import argparse, inspect, os, platform, time, warnings
 import torch, torchvision
 from torchvision import models
 from fastai_resnetx import model_summary
@@ -45,10 +45,10 @@ def count(name, sizes, kwargs, reps):
     "Ours in GMACs, the best of `reps` call times (one where meta can't count it), device, why not meta (or the error)"
     times = []
     for _ in range(reps):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try: s = model_summary(name, sizes[0] if len(sizes) == 1 else sizes, **kwargs)
-        except Exception as e: return None, time.perf_counter() - start, '-', f'{type(e).__name__}: {str(e)[:100]}'
-        times.append(time.perf_counter() - start)
+        except Exception as e: return None, (time.perf_counter() - start, 0), '-', f'{type(e).__name__}: {str(e)[:100]}'
+        times.append((time.perf_counter() - start, time.process_time() - cpu))
         if s.device != 'meta': break
     return s.total_macs / 1e9, min(times), s.device, s.fallback or ''
 
@@ -65,40 +65,45 @@ def main(out, only, reps):
         rows.append((family, str(w).replace('_Weights.', '.'), ' + '.join('x'.join(map(str, s)) for s in sizes), macs, ops,
                      status, secs, device, note))
         print(f'{family:14} {rows[-1][1]:58} {rows[-1][2]:22} {"-" if macs is None else f"{macs:.3f}":>10} {ops:>10.3f} '
-              f'{status:8} {secs:6.2f}s {device} {note[:60]}', flush=True)
+              f'{status:8} {secs[0]:6.2f}s {secs[1]:6.2f}s {device} {note[:60]}', flush=True)
     write(rows, out)
 
 def write(rows, out):
+    load = os.getloadavg()[0]
     n = {k: sum(r[5] == k for r in rows) for k in ('exact', 'differs', 'failed')}
     per_family = {f: [r for r in rows if r[0] == f] for f in FAMILIES}
     cls = [r for r in rows if r[0] == 'classification']
-    slowest = sorted({(r[1].split('.')[0], r[2]): r for r in rows}.values(), key=lambda r: -r[6])[:8]
+    slowest = sorted({(r[1].split('.')[0], r[2]): r for r in rows}.values(), key=lambda r: -r[6][0])[:8]
     lines = ['# Our FLOPs counter vs torchvision\'s published `_ops`', '',
              f'`python bench/flops_vs_torchvision.py`; torch {torch.__version__}, torchvision {torchvision.__version__}, '
-             f'{platform.machine()}, {torch.get_num_threads()} threads, a shared machine (times are indicative). '
+             f'{platform.machine()}, {torch.get_num_threads()} thread(s), on a shared 2-core machine (load average {load:.1f} at the end: '
+             'wall times are inflated; the CPU seconds of the process are the steadier measure). '
              'GMACs = torchvision\'s `_ops` (multiply-adds of convolutions, linear layers, matmuls and attention, bias '
              'excluded); "exact": equal to torchvision\'s 3 decimals. Time: one `model_summary(name, size)` call, build '
              'with random weights included (best of 2 on meta, one call elsewhere); device: where it counted (meta, else CPU with a real input).', '',
              f'**{len(rows)} weights entries: {n["exact"]} exact, {n["differs"]} differing, {n["failed"]} failing.**', '',
-             '| family | entries | exact | differing | failing | on meta | slowest call (s) |', '|--|--:|--:|--:|--:|--:|--:|']
+             '| family | entries | exact | differing | failing | on meta | slowest call (wall s) | slowest call (CPU s) |', '|--|--:|--:|--:|--:|--:|--:|--:|']
     for f, rs in per_family.items():
         if rs: lines.append(f'| {f} | {len(rs)} | {sum(r[5] == "exact" for r in rs)} | {sum(r[5] == "differs" for r in rs)} | '
-                            f'{sum(r[5] == "failed" for r in rs)} | {sum(r[7] == "meta" for r in rs)} | {max(r[6] for r in rs):.2f} |')
-    if cls: lines += ['', f'Classification builders at their native size: slowest call {max(r[6] for r in cls):.2f} s, '
-                          f'{sum(r[6] >= 2 for r in cls)} of {len(cls)} entries at 2 s or more.']
-    lines += ['', '## Slowest calls', '', '| model | input | seconds | device |', '|--|--|--:|--|']
-    lines += [f'| {r[1].split(".")[0]} | {r[2]} | {r[6]:.2f} | {r[7]} |' for r in slowest]
+                            f'{sum(r[5] == "failed" for r in rs)} | {sum(r[7] == "meta" for r in rs)} | {max(r[6][0] for r in rs):.2f} | '
+                            f'{max(r[6][1] for r in rs):.2f} |')
+    if cls: lines += ['', f'Classification builders at their native size: slowest call {max(r[6][0] for r in cls):.2f} s wall, '
+                          f'{max(r[6][1] for r in cls):.2f} s CPU; {sum(r[6][0] >= 2 for r in cls)} of {len(cls)} entries at 2 s '
+                          f'or more wall, {sum(r[6][1] >= 2 for r in cls)} at 2 s or more CPU.']
+    lines += ['', '## Slowest calls', '', '| model | input | wall s | CPU s | device |', '|--|--|--:|--:|--|']
+    lines += [f'| {r[1].split(".")[0]} | {r[2]} | {r[6][0]:.2f} | {r[6][1]:.2f} | {r[7]} |' for r in slowest]
     differing = [r for r in rows if r[5] != 'exact']
     if differing:
         lines += ['', '## Not exact, and why', '',
                   'Detection counts are data-dependent: the heads run once per proposal or detection, and how many there are '
                   'depends on the weights and the image. torchvision counted its trained weights on a random image; we count '
                   'random weights (nothing is downloaded) on a fixed random image, so the backbone matches and the heads differ.', '']
-    lines += ['', '## Every entry', '', '| family | weights | input | ours (GMACs) | `_ops` | | s | device | why not meta |',
-              '|--|--|--|--:|--:|--|--:|--|--|']
+    lines += ['', '## Every entry', '', '| family | weights | input | ours (GMACs) | `_ops` | | wall s | CPU s | device | why not meta |',
+              '|--|--|--|--:|--:|--|--:|--:|--|--|']
     for f, w, size, macs, ops, status, secs, device, note in rows:
         ours = '-' if macs is None else f'{macs:.3f}'
-        lines.append(f'| {f} | {w} | {size} | {ours} | {ops:.3f} | {status} | {secs:.2f} | {device} | {note.replace("|", "/")[:90]} |')
+        lines.append(f'| {f} | {w} | {size} | {ours} | {ops:.3f} | {status} | {secs[0]:.2f} | {secs[1]:.2f} | {device} | '
+                     f'{note.replace("|", "/")[:90]} |')
     text = '\n'.join(lines) + '\n'
     if out:
         with open(out, 'w') as fh: fh.write(text)

@@ -1,8 +1,11 @@
 "One naming rule and one way to build an arch with random weights, never downloading: what every inspection tool uses."
 import inspect, re
 
+from contextlib import ExitStack
+
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 __all__ = ['WEIGHTS_OFF', 'TimmName', 'weights_off_kwargs', 'random_init_kwargs', 'arch_from_name', 'build_by_name', 'build_arch',
            'build_on_meta']
@@ -85,10 +88,28 @@ def _checked(model, arch):
     return model
 
 
+class _InitOnMeta(TorchFunctionMode):
+    "In-place value changes of `meta` tensors (weight init: `normal_`, `uniform_`, `zero_`, ...) return at once: there are no values"
+    # Their meta kernels are Python decompositions: an efficientnet_b7 or densenet201 builds on meta in half the time.
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _VALUE_ONLY and isinstance(args[0], torch.Tensor) and args[0].device.type == 'meta': return args[0]
+        return func(*args, **(kwargs or {}))
+
+_VALUE_ONLY = {getattr(torch.Tensor, name) for name in ('normal_', 'uniform_', 'zero_', 'fill_', 'copy_', 'mul_', 'add_', 'sub_',
+               'div_', 'clamp_', 'erfinv_', 'exp_', 'log_', 'sqrt_', 'bernoulli_', 'random_', 'exponential_', 'fill_diagonal_')}
+
+
+def _building(*contexts):
+    "The contexts a build runs in: the user's random state untouched, `contexts`, init skipped for meta tensors"
+    stack = ExitStack()
+    for c in (torch.random.fork_rng(devices=[]), *contexts, _InitOnMeta()): stack.enter_context(c)
+    return stack
+
+
 def build_arch(arch, device=None, **kwargs) -> nn.Module:
     "Build the model of `arch` (a model function or name, see `arch_from_name`) on `device` with random weights, never downloading."
     build = _builder(arch)
-    with torch.random.fork_rng(devices=[]), torch.device(device or 'cpu'): return _checked(build(**kwargs), arch)
+    with _building(torch.device(device or 'cpu')): return _checked(build(**kwargs), arch)
 
 
 def build_by_name(name:str, device=None, argname:str='arch', **kwargs) -> nn.Module:
@@ -106,6 +127,6 @@ def build_on_meta(arch, **kwargs) -> nn.Module:
     attempts = [lambda: torch.device('meta'), lambda: init_empty_weights(include_buffers=False), lambda: torch.device('cpu')]
     for i, context in enumerate(attempts):
         try:
-            with torch.random.fork_rng(devices=[]), context(): return _checked(build(**kwargs), arch)
+            with _building(context()): return _checked(build(**kwargs), arch)
         except Exception:
             if i == len(attempts) - 1: raise
