@@ -74,6 +74,7 @@ def test_timm_create_model_pretrained_offline(torch_home, tmp_path):
     tv = cache_resnet(50, 'IMAGENET1K_V2')
     m = timm.create_model('resnetx50', pretrained=True, num_classes=1000)
     assert max_diff(m, tv) <= 1e-4 and m.pretrained_cfg['tag'] == 'tv2_in1k' and 'state_dict' not in m.pretrained_cfg
+    assert m.pretrained_cfg['input_size'] == (3, 176, 176)   # the data config is the weights' (tv2 trained at 176 px)
     other = random_resnet(50, seed=1)
     torch.save({'state_dict': other.state_dict(), 'epoch': 3}, tmp_path / 'ckpt.pth.tar')   # a timm train.py checkpoint
     m = timm.create_model('resnetx50', pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / 'ckpt.pth.tar')))

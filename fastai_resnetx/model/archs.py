@@ -101,10 +101,11 @@ def _weights_cfg(name:str, weights) -> tuple:
     return next(t for t in tags if default_cfgs[name].cfgs[t].url == url), {}
 
 
-def _checkpoint_cfg(state_dict:dict) -> dict:
-    "What a state dict was trained for, as pretrained cfg fields: timm then adapts the first conv and the classifier to it."
+def _checkpoint_cfg(state_dict:dict, cfg) -> dict:
+    "What a state dict was trained for (classes, input channels) as pretrained cfg fields: timm adapts the model's to them."
     fc, conv = state_dict.get('fc.weight'), state_dict.get('conv1.weight')
-    return dict(num_classes=0 if fc is None else fc.shape[0], **({} if conv is None else dict(input_size=(conv.shape[1], 224, 224))))
+    in_chans = cfg.input_size[0] if conv is None else conv.shape[1]
+    return dict(num_classes=0 if fc is None else fc.shape[0], input_size=(in_chans, *cfg.input_size[1:]))
 
 
 def _resolve(name, tag=None, overlay=None):
@@ -138,22 +139,26 @@ def create_resnetx(name:str, pretrained:bool=False, weights=None, **kwargs) -> R
         if kwargs.get('pretrained_cfg') or kwargs.get('pretrained_cfg_overlay'):
             raise ValueError("pass `weights` or timm's `pretrained_cfg`/`pretrained_cfg_overlay`, not both")
         pretrained, (kwargs['pretrained_cfg'], kwargs['pretrained_cfg_overlay']) = True, _weights_cfg(name, weights)
-    filter_fn = map_state_dict
-    if pretrained:   # read the weights here, safely and offline when cached; timm's loader maps, adapts and loads them
-        cfg = resolve_pretrained_cfg(name, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
-        state_dict, source, path = _source(cfg)
-        kwargs['pretrained_cfg_overlay'] = {**(kwargs.get('pretrained_cfg_overlay') or {}), **_checkpoint_cfg(state_dict),
-                                            'state_dict': state_dict}
-        filter_fn = partial(map_state_dict, source=source)
+    source, path = None, None
+    if pretrained: source, path = _read_weights(name, kwargs)
     # features_only wraps the model in timm's FeatureGetterNet, which calls `forward_intermediates`
-    model = build_model_with_cfg(_build, name, pretrained=pretrained, pretrained_filter_fn=filter_fn,
+    model = build_model_with_cfg(_build, name, pretrained=pretrained, pretrained_filter_fn=partial(map_state_dict, source=source),
                                  feature_cfg=dict(feature_cls='getter'), name=name, **kwargs)
-    if pretrained:
-        for m in (model, getattr(model, 'model', None)):   # the cfg keeps the file the weights came from, not the tensors
-            if isinstance(getattr(m, 'pretrained_cfg', None), dict):
-                m.pretrained_cfg.pop('state_dict', None)
-                if path: m.pretrained_cfg['file'] = path
+    for m in (model, getattr(model, 'model', None)):   # the cfg keeps the file the weights came from, not the tensors
+        if pretrained and isinstance(getattr(m, 'pretrained_cfg', None), dict):
+            m.pretrained_cfg.pop('state_dict', None)
+            if path: m.pretrained_cfg['file'] = path
     return model
+
+
+def _read_weights(name:str, kwargs:dict) -> tuple:
+    "Read the weights timm's `pretrained_cfg`/`_overlay` in `kwargs` name, into the overlay: safely, offline when cached."
+    # timm's loader then maps (our filter), adapts the first conv and classifier, and loads them
+    cfg = resolve_pretrained_cfg(name, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
+    state_dict, source, path = _source(cfg)
+    kwargs['pretrained_cfg_overlay'] = {**(kwargs.get('pretrained_cfg_overlay') or {}), **_checkpoint_cfg(state_dict, cfg),
+                                        'state_dict': state_dict}
+    return source, path
 
 
 def load_pretrained(model:ResNetX, weights=True) -> ResNetX:
@@ -163,7 +168,8 @@ def load_pretrained(model:ResNetX, weights=True) -> ResNetX:
         (resnet_counterpart(model.cfg) or '').replace('resnet', 'resnetx') or None   # None: no arch of this layout
     tag, overlay = _weights_cfg(name, weights)
     state_dict, source, _ = _source(_resolve(name, tag, overlay))
-    cfg = {**_resolve(name, tag).to_dict(), **_checkpoint_cfg(state_dict), 'state_dict': state_dict}
+    cfg = _resolve(name, tag)
+    cfg = {**cfg.to_dict(), **_checkpoint_cfg(state_dict, cfg), 'state_dict': state_dict}
     timm_load_pretrained(model, cfg, num_classes=model.num_classes, in_chans=model.in_chans,
                          filter_fn=partial(map_state_dict, source=source))
     return model

@@ -178,9 +178,9 @@ def _problem_list(problems, per_kind:int=10) -> str:
     return f"({head}); nothing was loaded:\n  " + '\n  '.join(lines)
 
 
-def map_state_dict(state_dict:dict, model:nn.Module, source:str='the checkpoint') -> dict:
+def map_state_dict(state_dict:dict, model:nn.Module, source:str=None) -> dict:
     "timm's `pretrained_filter_fn`: a ResNet (or ResNetX) state dict as one for `model`, at any fold, checked whole first."
-    target = model.state_dict()
+    target, source = model.state_dict(), source or 'the checkpoint'
     if any(k.startswith('stage') for k in state_dict):   # saved from a ResNetX: it must be this very architecture
         key_of, arch, expected = (lambda k: k), 'this ResNetX', {k: v.shape for k, v in target.items()}
     else:
