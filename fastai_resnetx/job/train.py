@@ -16,7 +16,7 @@ import fastai.distributed  # noqa: F401  (Learner.distrib_ctx)
 from ..model.resnetx import num_params
 from ..model.config import RESNETX_CONFIGS
 from ..model import archs as _resnetx
-from .data import digits_dls, folder_dls, read_folder, digits_split_sizes, available_memory
+from .data import digits_dls, folder_dls, read_folder, digits_split_sizes, available_memory, with_resize
 from .plots import plot_confusion_matrix
 from ..integration.distributed import distrib_kwargs
 from ..integration.precision import pick_precision, apply_precision, PRECISIONS
@@ -230,6 +230,7 @@ def _evaluate(learn) -> tuple:
 
 def _write_outputs(learn, out:Path, metrics:dict, predicted, actual):
     "export.pkl, loss.png, confusion_matrix.png and metrics.json, all appearing in `out` together."
+    with_resize(learn.dls, metrics['size'])     # the digits were resized up front: the exported learner resizes itself
     with all_or_nothing(out) as tmp:
         learn.export(tmp.absolute() / 'export.pkl')
         learn.recorder.plot_loss()
