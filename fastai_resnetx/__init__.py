@@ -37,10 +37,10 @@ __all__ = [
     'Block', 'BasicBlock', 'Bottleneck', 'LinearBottleneck', 'InvertedResidual', 'DepthwiseSeparableConv', 'MBConv',
     'FusedMBConv', 'AvgPoolResBlock', 'residual_block', 'BLOCKS', 'get_block',
     # the model and its archs
-    'ResNetXConfig', 'RESNETX_CONFIGS', 'FoldUnit', 'Stage', 'ResNetX', 'num_params', 'create_resnetx',
+    'ResNetXConfig', 'RESNETX_CONFIGS', 'UnknownConfigKeyError', 'FoldUnit', 'Stage', 'ResNetX', 'num_params', 'create_resnetx',
     'resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152', 'resnetx_mbconv', 'resnetx_fused', 'RESNETX_ARCHS',
     # pretrained weights
-    'load_pretrained', 'TimmWeights', 'WeightsReport', 'CheckpointError', 'CHECKPOINT_SUFFIXES', 'read_checkpoint',
+    'load_pretrained', 'PRETRAINED_TAGS', 'pretrained_tags', 'checkpoint_file', 'TimmWeights', 'WeightsReport', 'CheckpointError', 'CHECKPOINT_SUFFIXES', 'read_checkpoint',
     'torchvision_weights', 'torchvision_state_dict', 'timm_state_dict', 'map_state_dict', 'resnet_key', 'resnet_counterpart',
     # inspection: build, arch summaries, layer groups, FLOPs
     'arch_from_name', 'build_by_name', 'build_arch', 'build_on_meta', 'WEIGHTS_OFF', 'TimmName', 'weights_off_kwargs',
