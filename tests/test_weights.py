@@ -94,6 +94,7 @@ def test_sources_are_torchvision_and_timm_data():
         assert cfgs[tags[0]].url == enum.DEFAULT.url
         assert cfgs['a1_in1k'].hf_hub_id == f'timm/{resnet}.a1_in1k'
     assert timm.list_pretrained('resnetx50*') == ['resnetx50.a1_in1k', 'resnetx50.tv2_in1k', 'resnetx50.tv_in1k']
+    assert {n for n, cfg in RESNETX_CONFIGS.items() if resnet_counterpart(cfg)} == set(PRETRAINED_TAGS)   # every ResNet layout
 
 
 def projection_names(keys): return sorted({k.split('.shortcut.')[0] for k in keys})

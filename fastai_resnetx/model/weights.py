@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn, Tensor
+import timm
 from timm.models import clean_state_dict
 
 from .config import RESNETX_CONFIGS
@@ -22,7 +23,7 @@ __all__ = ['resnet_key', 'CheckpointError', 'WeightsReport', 'CHECKPOINT_SUFFIXE
 
 _UNIT_KEY = re.compile(r'^stage(\d+)\.(\d+)\.(branch|shortcut)\.(.+)$')
 CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.bin', '.ckpt', '.safetensors')
-_RESNETS = ('resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152')
+_RESNETS = [n for n in RESNETX_CONFIGS if n.removeprefix('resnetx').isdigit()]   # resnetx50 has resnet50's layout
 # the fields that decide which tensors a ResNetX has (fold, num_classes, in_chans, act, ... do not make it another ResNet)
 _LAYOUT = ('num_nodes', 'unit', 'widths', 'strides', 'stem', 'stem_width', 'shortcut', 'unit_kwargs')
 _COUNTER = re.compile(r'(^|\.)num_batches_tracked$')
@@ -218,7 +219,7 @@ def map_state_dict(state_dict:dict, model:nn.Module, source:str=None) -> dict:
 def _caller_level() -> int:
     "The `stacklevel` of the first frame outside this package and timm, so that a warning points at the user's line."
     frame, level = sys._getframe(1), 1
-    here = (os.path.dirname(os.path.dirname(__file__)), os.path.dirname(os.path.dirname(clean_state_dict.__code__.co_filename)))
+    here = (os.path.dirname(os.path.dirname(__file__)), os.path.dirname(timm.__file__))   # this package, and timm's loader
     while frame is not None and frame.f_code.co_filename.startswith(here): frame, level = frame.f_back, level + 1
     return level
 
