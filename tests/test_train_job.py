@@ -70,6 +70,12 @@ def test_batch_larger_than_the_training_set_is_reduced_with_a_note(tmp_path, cap
     assert "note: `bs` 64 is more than the 18 training images; using bs 18" in capsys.readouterr().out
     assert m['bs'] == 18 and len(m['learner'].recorder.losses) == 1                 # one real step, not zero
     assert json.loads((tmp_path / 'out' / 'metrics.json').read_text())['bs'] == 18
+    # the exported learner reads a file path (16-bit PNGs too) or a PILImage, at any size
+    learn = load_learner(tmp_path / 'out' / 'export.pkl')
+    img8 = np.asarray(Image.open(tmp_path / 'data' / 'valid' / '7' / '7_9.png').resize((64, 64), Image.BILINEAR))
+    Image.fromarray(img8.astype(np.uint16) * 257).save(tmp_path / 'deep.png')
+    by_path, by_image = learn.predict(tmp_path / 'deep.png'), learn.predict(PILImage(Image.fromarray(img8).convert('RGB')))
+    assert by_path[0] == by_image[0] and torch.allclose(by_path[2], by_image[2], atol=1e-4)
 
 
 @pytest.mark.slow

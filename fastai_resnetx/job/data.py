@@ -46,8 +46,9 @@ def _to_8bit(img:Image.Image) -> Image.Image:
     return img
 
 
-def open_image(fn) -> PILImage:
-    "An RGB `PILImage` from an 8- or 16-bit image file (`PILImage.create` would clip 16-bit values to white)."
+def open_image(fn:Path|str|Image.Image) -> PILImage:   # the input types let `test_dl` start here for paths and images
+    "An RGB `PILImage` from an 8- or 16-bit image file or PIL image (`PILImage.create` would clip 16-bit values to white)."
+    if isinstance(fn, Image.Image): return PILImage(_to_8bit(fn).convert('RGB'))
     with Image.open(fn) as img:
         img.load()
         return PILImage(_to_8bit(img).convert('RGB'))

@@ -1,6 +1,6 @@
 "The main job: train an arch on the built-in digits or an image folder, and write the learner, plots and metrics."
 import copy, json, os, shutil, signal, sys, time
-from contextlib import contextmanager
+from contextlib import contextmanager, ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -255,7 +255,10 @@ class _Progress:
 
 def _fit_and_evaluate(learn, s:TrainSettings, show:bool, progress) -> tuple:
     "Fit (in DDP under torchrun), then (loss, accuracy, predicted, actual) on the whole validation set, and the fit's seconds."
-    with _log_lines(learn, lines=not sys.stdout.isatty()) if show else learn.no_bar(), _data_parallel(learn):
+    with ExitStack() as stack:
+        for ctx in [_log_lines(learn, lines=not sys.stdout.isatty())] if show else [learn.no_bar(), learn.no_logging()]:
+            stack.enter_context(ctx)
+        stack.enter_context(_data_parallel(learn))
         t0 = time.time()
         _fit(learn, s)
         fit_s, progress.step = time.time() - t0, 'validating'
