@@ -249,3 +249,10 @@ def test_builders_never_download(monkeypatch, tmp_path):
                 pretrained_cfg=None, num_classes=10, **kwargs): ...
     assert weights_off_kwargs(builder) == dict(weights=None, weights_backbone=None, pretrained=False,
                                                pretrained_backbone=False, backbone_weights=None)
+
+def test_builds_leave_the_random_state_and_repeat():
+    "Random weights, the same on every build (so a data-dependent count repeats), and the user's random state untouched"
+    torch.manual_seed(1); expected = torch.rand(3)
+    torch.manual_seed(1)
+    first, second = build_arch(torchvision.models.resnet18).fc.weight, build_arch(torchvision.models.resnet18).fc.weight
+    assert torch.equal(torch.rand(3), expected) and torch.equal(first, second)
