@@ -69,6 +69,7 @@ def test_help_and_argument_errors_are_fast():
         assert seconds < 1.5, (argv, seconds)
 
 
+@pytest.mark.slow
 def test_console_script_and_module_share_the_front_door():
     cfg = (ROOT / 'setup.cfg').read_text()
     assert 'resnetx = resnetx_cli:main' in cfg and 'py_modules = resnetx_cli' in cfg
