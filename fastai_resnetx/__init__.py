@@ -40,8 +40,8 @@ __all__ = [
     'ResNetXConfig', 'RESNETX_CONFIGS', 'UnknownConfigKeyError', 'FoldUnit', 'Stage', 'ResNetX', 'num_params', 'create_resnetx',
     'resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152', 'resnetx_mbconv', 'resnetx_fused', 'RESNETX_ARCHS',
     # pretrained weights
-    'load_pretrained', 'PRETRAINED_TAGS', 'pretrained_tags', 'checkpoint_file', 'TimmWeights', 'WeightsReport', 'CheckpointError', 'CHECKPOINT_SUFFIXES', 'read_checkpoint',
-    'torchvision_weights', 'torchvision_state_dict', 'timm_state_dict', 'map_state_dict', 'resnet_key', 'resnet_counterpart',
+    'load_pretrained', 'PRETRAINED_TAGS', 'pretrained_tags', 'checkpoint_file', 'WeightsReport', 'CheckpointError', 'CHECKPOINT_SUFFIXES', 'read_checkpoint',
+    'torchvision_weights', 'map_state_dict', 'resnet_key', 'resnet_counterpart',
     # inspection: build, arch summaries, layer groups, FLOPs
     'arch_from_name', 'build_by_name', 'build_arch', 'build_on_meta', 'WEIGHTS_OFF', 'TimmName', 'weights_off_kwargs',
     'random_init_kwargs', 'ArchRow', 'ArchSummary', 'build_model', 'get_module', 'n_layers', 'arch_summary',

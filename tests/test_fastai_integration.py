@@ -92,10 +92,10 @@ def test_partial_and_resnetx_arch(tiny_dls):
     learn = vision_learner(tiny_dls, partial(resnetx18, fold=2), pretrained=False)   # fastai's defaults: no model_meta
     assert learn.splitter is default_split and all(isinstance(m, Stage) for m in learn.model[0][4:])
     with learn.no_bar(): learn.fit(1, 1e-3)
-    n = len(model_meta)
-    archs = [resnetx_arch('resnetx18', fold=2) for _ in range(3)] + [resnetx_arch(resnetx18, fold=2)]
+    n = len(model_meta)   # a configuration no other test registers (tests share a process under xdist)
+    archs = [resnetx_arch('resnetx18', fold=2, start_id=3) for _ in range(3)] + [resnetx_arch(resnetx18, fold=2, start_id=3)]
     assert len(model_meta) == n + 1 and all(a is archs[0] for a in archs)   # one entry per configuration
-    assert resnetx_arch('resnetx18', fold=1) is resnetx18 and resnetx_arch('resnetx18', fold=3) is not archs[0]
+    assert resnetx_arch('resnetx18', fold=1) is resnetx18 and resnetx_arch('resnetx18', fold=2) is not archs[0]
     learn = vision_learner(tiny_dls, archs[0], pretrained=False)
     assert learn.splitter is arch_splitter and len(learn.splitter(learn.model)) == 3
     assert n_params(learn.splitter(learn.model))[0] > n_params(arch_splitter(vision_learner(tiny_dls, resnetx18, pretrained=False).model))[0]   # fold 2: extra projections

@@ -10,7 +10,7 @@ from fastai.vision.learner import model_meta
 from fastai.vision.core import imagenet_stats
 
 from ..inspection.splitter import arch_splitter
-from ..model.archs import ARCHS, resnetx_mbconv, resnetx_fused
+from ..model.archs import ARCHS, pretrained_tags
 from ..model.config import RESNETX_CONFIGS, ALIASES
 
 __all__ = ['RESNETX_ARCHS', 'resnetx_arch']
@@ -23,7 +23,7 @@ def _meta(arch) -> dict:
     # cut=-2: the body is every child before `global_pool` and `fc` (stem layers and stages), as for torchvision's ResNet,
     # so fastai's `create_body` and `DynamicUnet` see (and hook) each stem layer and stage
     meta = {'cut': -2, 'split': arch_splitter, 'stats': imagenet_stats}   # groups derived from the structure
-    if arch not in (resnetx_mbconv, resnetx_fused): meta['weights'] = 'DEFAULT'   # fastai then calls arch(weights=...)
+    if pretrained_tags(arch.__name__): meta['weights'] = 'DEFAULT'   # fastai then calls arch(weights=...)
     return meta
 
 for _arch in ARCHS: model_meta[_arch] = model_meta[_arch.__name__] = _meta(_arch)

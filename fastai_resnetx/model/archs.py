@@ -57,7 +57,9 @@ def _canonical(kwargs:dict) -> dict:
     out = {}
     for k, v in kwargs.items():
         name = ALIASES.get(k, k)
-        if name in out: raise ValueError(f"`{k}` and `{name}` name the same setting: pass only `{name}`")
+        if name in out:
+            hint = " (through fastai's learners: `n_in=`)" if name == 'in_chans' else ''
+            raise ValueError(f"`{k}` and `{name}` name the same setting: pass only `{name}`{hint}")
         out[name] = v
     return out
 

@@ -18,8 +18,7 @@ from .config import RESNETX_CONFIGS
 from .resnetx import ResNetX
 
 __all__ = ['resnet_key', 'CheckpointError', 'WeightsReport', 'CHECKPOINT_SUFFIXES', 'resnet_counterpart',
-           'read_checkpoint', 'checkpoint_file', 'map_state_dict',
-           'TimmWeights', 'torchvision_state_dict', 'timm_state_dict']   # last line: see the end of this file
+           'read_checkpoint', 'checkpoint_file', 'map_state_dict']
 
 _UNIT_KEY = re.compile(r'^stage(\d+)\.(\d+)\.(branch|shortcut)\.(.+)$')
 CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.bin', '.ckpt', '.safetensors')
@@ -222,9 +221,3 @@ def _caller_level() -> int:
     here = (os.path.dirname(os.path.dirname(__file__)), os.path.dirname(timm.__file__))   # this package, and timm's loader
     while frame is not None and frame.f_code.co_filename.startswith(here): frame, level = frame.f_back, level + 1
     return level
-
-
-# Still listed in the package's `__all__` (fastai_resnetx/__init__.py, not this module's to edit) but gone: timm's tags
-# ('timm:resnet50.a1_in1k', weights='a1_in1k') and a file replace `TimmWeights`; `checkpoint_file` + `read_checkpoint`
-# replace the two readers. Remove these three names together with their entries there.
-TimmWeights = torchvision_state_dict = timm_state_dict = None
