@@ -41,6 +41,7 @@ def quick_run(tmp_path_factory):
     return json.loads(js.read_text()), md.read_text()
 
 
+@pytest.mark.slow
 def test_json_has_every_run_and_field(quick_run):
     res, _ = quick_run
     abl = _load_script()
@@ -72,6 +73,7 @@ def test_json_has_every_run_and_field(quick_run):
         assert set(abl.DIFF_FIELDS) <= set(d) and d['n_pairs'] == 1
 
 
+@pytest.mark.slow
 def test_markdown_tables_parse(quick_run):
     res, md = quick_run
     assert res['meta']['command'] in md

@@ -19,6 +19,7 @@ def test_notebooks_found():
         assert name in names, f'{name} is missing from {NBS}: {names}'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path):
     nb = nbformat.read(path, as_version=4)
