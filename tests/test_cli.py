@@ -72,7 +72,7 @@ def test_help_and_argument_errors_are_fast():
 @pytest.mark.slow
 def test_console_script_and_module_share_the_front_door():
     cfg = (ROOT / 'setup.cfg').read_text()
-    assert 'resnetx = resnetx_cli:main' in cfg and 'py_modules = resnetx_cli' in cfg
+    assert 'resnetx = resnetx_cli:main' in cfg and 'resnetx_cli*' in cfg
     from fastai_resnetx.job.train import TRAIN_DEFAULTS
     assert resnetx_cli.DEFAULTS == TRAIN_DEFAULTS                 # the --help defaults are the real ones
     res = subprocess.run([sys.executable, '-m', 'fastai_resnetx', 'train', '--bs', '1'], capture_output=True, text=True, timeout=300)

@@ -148,7 +148,7 @@ def test_model_failing_on_input_names_module():
     (dict(input_size=(1, 0, 4)), ValueError, r'input_size=\(1, 0, 4\) is not a shape'),
     (dict(input_size='1x3x224x224'), ValueError, 'input_size='),
     (dict(device='gpu0'), ValueError, r"device='gpu0' is not a torch device"),
-    (dict(max_depth=-1), ValueError, 'max_depth=-1'),
+    (dict(max_depth=-1), ValueError, r'`max_depth` must be an integer >= 0 \(or None: all rows; 0: the model only\), got -1'),
 ])
 def test_bad_arguments(kwargs, err, match):
     with pytest.raises(err, match=match): model_summary(nn.Linear(2, 2), **kwargs)

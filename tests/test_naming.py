@@ -3,7 +3,7 @@ import pytest, timm, torchvision
 from fastai_resnetx import resnetx18, model_summary, arch_summary
 from fastai_resnetx.inspection.build import arch_from_name, build_arch, TimmName
 from fastai_resnetx.job.train import resolve_arch
-from fastai_resnetx.job.cli import main
+from resnetx_cli import main
 
 def test_names_shared_with_torchvision_are_torchvisions():
     assert arch_from_name('resnet50') is torchvision.models.resnet50            # fastai's resnet50 is torchvision's too

@@ -42,11 +42,8 @@ def random_init_kwargs(arch, lenient:bool=False) -> dict:
 
 def _resnetx_archs() -> dict:
     "Our arch names and their entry points"
-    try: from ..model import archs as entry_points       # the entry points' module (`model/archs.py`)
-    except ImportError: from ..model import resnetx as entry_points
-    from ..model import config
-    names = getattr(config, 'RESNETX_CONFIGS', None) or entry_points.RESNETX_CONFIGS
-    return {name: getattr(entry_points, name) for name in names if hasattr(entry_points, name)}
+    from ..model.archs import ARCHS
+    return {arch.__name__: arch for arch in ARCHS}
 
 
 class TimmName(str):

@@ -16,6 +16,7 @@ from fastcore.basics import store_attr
 from fastcore.foundation import L
 
 from .build import build_arch, build_on_meta
+from ..checks import check_int
 
 __all__ = ['CONVENTION', 'SummaryRow', 'ModelSummary', 'model_summary']
 
@@ -320,8 +321,7 @@ def model_summary(model_or_arch, input_size=(1, 3, 224, 224), device='meta', max
         if not all(isinstance(t, torch.Tensor) for t in inputs):
             raise TypeError(f'inputs: expected a tensor or a list of tensors, got {[type(t).__name__ for t in inputs]}')
         sizes = tuple(tuple(t.shape) for t in inputs)
-    if max_depth is not None and not (isinstance(max_depth, numbers.Integral) and max_depth >= 0):
-        raise ValueError(f'max_depth={max_depth!r}: expected None (all rows) or an int >= 0 (0: the model only)')
+    if max_depth is not None: check_int('max_depth', max_depth, 0, also='or None: all rows; 0: the model only')
     model, rebuild = _model_of(model_or_arch, dev, **kwargs)
     dtype, why = _first_float_dtype(model), None
     try: rows, total = _count(model, _inputs_on(inputs, sizes, dtype, dev), dev, sizes)

@@ -9,6 +9,7 @@ from fastcore.foundation import L
 from fastai.vision.models.unet import DynamicUnet
 
 from .arch_summary import _describe
+from ..checks import check_int
 
 __all__ = ['LayerGroup', 'arch_groups', 'arch_splitter', 'stage_splitter']
 
@@ -166,8 +167,7 @@ def arch_groups(model, n_groups=3):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model={_describe(model)} (a {type(model).__name__}) is not an nn.Module; "
                         f"a splitter takes the built model (use `build_model(arch)` for an arch)")
-    if n_groups is not None and (isinstance(n_groups, bool) or not isinstance(n_groups, int) or n_groups < 2):
-        raise ValueError(f"n_groups={n_groups!r}; allowed: an int >= 2, or None for one group per stage")
+    if n_groups is not None: check_int('n_groups', n_groups, 2, also='or None: one group per stage')
     stem,stages,head,head_role = _structure(model)
     has_head = any(p.params for p in head)
     if not has_head:   # a body without a classifier: what follows the last stage stays with it

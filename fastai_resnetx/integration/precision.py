@@ -14,6 +14,8 @@ from fastai.learner import Learner
 from fastai.callback.fp16 import AMPMode, MixedPrecision
 from fastai.torch_core import default_device
 
+from ..checks import check_int
+
 __all__ = ['BF16MixedPrecision', 'machine_kind', 'BF16_TRAIN_SPEEDUP', 'pick_precision', 'apply_precision', 'PRECISIONS']
 
 PRECISIONS = ('fp32', 'bf16')
@@ -98,8 +100,7 @@ BF16_MIN_GAIN = 1.05  # below this the measured gain is within a shared machine'
 
 def pick_precision(arch:str, size:int, device=None) -> str:
     "The faster of 'fp32' and 'bf16' for training `arch` at `size` px on this kind of machine (fp32 where unmeasured)."
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        raise ValueError(f"`size` must be a positive int (px), got {size!r}")
+    check_int('size', size, 1, also='px')
     table = BF16_TRAIN_SPEEDUP.get(machine_kind(device), {})
     rows = {k: v for k, v in table.items() if k[0] == arch} or table  # another arch: the nearest size of any arch
     if not rows: return 'fp32'

@@ -3,8 +3,9 @@ import sys
 
 from .train import resolve_arch, check_input_size, atomic_write, train, one_line_memory_error
 from .plots import plot_topology
+from resnetx_cli.runs import process_seconds
 
-__all__ = ['run', 'main']
+__all__ = ['run']
 
 
 def _summary(args):
@@ -26,7 +27,6 @@ def _plot(args):
 
 
 def _train(args):
-    from resnetx_cli import process_seconds
     m = train(args.data, out=args.out, arch=args.arch, fold=args.fold, epochs=args.epochs, size=args.size, bs=args.bs,
               lr=args.lr, pretrained=args.pretrained, precision=args.precision, seed=args.seed)
     if m['rank'] == 0:
@@ -39,12 +39,3 @@ def run(args):
     import matplotlib; matplotlib.use('Agg')
     with one_line_memory_error(getattr(args, 'size', None), getattr(args, 'bs', None)):
         {'train': _train, 'summary': _summary, 'plot': _plot}[args.command](args)
-
-
-def main(argv=None):
-    "The `resnetx` command (see `resnetx_cli.main`)."
-    from resnetx_cli import main as _main
-    return _main(argv)
-
-
-if __name__ == '__main__': sys.exit(main())

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from resnetx_cli import is_run_folder   # the front door's rule: one rule for what is a run folder
+from ..checks import check_int
+from resnetx_cli.runs import is_run_folder   # the front door's rule: one rule for what is a run folder
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, PILImage, PILImageBW, RandomSplitter, IndexSplitter,
                                Resize, aug_transforms, image_extensions, verify_images)
 
@@ -64,7 +65,7 @@ def digits_dls(size:int=32, bs:int=64, valid_pct:float=0.2, seed:int=42, augment
                n_items:int=None, num_workers:int=0, **kwargs):
     "DataLoaders of scikit-learn's 1797 real 8x8 handwritten digits (or the first `n_items`), upscaled to `size`, fixed split."
     from sklearn.datasets import load_digits
-    _check_positive('size', size); _check_positive('bs', bs)
+    check_int('size', size, 1); check_int('bs', bs, 1)
     if not 0 < valid_pct < 1: raise ValueError(f"`valid_pct` must be in (0, 1), got {valid_pct!r}")
     digits = load_digits()
     n = len(digits.images) if n_items is None else min(n_items, len(digits.images))
@@ -88,11 +89,6 @@ def with_resize(dls, size:int):
     for dl in dls.loaders:
         if not any(isinstance(t, Resize) for t in dl.after_item.fs): dl.after_item.add(Resize(size))
     return dls
-
-
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}")
 
 
 # ---- image folders ----
@@ -214,7 +210,7 @@ def _check_readable(files):
 def folder_dls(path, size:int=64, bs:int=32, valid_pct:float=0.2, seed:int=42, augment:bool=True, num_workers:int=0,
                items:FolderItems=None, **kwargs):
     "DataLoaders from an image folder (see `read_folder`; `items`: its result, when already read)."
-    _check_positive('size', size); _check_positive('bs', bs)
+    check_int('size', size, 1); check_int('bs', bs, 1)
     items = items or read_folder(path, valid_pct, seed)
     _check_readable(items.files)
     dblock = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=items.classes)), get_x=open_image,

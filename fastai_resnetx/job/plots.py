@@ -7,7 +7,7 @@ from torch import nn
 
 from ..model.resnetx import ResNetX
 from ..model.config import RESNETX_CONFIGS
-from ..model.archs import create_resnetx
+from ..inspection.build import build_arch
 
 __all__ = ['skip_kinds', 'plot_topology', 'plot_confusion_matrix']
 
@@ -18,12 +18,11 @@ def _as_resnetx(model_or_arch, **overrides) -> ResNetX:
     if isinstance(model_or_arch, ResNetX):
         if overrides: raise ValueError(f"config overrides {sorted(overrides)} need an arch, not a built model")
         return model_or_arch
-    if isinstance(model_or_arch, str):
-        return create_resnetx(model_or_arch, **overrides)
-    if callable(model_or_arch) and getattr(model_or_arch, '__name__', None) in RESNETX_CONFIGS:
-        return model_or_arch(pretrained=False, **overrides)
-    raise ValueError(f"`model_or_arch` must be a ResNetX, a ResNetX arch or one of {sorted(RESNETX_CONFIGS)}, "
-                     f"got {model_or_arch!r}")
+    name = model_or_arch if isinstance(model_or_arch, str) else getattr(model_or_arch, '__name__', None)
+    if name not in RESNETX_CONFIGS:
+        raise ValueError(f"`model_or_arch` must be a ResNetX, a ResNetX arch or one of {sorted(RESNETX_CONFIGS)}, "
+                         f"got {model_or_arch!r}")
+    return build_arch(model_or_arch, **overrides)   # the one way every tool builds an arch: random weights, no download
 
 
 def skip_kinds(model:ResNetX) -> list:

@@ -19,8 +19,9 @@ from ..model import archs as _resnetx
 from .data import digits_dls, folder_dls, read_folder, digits_split_sizes, available_memory, with_resize
 from .plots import plot_confusion_matrix
 from ..integration.distributed import distrib_kwargs
+from ..checks import check_int, check_float, check_choice
 from ..integration.precision import pick_precision, apply_precision, PRECISIONS
-from resnetx_cli import check_out_folder, is_run_folder
+from resnetx_cli.runs import check_out_folder, is_run_folder
 
 __all__ = ['TRAIN_DEFAULTS', 'TrainSettings', 'resolve_arch', 'resnetx_arch', 'fused_adamw', 'check_input_size',
            'fit_batch_size', 'EpochLines', 'train']
@@ -48,13 +49,6 @@ def resolve_arch(name:str, fold:int=None):
     return arch
 
 
-def _check(name, value, kind, minimum, maximum=None):
-    ok = not isinstance(value, bool) and isinstance(value, kind) and minimum <= value <= (maximum or value)
-    if not ok:
-        allowed = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
-        raise ValueError(f"`{name}` must be {'an integer' if kind is int else 'a number'} {allowed}, got {value!r}")
-
-
 @dataclass
 class TrainSettings:
     "What `train` trains and how (`fold` None: the default for a ResNetX arch; `precision` None: the faster here)."
@@ -70,13 +64,11 @@ class TrainSettings:
 
     def checked(self):
         "These settings with the defaults filled in, or a `ValueError` naming the first bad one and what is allowed."
-        _check('epochs', self.epochs, int, 1); _check('size', self.size, int, 8); _check('bs', self.bs, int, 2)
-        _check('seed', self.seed, int, 0)
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < 10:
-            raise ValueError(f"`lr` must be a number in (0, 10), got {self.lr!r}")
-        if self.precision not in (None, *PRECISIONS): raise ValueError(f"`precision` must be one of {list(PRECISIONS)} or None, got {self.precision!r}")
+        check_int('epochs', self.epochs, 1); check_int('size', self.size, 8); check_int('bs', self.bs, 2)
+        check_int('seed', self.seed, 0); check_float('lr', self.lr, 0, 10, open_min=True, open_max=True)
+        check_choice('precision', self.precision, (None, *PRECISIONS))
         if self.fold is None and self.arch in RESNETX_CONFIGS: self.fold = TRAIN_DEFAULTS['fold']
-        if self.fold is not None: _check('fold', self.fold, int, 1)
+        if self.fold is not None: check_int('fold', self.fold, 1)
         if self.precision is None: self.precision = pick_precision(self.arch, self.size)
         return self
 

@@ -1,14 +1,16 @@
 """The `resnetx` command's front door: parse and check every argument, then hand over to `fastai_resnetx.job`.
 
 It lives outside the package on purpose: importing anything in `fastai_resnetx` imports fastai and torch (seconds),
-and `resnetx --help` or a bad argument should answer at once. Only the standard library is imported here.
+and `resnetx --help` or a bad argument should answer at once. Only the standard library is imported here; `resnetx_cli.runs` holds
+the rules about run folders that the front door and the job (`fastai_resnetx.job`) share.
 """
-import argparse, math, os, signal, sys, time
+import argparse, math, signal, sys
 from pathlib import Path
+
+from .runs import process_seconds, check_out_folder, check_writable
 
 __all__ = ['main', 'parser', 'process_seconds', 'Terminated', 'SIZE_RANGE', 'FOLD_RANGE']
 
-_T0 = time.time()
 SIZE_RANGE, FOLD_RANGE, BS_RANGE, EPOCHS_RANGE, SEED_RANGE = (8, 2048), (1, 64), (2, 4096), (1, 1000), (0, 2**32 - 1)
 PLOT_FORMATS = ('.png', '.pdf', '.svg')
 # defaults of `resnetx train`, the same as `fastai_resnetx.job.train.TRAIN_DEFAULTS` (a test keeps them equal)
@@ -20,14 +22,6 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum, frame): raise Terminated()
-
-
-def process_seconds() -> float:
-    "Seconds since this process started (interpreter start-up and imports included)."
-    try:
-        import psutil
-        return time.time() - psutil.Process().create_time()
-    except Exception: return time.time() - _T0
 
 
 def integer(lo:int, hi:int, why:str=''):
@@ -112,38 +106,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _nearest_existing(path:Path) -> Path:
-    path = path.absolute()
-    while not path.exists() and path != path.parent: path = path.parent
-    return path
-
-
-def _check_writable(folder:Path, arg:str):
-    "The nearest existing folder at or above `folder` takes a new file (probed, not assumed: root ignores modes)."
-    base = _nearest_existing(folder)
-    if not base.is_dir(): raise ValueError(f"`{arg}` {str(folder)!r}: {str(base)!r} is a file, not a folder")
-    import tempfile
-    try: os.rmdir(tempfile.mkdtemp(prefix='.resnetx-probe-', dir=base))
-    except OSError as e: raise ValueError(f"`{arg}` {str(folder)!r} cannot be written: {e.strerror} ({base})") from None
-
-
-def is_run_folder(path:Path) -> bool:
-    "Whether `path` holds an earlier run's outputs (`export.pkl` and `metrics.json`)."
-    return (Path(path) / "export.pkl").is_file() and (Path(path) / "metrics.json").is_file()
-
-
-def check_out_folder(out:Path, data:Path=None):
-    "`--out` of `train`: new, empty or an earlier run's, writable, and neither the data folder nor above it."
-    if out.exists() and not out.is_dir(): raise ValueError(f"`--out` {str(out)!r} is a file, not a folder")
-    if data is not None:
-        d, o = data.resolve(), out.resolve()
-        if o == d or o in d.parents:
-            raise ValueError(f"`--out` {str(out)!r} holds the `--data` folder: the run would replace it; choose another folder")
-    if out.is_dir() and any(out.iterdir()) and not is_run_folder(out):
-        raise ValueError(f"`--out` {str(out)!r} holds other files (not an earlier run's outputs): choose a new or empty folder")
-    _check_writable(out.parent, '--out')
-
-
 def check_paths(args):
     "The file-system arguments, before anything heavy is imported."
     if args.command == 'train':
@@ -156,7 +118,7 @@ def check_paths(args):
             raise ValueError(f"`--out` must end in {', '.join(PLOT_FORMATS)}, got {str(args.out)!r}")
         if not args.out.absolute().parent.is_dir():
             raise ValueError(f"`--out` {str(args.out)!r}: folder {str(args.out.parent)!r} does not exist")
-        _check_writable(args.out.absolute().parent, '--out')
+        check_writable(args.out.absolute().parent, '--out')
 
 
 def _stopped(e:KeyboardInterrupt) -> int:
@@ -182,5 +144,3 @@ def main(argv=None) -> int:
         return 2
     return 0
 
-
-if __name__ == '__main__': sys.exit(main())
