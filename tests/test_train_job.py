@@ -171,5 +171,5 @@ def test_train_writes_outputs_and_records_the_precision(tmp_path):
     assert metrics['n_train'] + metrics['n_valid'] == 240 and metrics['precision'] == pick_precision('resnetx18', 16)
     trained, loaded = m['learner'].model.state_dict(), load_learner(tmp_path / 'export.pkl').model.state_dict()
     assert trained.keys() == loaded.keys() and all(torch.equal(trained[k], loaded[k]) for k in trained)
-    with pytest.raises(ValueError, match=r"`precision` must be one of \['fp32', 'bf16'\] or None, got 'fp16'"):
+    with pytest.raises(ValueError, match=r"`precision` must be one of \['fp32', 'bf16', None\], got 'fp16'"):
         train(n_items=240, epochs=1, precision='fp16', out=tmp_path / 'x')

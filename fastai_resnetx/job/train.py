@@ -66,7 +66,7 @@ class TrainSettings:
         "These settings with the defaults filled in, or a `ValueError` naming the first bad one and what is allowed."
         check_int('epochs', self.epochs, 1); check_int('size', self.size, 8); check_int('bs', self.bs, 2)
         check_int('seed', self.seed, 0); check_float('lr', self.lr, 0, 10, open_min=True, open_max=True)
-        check_choice('precision', self.precision, (None, *PRECISIONS))
+        check_choice('precision', self.precision, (*PRECISIONS, None))
         if self.fold is None and self.arch in RESNETX_CONFIGS: self.fold = TRAIN_DEFAULTS['fold']
         if self.fold is not None: check_int('fold', self.fold, 1)
         if self.precision is None: self.precision = pick_precision(self.arch, self.size)
