@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from fastai.vision.all import load_learner, PILImage
+from fastai.vision.all import load_learner, PILImage, MixedPrecision, accuracy
 
 from resnetx_cli import main
 from fastai_resnetx import train
@@ -173,3 +173,15 @@ def test_train_writes_outputs_and_records_the_precision(tmp_path):
     assert trained.keys() == loaded.keys() and all(torch.equal(trained[k], loaded[k]) for k in trained)
     with pytest.raises(ValueError, match=r"`precision` must be one of \['fp32', 'bf16', None\], got 'fp16'"):
         train(n_items=240, epochs=1, precision='fp16', out=tmp_path / 'x')
+
+
+@pytest.mark.slow
+def test_bf16_run_reports_the_accuracy_the_exported_learner_gets(tmp_path):
+    "Trained in bf16, the exported learner predicts in fp32: the accuracy in metrics.json is the exported learner's."
+    m = train(n_items=240, epochs=2, size=16, bs=32, precision='bf16', out=tmp_path, show=False)
+    metrics = json.loads((tmp_path / 'metrics.json').read_text())
+    learn = load_learner(tmp_path / 'export.pkl')
+    assert metrics['precision'] == 'bf16' and not any(isinstance(c, MixedPrecision) for c in learn.cbs)
+    preds, targs, losses = learn.get_preds(dl=learn.dls.test_dl(m['learner'].dls.valid_ds.items, with_labels=True), with_loss=True)
+    assert preds.dtype == torch.float32 and float(accuracy(preds, targs)) == pytest.approx(metrics['valid_accuracy'], abs=1e-6)
+    assert float(losses.mean()) == pytest.approx(metrics['valid_loss'], rel=1e-5)   # a bf16 evaluation differs in the 3rd digit

@@ -214,6 +214,7 @@ def _data_parallel(learn):
 
 def _evaluate(learn) -> tuple:
     "(loss, accuracy, predicted classes, true classes) on the whole validation set (gathered from every process)."
+    learn.to_fp32()   # evaluated as the exported learner predicts (fp32), whatever precision trained it
     history = {k: getattr(learn.recorder, k) for k in ('lrs', 'iters', 'losses', 'values')}
     preds, targs, losses = learn.get_preds(with_loss=True)
     for k, v in history.items(): setattr(learn.recorder, k, v)   # get_preds starts a new history: keep the training's
