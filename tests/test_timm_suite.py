@@ -1,13 +1,10 @@
 """timm's OWN model tests (`tests/test_models.py` of the installed timm's sdist, fetched at test time, never copied here)
 run on our archs, offline: what every timm model must do, checked by timm.
 
-What runs, and why not more:
-- `-k` picks every test of resnetx18 (basic blocks: torchvision's resnet18 at fold 1; tags tv_in1k and a1_in1k),
-  resnetx18_fold3 (registered below for this run only: the named archs are fold 1, and it takes a fold > 1 for skips to
-  cross stages, which is what prune, intermediates and FX must get right) and resnetx_mbconv (MBConv + squeeze-excitation,
-  no activation after the add, no weights), and the config tests of resnetx50's tags (bottlenecks; tv2_in1k is 176 px).
-  The rest is the same code at other depths (resnetx34/50/101/152) or the other MBConv (resnetx_fused): all 7 archs and
-  their tags are 100+ tests and 4-5 minutes on one core; this selection is about a minute.
+What runs: `-k resnetx`, every test of every registered ResNetX arch and pretrained tag (resnetx18/34/50/101/152,
+  resnetx_mbconv, resnetx_fused) plus resnetx18_fold3 (registered below for this run only: the named archs are fold 1,
+  and it takes a fold > 1 for skips to cross stages, which is what prune, intermediates and FX must get right); about
+  2 minutes on one core.
 - Excluded by name: `test_model_forward_torchscript`. `torch.jit.script` of the whole model cannot work: the earlier
   outputs that folded skips read travel as a Python attribute on a stage's output tensor, which TorchScript cannot type,
   and `torch.jit.script` is deprecated in torch 2.14. `test_model_forward_fx_torchscript` runs and passes: a TorchScript
@@ -19,8 +16,9 @@ import os, re, subprocess, sys, tarfile, textwrap, xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest, timm
+from fastai_resnetx.model.archs import ARCHS, PRETRAINED_TAGS
 
-SELECT = '(resnetx18 or resnetx_mbconv or (resnetx50 and test_model_default_cfgs)) and not test_model_forward_torchscript'
+SELECT = 'resnetx and not test_model_forward_torchscript'
 # registered for this run only (the harness below): the folded arch, and the module name timm's intermediate tests select by
 FOLDED = {'resnetx18_fold3': ('resnetx18', 3)}
 MODULES = ('archs', 'resnetx_folded')
@@ -95,7 +93,7 @@ def test_timm_test_models_passes_on_resnetx(tmp_path):
     version = timm.__version__
     (tmp_path / 'test_models.py').write_text(patched_test_models(timm_sdist(version), version))
     (tmp_path / 'resnetx_folded.py').write_text(FOLDED_MODULE.format(folded=FOLDED))
-    (tmp_path / 'conftest.py').write_text(CONFTEST.format(archs=['resnetx18']))
+    (tmp_path / 'conftest.py').write_text(CONFTEST.format(archs=sorted(PRETRAINED_TAGS)))   # every arch with weights
     env = dict(os.environ, TORCH_HOME=str(tmp_path / 'torch'), HF_HUB_CACHE=str(tmp_path / 'hf'), HF_HUB_OFFLINE='1',
                OMP_NUM_THREADS='1', PYTHONPATH=str(tmp_path))
     env.pop('GITHUB_ACTIONS', None)   # timm's tests change their model filters on GitHub: run the same set everywhere
@@ -113,6 +111,8 @@ def test_timm_test_models_passes_on_resnetx(tmp_path):
             'test_model_forward_intermediates', 'test_model_forward_intermediates_features', 'test_model_forward_fx',
             'test_model_backward_fx', 'test_model_forward_fx_torchscript', 'test_prune_intermediate_layers_contract',
             'test_model_load_pretrained', 'test_model_features_pretrained'} <= names, names
-    for arch in ('resnetx18', 'resnetx_mbconv', *FOLDED, 'resnetx50.tv2_in1k', 'resnetx18.a1_in1k'):
+    tags = [f'{arch}.{tag}' for arch, ts in PRETRAINED_TAGS.items() for tag in ts]
+    for arch in (*[a.__name__ for a in ARCHS], *FOLDED, *tags):
         assert any(n.endswith((f'-{arch}]', f'[{arch}]')) for n in outcome), f'no test of {arch} ran'
     assert [n for n, o in outcome.items() if o == 'skipped'] == [] and r.returncode == 0, r.stdout[-3000:]
+    print(f"timm {version} tests/test_models.py -k '{SELECT}': {len(outcome)} passed")
