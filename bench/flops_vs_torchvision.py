@@ -76,8 +76,8 @@ def write(rows, out):
     slowest = sorted({(r[1].split('.')[0], r[2]): r for r in rows}.values(), key=lambda r: -r[6][0])[:8]
     lines = ['# Our FLOPs counter vs torchvision\'s published `_ops`', '',
              f'`python bench/flops_vs_torchvision.py`; torch {torch.__version__}, torchvision {torchvision.__version__}, '
-             f'{platform.machine()}, {torch.get_num_threads()} thread(s), on a shared 2-core machine (load average {load:.1f} at the end: '
-             'wall times are inflated; the CPU seconds of the process are the steadier measure). '
+             f'{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s); load average {load:.1f} at the end, this '
+             'run included (above the thread count, other work was running: wall times are inflated, CPU seconds are steadier). '
              'GMACs = torchvision\'s `_ops` (multiply-adds of convolutions, linear layers, matmuls and attention, bias '
              'excluded); "exact": equal to torchvision\'s 3 decimals. Time: one `model_summary(name, size)` call, build '
              'with random weights included (best of 2 on meta, one call elsewhere); device: where it counted (meta, else CPU with a real input).', '',
