@@ -7,9 +7,9 @@ the rules about run folders that the front door and the job (`fastai_resnetx.job
 import argparse, math, signal, sys
 from pathlib import Path
 
-from .runs import process_seconds, check_out_folder, check_writable
+from .runs import check_out_folder, check_writable   # also starts the process clock's fallback (runs._T0) at once
 
-__all__ = ['main', 'parser', 'process_seconds', 'Terminated', 'SIZE_RANGE', 'FOLD_RANGE']
+__all__ = ['main', 'parser', 'Terminated', 'SIZE_RANGE', 'FOLD_RANGE']
 
 SIZE_RANGE, FOLD_RANGE, BS_RANGE, EPOCHS_RANGE, SEED_RANGE = (8, 2048), (1, 64), (2, 4096), (1, 1000), (0, 2**32 - 1)
 PLOT_FORMATS = ('.png', '.pdf', '.svg')

@@ -1,6 +1,4 @@
 "The work behind the `resnetx` command (`resnetx_cli` parses and checks the arguments, then calls `run`)."
-import sys
-
 from .train import resolve_arch, check_input_size, atomic_write, train, one_line_memory_error
 from .plots import plot_topology
 from resnetx_cli.runs import process_seconds

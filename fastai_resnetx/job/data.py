@@ -5,10 +5,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from ..checks import check_int
-from resnetx_cli.runs import is_run_folder   # the front door's rule: one rule for what is a run folder
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, PILImage, PILImageBW, RandomSplitter, IndexSplitter,
                                Resize, aug_transforms, image_extensions, verify_images)
+from resnetx_cli.runs import is_run_folder   # the front door's rule: one rule for what is a run folder
+
+from ..checks import check_int
 
 __all__ = ['DigitImage', 'DigitLabel', 'open_image', 'FolderLabel', 'FolderItems', 'read_folder', 'find_images',
            'available_memory', 'digits_split_sizes', 'digits_dls', 'folder_dls', 'VALID_FOLDERS']
