@@ -215,7 +215,7 @@ def _finish(learn, timer, t_fit):
 
 def run_resnetx(args, device, seed, experiment, model, fold, overrides=None, checkpoint=None):
     "One training run of a ResNetX (random init, or warm-started from `checkpoint`); returns its record."
-    from fastai.vision.all import vision_learner, accuracy, set_seed, model_meta, Normalize, imagenet_stats
+    from fastai.vision.all import vision_learner, accuracy, set_seed, Normalize, imagenet_stats
     from fastai_resnetx.job.train import resnetx_arch
     overrides = dict(overrides or {})
     rec = _record(args, device, seed, experiment, model, fold, overrides,
@@ -224,15 +224,15 @@ def run_resnetx(args, device, seed, experiment, model, fold, overrides=None, che
                       f'fine_tune({max(args.epochs - 1, 1)}, base_lr={args.lr}, freeze_epochs=1)'
     dls = make_dls(args, seed, device)
     arch_fn = resnetx_arch(args.arch, fold=fold, **overrides)
-    if checkpoint is not None:
-        dls.add_tfms([Normalize.from_stats(*imagenet_stats)], 'after_batch')
-        # fastai's pretrained path: vision_learner calls arch(weights=meta['weights']), ResNetX loads that file
-        model_meta[arch_fn] = {**model_meta[arch_fn], 'weights': str(checkpoint['file'])}
+    if checkpoint is not None: dls.add_tfms([Normalize.from_stats(*imagenet_stats)], 'after_batch')
     set_seed(seed, reproducible=True)                       # same init RNG state for every model of this seed
     timer = TrainTimer(device)
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*projections have no counterpart.*')
-        learn = vision_learner(dls, arch_fn, pretrained=checkpoint is not None, metrics=accuracy, cbs=timer)
+        # fastai's pretrained path with vision_learner's own `weights=`: arch(weights=file), ResNetX loads that file
+        # (model_meta stays as it is: the entry at fold 1 is the package's own `resnetx18`)
+        learn = vision_learner(dls, arch_fn, pretrained=checkpoint is not None, metrics=accuracy, cbs=timer,
+                               weights=None if checkpoint is None else str(checkpoint['file']))
     _quiet(learn)
     rec.update(n_train=len(dls.train_ds), n_valid=len(dls.valid_ds))
     rec['params'], rec['flops'] = _model_cost(learn.model, args.size)

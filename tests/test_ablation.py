@@ -42,6 +42,15 @@ def quick_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_warm_start_leaves_fastais_model_meta_as_it_was(quick_run):
+    "The warm-start runs load their checkpoint through vision_learner's `weights=`, not by rewriting the shared entry."
+    from fastai.vision.all import model_meta
+    import fastai_resnetx
+    assert any(r['init'] != 'random' for r in quick_run[0]['runs'])          # warm-start runs did happen
+    assert model_meta[fastai_resnetx.resnetx18]['weights'] == 'DEFAULT' == model_meta['resnetx18']['weights']
+
+
+@pytest.mark.slow
 def test_json_has_every_run_and_field(quick_run):
     res, _ = quick_run
     abl = _load_script()
