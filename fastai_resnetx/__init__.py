@@ -49,7 +49,7 @@ __all__ = [
     'CONVENTION', 'SummaryRow', 'ModelSummary', 'model_summary',
     # fastai, distributed training, precision
     'resnetx_arch', 'learner_table', 'model_inputs', 'distrib_kwargs',
-    'BF16MixedPrecision', 'machine_kind', 'BF16_TRAIN_SPEEDUP', 'pick_precision', 'apply_precision', 'PRECISIONS',
+    'BF16MixedPrecision', 'NonFiniteGradientsError', 'machine_kind', 'BF16_TRAIN_SPEEDUP', 'pick_precision', 'apply_precision', 'PRECISIONS',
     # data, plots and the main job
     'DigitImage', 'DigitLabel', 'open_image', 'FolderLabel', 'FolderItems', 'read_folder', 'find_images',
     'available_memory', 'digits_split_sizes', 'digits_dls', 'folder_dls', 'VALID_FOLDERS',

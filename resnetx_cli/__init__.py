@@ -139,7 +139,9 @@ def main(argv=None) -> int:
         cli.run(args)
     except KeyboardInterrupt as e: return _stopped(e)
     except (ValueError, OSError, MemoryError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = str(e).strip().splitlines()
+        if len(lines) > 1 and lines[0].startswith('Exception occured in `'): lines = lines[1:]   # fastai's callback prefix
+        msg = lines[0].strip() if lines else type(e).__name__
         print(f'{prog}: error: {msg}', file=sys.stderr)
         return 2
     return 0

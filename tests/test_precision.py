@@ -5,12 +5,12 @@ import pytest
 import torch
 from torch import nn
 from fastai.vision.all import vision_learner, accuracy, first, set_seed, Callback, ShortEpochCallback, MixedPrecision
-from fastai_resnetx import resnetx18, BF16MixedPrecision, BF16_TRAIN_SPEEDUP, pick_precision, apply_precision
+from fastai_resnetx import resnetx18, BF16MixedPrecision, BF16_TRAIN_SPEEDUP, pick_precision, apply_precision, NonFiniteGradientsError
 from fastai_resnetx.integration import precision
 from fastai_resnetx.job.data import digits_dls
 
 
-def tiny_learner(n_items=100, size=16, bs=16):
+def tiny_learner(n_items=100, size=24, bs=16):   # 24 px: the last stride-2 conv sees 2x2 (at 16 px, 1x1: see below)
     dls = digits_dls(size=size, bs=bs, n_items=n_items, augment=False, device='cpu')
     return vision_learner(dls, resnetx18, pretrained=False, metrics=accuracy)
 
@@ -86,12 +86,24 @@ def test_emulated_bf16_warns(monkeypatch):
 @pytest.mark.slow
 def test_tiny_digits_fit_in_bf16_learns():
     set_seed(0)
-    learn = tiny_learner(n_items=400, bs=16).to_bf16()  # 20 batches; fp32 gets 0.70 with this seed
+    learn = tiny_learner(n_items=400, bs=16).to_bf16()  # 20 batches
     with warnings.catch_warnings(), learn.no_bar(), learn.no_logging():
         warnings.simplefilter('ignore')
         learn.fit_one_cycle(1, 2e-3)
     acc = learn.validate()[1]
     assert acc > 0.4, f'accuracy {acc:.3f} after 1 bf16 epoch (chance is 0.1)'
+
+
+def test_bf16_stops_before_a_non_finite_gradient_reaches_the_weights():
+    "A NaN gradient (what torch's bf16 conv backward on CPU gives a stride-2 conv on a 1x1 map) stops the fit, weights intact."
+    learn = tiny_learner(n_items=64).to_bf16()
+    p = learn.model[0][4][0].branch.conv1.weight                # stage1, unit 1, first conv
+    before = p.detach().clone()
+    p.register_hook(lambda g: g * float('nan'))
+    with warnings.catch_warnings(), learn.no_bar(), learn.no_logging(), pytest.raises(NonFiniteGradientsError, match=r"NaN/inf gradients in 1 parameter\(s\) \(first: 0\.4\.0\.branch\.conv1\.weight\)"):
+        warnings.simplefilter('ignore')
+        learn.fit(1, 1e-3)
+    assert torch.equal(p.detach(), before) and torch.isfinite(p).all()
 
 
 def test_pick_precision_reads_the_table(monkeypatch):
@@ -102,6 +114,7 @@ def test_pick_precision_reads_the_table(monkeypatch):
     assert pick_precision('resnet50', 28, 'cpu') == 'fp32'  # unmeasured arch: nearest size of any arch
     monkeypatch.setattr(precision, '_cpu_kind', lambda: 'cpu-avx512-bf16')
     assert pick_precision('resnetx18', 24, 'cpu') == 'bf16'  # the digits run: 1.20x measured on an EPYC with avx512_bf16
+    assert pick_precision('resnetx18', 16, 'cpu') == 'fp32'  # a 1x1 map into a stride-2 conv: NaN grads in bf16 on CPU
     monkeypatch.setattr(precision, '_cpu_kind', lambda: 'cpu-no-bf16')
     assert pick_precision('resnetx50', 128, 'cpu') == 'fp32'
     assert pick_precision('resnetx50', 128, 'meta') == 'fp32'
@@ -132,3 +145,23 @@ def test_no_fastai_name_is_replaced():
     import fastai.vision.all as fastai_all
     assert not set(precision.__all__) & set(dir(fastai_all))
     assert 'to_bf16' not in precision.__all__  # `Learner.to_bf16` is patched; fastai's names stay fastai's
+
+
+def _one_by_one_learner():
+    "A stride-2 conv on a 1x1 map (a ResNet's last stage at 16 px): torch 2.14's CPU bf16 backward leaves NaN in its grad."
+    from fastai.vision.all import Learner, DataLoaders, DataLoader, CrossEntropyLossFlat
+    torch.manual_seed(0)
+    ds = list(zip(torch.randn(128, 64, 1, 1), torch.randint(0, 2, (128,))))
+    dls = DataLoaders(DataLoader(ds, bs=32, shuffle=True), DataLoader(ds, bs=32), device='cpu')
+    model = nn.Sequential(nn.Conv2d(64, 128, 3, 2, 1, bias=False), nn.Flatten(), nn.Linear(128, 2))
+    return Learner(dls, model, loss_func=CrossEntropyLossFlat())
+
+
+def test_bf16_never_leaves_non_finite_weights_on_a_1x1_map():
+    # either the fit stops (the weights never took the NaN) or, where torch computes it right, every weight is finite
+    learn = _one_by_one_learner().to_bf16()
+    with warnings.catch_warnings(), learn.no_bar(), learn.no_logging():
+        warnings.simplefilter('ignore')
+        try: learn.fit(3, 1e-3)
+        except NonFiniteGradientsError as e: print('stopped:', str(e).splitlines()[-1].strip()[:120])
+    assert all(torch.isfinite(p).all() for p in learn.model.parameters())

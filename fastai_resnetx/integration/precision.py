@@ -16,7 +16,8 @@ from fastai.torch_core import default_device
 
 from ..checks import check_int
 
-__all__ = ['BF16MixedPrecision', 'machine_kind', 'BF16_TRAIN_SPEEDUP', 'pick_precision', 'apply_precision', 'PRECISIONS']
+__all__ = ['BF16MixedPrecision', 'NonFiniteGradientsError', 'machine_kind', 'BF16_TRAIN_SPEEDUP', 'pick_precision',
+           'apply_precision', 'PRECISIONS']
 
 PRECISIONS = ('fp32', 'bf16')
 
@@ -38,6 +39,17 @@ def machine_kind(device=None) -> str:
     "The CPU's bf16 support: 'cpu-amx' (AMX tiles), 'cpu-avx512-bf16' or 'cpu-no-bf16' (emulated); else the device type."
     device = torch.device(default_device() if device is None else device)
     return _cpu_kind() if device.type == 'cpu' else device.type
+
+
+class NonFiniteGradientsError(ValueError):
+    "bf16 training produced NaN/inf gradients: stopped before the optimizer step wrote them into the weights."
+
+
+def _non_finite(model) -> list:
+    "Names of `model`'s parameters whose gradient holds a NaN or an inf."
+    named = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
+    if not named or bool(torch.stack([g.isfinite().all() for _, g in named]).all()): return []
+    return [n for n, g in named if not bool(g.isfinite().all())]
 
 
 class BF16MixedPrecision(MixedPrecision):
@@ -71,6 +83,17 @@ class BF16MixedPrecision(MixedPrecision):
                                   else x for x in self.xb)
         super().before_batch()
 
+    def before_step(self):
+        # fastai's own check is GradScaler's, which bf16 leaves disabled. On CPU, torch 2.14's bf16 convolution backward
+        # leaves NaN in the weight gradient of a stride-2 conv whose input is 1x1 (padding-only taps; fp32 does not):
+        # a silent NaN in the weights, seen only later in single-image predictions. Stop instead.
+        if self.device.type == 'cpu' and (bad := _non_finite(self.model)):
+            raise NonFiniteGradientsError(
+                f"bf16 training on CPU produced NaN/inf gradients in {len(bad)} parameter(s) (first: {bad[0]}); the weights "
+                f"were not updated. torch's bf16 convolution backward on CPU does this when a stride-2 conv sees a 1x1 "
+                f"feature map (a ResNet at 16 px or less): train in fp32 (`--precision fp32`, `learn.to_fp32()`) or larger")
+        super().before_step()
+
     def after_fit(self):
         if getattr(self, 'use_cl', False): self.model.to(memory_format=torch.contiguous_format)  # leave it as found
         super().after_fit()
@@ -101,11 +124,15 @@ BF16_TRAIN_SPEEDUP = {
     'cpu-no-bf16': {('resnetx18', 24): 0.21, ('resnetx50', 64): 0.12, ('resnetx50', 128): 0.10},
 }
 BF16_MIN_GAIN = 1.05  # below this the measured gain is within a shared machine's noise: keep fp32
+# At 16 px and less a ResNet's last stride-2 conv sees a 1x1 map, where torch's bf16 conv backward on CPU writes NaN
+# into the weight gradient (see `BF16MixedPrecision.before_step`): fp32 there, whatever the table says.
+BF16_MIN_SIZE = 17
 
 
 def pick_precision(arch:str, size:int, device=None) -> str:
     "The faster of 'fp32' and 'bf16' for training `arch` at `size` px on this kind of machine (fp32 where unmeasured)."
     check_int('size', size, 1, also='px')
+    if size < BF16_MIN_SIZE: return 'fp32'
     table = BF16_TRAIN_SPEEDUP.get(machine_kind(device), {})
     rows = {k: v for k, v in table.items() if k[0] == arch} or table  # another arch: the nearest size of any arch
     if not rows: return 'fp32'
