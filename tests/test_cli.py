@@ -129,3 +129,11 @@ def test_plot_topology(tmp_path):
     assert [(s, l) for s, l, _ in fig.skips] == m.plan.skips()     # the drawn skips are the model's plan
     assert [k for *_, k in fig.skips] == [k for *_, k in skip_kinds(m)]
     assert sum(k == 'projection' for *_, k in fig.skips) == 10    # 3 where a ResNet has them + 7 extra at fold 3
+
+
+def test_a_callbacks_error_is_its_own_line_without_fastais_prefix(tmp_path, capsys, monkeypatch):
+    # fastai re-raises a callback's error with "Exception occured in `CB` when calling event `e`:" as its first line
+    from fastai_resnetx.job import cli
+    def run(args): raise ValueError("Exception occured in `BF16MixedPrecision` when calling event `before_step`:\n\tthe real reason")
+    monkeypatch.setattr(cli, 'run', run)
+    assert one_error_line(capsys, ['train', '--out', str(tmp_path / 'o')]) == 'resnetx train: error: the real reason'
