@@ -52,7 +52,7 @@ def test_out_folder_checked_before_anything_runs(tmp_path, capsys):
     data = digit_folder(tmp_path / 'data', layout='flat')
     assert "is a file, not a folder" in one_error_line(capsys, ['train', '--out', str(a_file / 'out')])
     assert "cannot be written" in one_error_line(capsys, ['train', '--out', '/proc/resnetx/out'])
-    assert "holds other files (not an earlier run's outputs)" in one_error_line(capsys, ['train', '--out', str(tmp_path / 'mine')])
+    assert "holds files `resnetx train` did not write ('notes.txt')" in one_error_line(capsys, ['train', '--out', str(tmp_path / 'mine')])
     assert "holds the `--data` folder" in one_error_line(capsys, ['train', '--data', str(data / '3'), '--out', str(data)])
     assert (tmp_path / 'mine' / 'notes.txt').read_text() == 'keep me' and not (a_file.parent / 'out').exists()
 
