@@ -280,21 +280,25 @@ class MyStage(nn.Module):
 def head(c=4): return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 2))
 def stage(n=2): return nn.Sequential(*[conv_block() for _ in range(n)])
 
-def names(model, n_groups=None): return [g.names for g in arch_groups(model, n_groups)]
+def names(model, n_groups=None):
+    "Each group's role and module names."
+    return [(g.role, g.names) for g in arch_groups(model, n_groups)]
 
 def test_rule_a_stem_of_blocks_is_the_stem():
     model = nn.Sequential(OrderedDict(stem=stage(), stage1=stage(), stage2=stage(), head=head()))
-    assert names(model) == [['stem'], ['stage1'], ['stage2'], ['head']]
+    assert names(model) == [('stem', ['stem']), ('stage 1', ['stage1']), ('stage 2', ['stage2']), ('head', ['head'])]
 
 def test_rule_one_conv_with_norm_is_a_layer_not_a_block():
     model = nn.Sequential(OrderedDict(stem=nn.Conv2d(3, 4, 1), stage1=stage(), stage2=stage(), last=Branches(),
                                       head=head()))
-    assert names(model) == [['stem'], ['stage1'], ['stage2', 'last'], ['head']]
+    assert names(model) == [('stem', ['stem']), ('stage 1', ['stage1']), ('stage 2', ['stage2', 'last']),
+                            ('head', ['head'])]
 
 def test_rule_a_class_named_stage_is_a_stage():
     model = nn.Sequential(OrderedDict(stem=nn.Conv2d(3, 4, 1), s1=MyStage(), s2=MyStage(), head=head()))
-    assert names(model) == [['stem'], ['s1'], ['s2'], ['head']]
+    assert names(model) == [('stem', ['stem']), ('stage 1', ['s1']), ('stage 2', ['s2']), ('head', ['head'])]
 
 def test_rule_a_single_stage_gives_one_stage_per_child():
     model = nn.Sequential(OrderedDict(embed=nn.Conv2d(3, 4, 1), blocks=stage(3), head=head()))
-    assert names(model) == [['embed'], ['blocks.0'], ['blocks.1'], ['blocks.2'], ['head']]
+    assert names(model) == [('stem', ['embed']), ('stage 1', ['blocks.0']), ('stage 2', ['blocks.1']),
+                            ('stage 3', ['blocks.2']), ('head', ['head'])]
