@@ -42,13 +42,15 @@ def check_writable(folder:Path, arg:str):
 
 def check_name_lengths(path:Path, arg:str):
     "Every name in `path` that does not exist yet fits the file system's name limit (checked, not found out later)."
-    base = nearest_existing(path)
-    try: limit = os.pathconf(base if base.is_dir() else base.parent, 'PC_NAME_MAX')
-    except (OSError, ValueError): limit = 255
-    for part in path.absolute().relative_to(base).parts:
+    full = path.absolute()
+    p, limit = Path(full.anchor), 255
+    for part in full.parts[1:]:                   # from the top: `exists()` itself fails on a name that is too long
+        try: limit = os.pathconf(p, 'PC_NAME_MAX') if p.is_dir() else limit
+        except (OSError, ValueError): pass
         if len(os.fsencode(part)) > limit:
             raise ValueError(f"`{arg}` {str(path)!r}: the name {part[:20]!r}... is {len(os.fsencode(part))} bytes long, "
                              f"the file system allows {limit}")
+        p = p / part
 
 
 def written_files(path:Path):
@@ -81,6 +83,7 @@ def _listing(names:list, n:int=4) -> str:
 
 def check_out_folder(out:Path, data:Path=None):
     "`--out` of `train`: new, empty or a run folder, writable, names that fit, and neither the data folder nor above it."
+    check_name_lengths(out, '--out')
     if out.exists() and not out.is_dir(): raise ValueError(f"`--out` {str(out)!r} is a file, not a folder")
     if data is not None:
         d, o = data.resolve(), out.resolve()
@@ -99,7 +102,6 @@ def check_out_folder(out:Path, data:Path=None):
             not_files = [n for n in OUTPUTS if (out / n).exists() and not (out / n).is_file()]
             if not_files:
                 raise ValueError(f"`--out` {str(out)!r}: {not_files[0]!r} is not a file the earlier run wrote; move it away")
-    check_name_lengths(out, '--out')
     check_writable(out if out.is_dir() else out.parent, '--out')
 
 

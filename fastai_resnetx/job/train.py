@@ -1,5 +1,5 @@
 "The main job: train an arch on the built-in digits or an image folder, and write the learner, plots and metrics."
-import copy, json, math, os, shutil, sys, time
+import copy, json, math, os, re, shutil, sys, time
 from contextlib import contextmanager, ExitStack, nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -239,6 +239,7 @@ def _write_outputs(learn, folder:OutputFolder, metrics:dict, predicted, actual):
         except Exception as e:                   # disk full, quota, I/O error: torch and PIL wrap them in their own
             folder.discard()
             reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            reason = re.sub(r'^\[enforce fail at [^\]]*\]\s*\.?\s*', '', reason)   # torch's C++ source position
             raise OSError(f"writing {name} to {folder.out} failed ({reason}); no outputs were written, the folder's "
                           f"earlier files are kept") from None
         finally: plt.close('all')
