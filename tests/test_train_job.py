@@ -9,7 +9,7 @@ from PIL import Image
 from fastai.vision.all import load_learner, PILImage, MixedPrecision, accuracy
 
 from resnetx_cli import main
-from fastai_resnetx import train
+from fastai_resnetx.job.train import train
 from fastai_resnetx.job.train import atomic_write, SPLIT_SEED
 from resnetx_cli.runs import OutputFolder, MARKER
 from fastai_resnetx.integration.precision import pick_precision
