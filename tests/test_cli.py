@@ -122,7 +122,8 @@ def test_plot_png_pdf_svg(tmp_path):
 
 
 def test_plot_topology(tmp_path):
-    from fastai_resnetx import plot_topology, skip_kinds, resnetx50
+    from fastai_resnetx import plot_topology, resnetx50
+    from fastai_resnetx.job.plots import skip_kinds
     fig = plot_topology(resnetx50, fold=3, figsize=(10, 3), dpi=100, out=tmp_path / 't.png')
     assert Image.open(tmp_path / 't.png').size == (1000, 300)
     m = resnetx50(fold=3)

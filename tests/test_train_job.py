@@ -65,7 +65,7 @@ def test_runs_from_inside_the_data_folder_never_train_on_outputs(tmp_path, monke
     assert main(['train', '--data', '.', '--epochs', '1', '--size', '16', '--bs', '8', '--out', 'other']) == 0
     assert json.loads((data / 'other' / 'metrics.json').read_text())['n_train'] == 16   # runs/latest: an earlier run's
     assert len(load_learner(data / 'other' / 'export.pkl').dls.vocab) == 2
-    assert 'a random 20% of each class (4 images) is held out for validation (seed 42)' in capsys.readouterr().out
+    assert 'no valid/ folder: 4 of 20 images (20.0%) are held out for validation, at random from each class (seed 42)' in capsys.readouterr().out
 
 
 @pytest.mark.slow
