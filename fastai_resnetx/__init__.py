@@ -26,6 +26,7 @@ from .integration import timm_registry  # registers every arch with timm (its en
 from .integration.learner_summary import *
 from .integration.distributed import *
 from .integration.precision import *
+from .integration import patches   # fastai methods this package adds or replaces, each with its reason
 from .job.plots import plot_topology
 
 # The star import is the user API alone: none of it replaces a fastai or fastcore name after
