@@ -1,4 +1,4 @@
-"Folding timm's and torchvision's ResNet families: exact at fold 1 on every arch, trainable and wired by the plan at folds 2-3."
+"Folding timm's and torchvision's ResNets: exact at fold 1 on every arch, wired by the plan and trainable at 2-3."
 import re, time
 
 import pytest, timm, torch, torchvision
@@ -9,7 +9,8 @@ from fastai_resnetx import ResNetX, get_pred, num_params
 from fastai_resnetx.model.family import fold_resnet
 
 TIMM_ARCHS = timm.list_models(module='resnet')   # every arch of timm's resnet.py: a new one is covered automatically
-TV_ARCHS = [n for n in torchvision.models.list_models(module=torchvision.models) if re.match(r'(resnet|resnext|wide_resnet)\d', n)]
+TV_ARCHS = [n for n in torchvision.models.list_models(module=torchvision.models)
+            if re.match(r'(resnet|resnext|wide_resnet)\d', n)]
 QUICK = ['test_resnet', 'resnet10t', 'resnet18d', 'resnetaa34d', 'resnetblur18', 'tv:resnet18']   # the CI subset
 
 
@@ -42,7 +43,7 @@ def _fill(model:nn.Module, seed:int=0) -> nn.Module:
 
 
 def build(name:str, init:bool=False, **kwargs) -> nn.Module:
-    "timm's arch `name` (or torchvision's, as 'tv:NAME') with seeded random weights (init skipped unless `init`), in eval mode."
+    "timm's arch `name` (torchvision's as 'tv:NAME'), seeded random weights (init skipped unless `init`), in eval mode."
     if init:
         torch.manual_seed(0)
         if name.startswith('tv:'): return torchvision.models.get_model(name[3:], weights=None, **kwargs).eval()
@@ -131,7 +132,9 @@ def test_folds_match_reference_and_train(name, fold):
     losses = []
     for _ in range(6):
         loss = nn.functional.cross_entropy(m(x), y)
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0], losses
 
@@ -204,7 +207,8 @@ def test_fastai_learner_groups_stats_export(dls, tmp_path):
     learn.export(tmp_path / 'l.pkl')
     back = load_learner(tmp_path / 'l.pkl')
     x = dls.one_batch()[0][:4].cpu()
-    learn.model.eval(); back.model.eval()
+    learn.model.eval()
+    back.model.eval()
     with torch.no_grad(): assert torch.equal(learn.model(x), back.model(x))
 
 
@@ -237,7 +241,8 @@ def test_timm_interface():
     for ckpt in (False, True):
         m.set_grad_checkpointing(ckpt)
         torch.manual_seed(0)   # the same drop-path draws both times
-        m.zero_grad(); m(x).sum().backward()
+        m.zero_grad()
+        m(x).sum().backward()
         grads.append(m.stage2[1].branch.conv2.weight.grad.clone())
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
