@@ -203,6 +203,7 @@ def test_fastai_learner_groups_stats_export(dls, tmp_path):
     assert model_meta[arch]['stats'] == (list(src_cfg.mean), list(src_cfg.std))
     by_name = vision_learner(dls, 'folded_resnet18d', pretrained=False, fold=2)   # through timm, timm's stats
     assert len(by_name.splitter(by_name.model)) == len(groups)
+    assert 'Total FLOPs per item' in learn.summary()   # fastai's table with our FLOPs column
     learn.fit(1, 1e-3)
     learn.export(tmp_path / 'l.pkl')
     back = load_learner(tmp_path / 'l.pkl')
