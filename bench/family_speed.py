@@ -11,7 +11,8 @@ of each, the ratio folded/source of the medians, the median of the same-round (p
     python bench/family_speed.py --device cuda --bs 64 --size 224 --threads 0
 
 Training step = zero_grad, forward, cross-entropy, backward, SGD (momentum 0.9) step. Inference = forward in eval
-mode under `torch.inference_mode()`.
+mode under `torch.inference_mode()`. The table is followed by a noise-free check: the aten ops (forward and backward)
+of each folded model and its source, recorded with a dispatch mode, compared in order.
 """
 import argparse, copy, platform, random, shlex, statistics, sys, time
 from pathlib import Path
@@ -85,8 +86,31 @@ def main(argv=None):
             times[(v, n, mode)].append(time_step(m, mode, x, y, opt, a.reps, clock, device))
         print(f'round {r + 1}/{a.rounds} done', file=sys.stderr, flush=True)
     lines = table(times, a)
+    for v in dict.fromkeys(k[0] for k in models):   # same ops in the same order: any difference is Python overhead
+        same = {mode: aten_ops(models[(v, 'source')][0], x, mode == 'train') ==
+                aten_ops(models[(v, 'folded')][0], x, mode == 'train') for mode in ('train', 'infer')}
+        n = len(aten_ops(models[(v, 'source')][0], x, True))
+        yes = {mode: 'yes' if ok else 'NO' for mode, ok in same.items()}
+        lines.append(f'- {v}: the folded model runs the same aten ops in the same order as its source: '
+                     f'training step {yes["train"]} ({n} ops), inference {yes["infer"]}')
     print('\n'.join(lines))
     if a.out: Path(a.out).write_text('\n'.join(lines) + '\n')
+
+
+def aten_ops(model, x, train:bool) -> list:
+    "The aten ops one forward (and backward, if `train`) runs, in order: what the time is spent on, without the noise."
+    from torch.utils._python_dispatch import TorchDispatchMode
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+    ops = []
+    model.train(train)
+    with Record():
+        if train: F.cross_entropy(model(x), torch.zeros(len(x), dtype=torch.long, device=x.device)).backward()
+        else:
+            with torch.inference_mode(): model(x)
+    return ops
 
 
 def _iqr_pct(v):
