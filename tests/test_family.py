@@ -280,3 +280,20 @@ def test_resnetx_train_command(tmp_path):
     metrics = json.loads((out / 'metrics.json').read_text())
     assert metrics['arch'] == 'folded_resnet18d' and (out / 'export.pkl').is_file()
     assert load_learner(out / 'export.pkl').model[0][4].__class__.__name__ == 'Stage'
+
+
+def test_fold1_runs_the_source_ops():
+    "At fold 1 a training step runs the same aten ops in the same order as the source's: no extra work to be slower by."
+    from torch.utils._python_dispatch import TorchDispatchMode
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+    x, runs = torch.randn(2, 3, 32, 32), []
+    for m in (build('seresnext26d_32x4d').train(), fold_resnet(build('seresnext26d_32x4d')).train()):
+        with Record() as r: m(x).logsumexp(1).sum().backward()
+        runs.append(r.ops)
+    assert len(runs[0]) > 500 and runs[0] == runs[1]
