@@ -12,7 +12,14 @@
 
     python bench/fold_cost.py --rounds 5                      # short: about 2 min on 2 idle cores
     python bench/fold_cost.py --rounds 21 --out bench/fold_cost.md     # the quiet rerun: about 7 min on 2 idle cores
+    python bench/fold_cost.py --threads 1 --clock process --rounds 9 --models tv_resnet50,timm_resnet50,resnetx50_f1,\
+resnetx50_f2,resnetx50_f3,resnetx50_f4,resnetx50_f3_convproj --out bench/fold_cost.md   # the busy-machine run
     python bench/fold_cost.py --profile --rounds 0            # only the by-op profile of fold 1 vs fold 3 (train step)
+
+What-ifs (same weights, same function; for the profile's suspects): a model name ending `_convproj` runs the projection
+shortcuts as torch's conv (as before issue 22: `fastai_resnetx.model.layers.Conv1x1Gemm` runs them as a matmul now),
+`_gemmproj` runs torchvision's/timm's `downsample` that way, `_gemmall` every 1x1 conv, e.g.
+`--models tv_resnet50,resnetx50_f3,resnetx50_f3_convproj,tv_resnet50_gemmall --modes train`.
 
 On a busy machine add `--threads 1 --clock process` (this process's CPU time: time spent descheduled is not counted).
 On CUDA (`--device cuda`, or auto when one is available) table (a) runs channels_last + bf16 autocast +
@@ -35,30 +42,42 @@ LABELS = {'tv_resnet50': 'torchvision resnet50', 'timm_resnet50': 'timm resnet50
 
 def label(name:str) -> str:
     "Table label of a benchmark model name."
-    return LABELS.get(name) or name.replace('_f', ' fold ').replace('_gemm', ', 1x1 as GEMM: ')
+    base, which = split_name(name)
+    what = {'gemmproj': ', projections as GEMM', 'gemmall': ', every 1x1 as GEMM', 'convproj': ', projections as conv'}
+    return (LABELS.get(base) or base.replace('_f', ' fold ')) + what.get(which, '')
 
 
 def gemm_1x1(self, x):
-    "A 1x1 conv (no padding, groups 1) as subsampling + one matmul: the same function, run by the BLAS GEMM."
-    if self.stride != (1, 1): x = x[:, :, ::self.stride[0], ::self.stride[1]]
-    return F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
+    "A 1x1 conv (no padding, groups 1) as subsampling + one matmul, as the package's projections run it."
+    from fastai_resnetx.model.layers import conv1x1_gemm
+    return conv1x1_gemm(x, self.weight, self.bias, self.stride)
 
 
 def with_gemm(m, which:str):
-    "Run `m`'s 1x1 convs as `gemm_1x1` (in place): `which` 'proj' (the projection shortcuts) or 'all' (every one)."
+    """The what-ifs, in place: `which` 'gemmproj' runs the projection shortcuts' 1x1 convs as `gemm_1x1`, 'gemmall'
+    every 1x1 conv, 'convproj' the projections as torch's conv again (what `projection` built before issue 22)."""
     import types
-    if which not in ('proj', 'all'): raise ValueError(f"`_gemm` what-if: 'proj' or 'all', got {which!r}")
+    if which not in ('gemmproj', 'gemmall', 'convproj'):
+        raise ValueError(f"what-if: 'gemmproj', 'gemmall' or 'convproj', got {which!r}")
+    fwd = torch.nn.Conv2d.forward if which == 'convproj' else gemm_1x1
     for n, mod in m.named_modules():
         if (isinstance(mod, torch.nn.Conv2d) and mod.kernel_size == (1, 1) and mod.padding == (0, 0) and mod.groups == 1
-                and (which == 'all' or 'shortcut' in n or 'downsample' in n)):
-            mod.forward = types.MethodType(gemm_1x1, mod)
+                and (which == 'gemmall' or 'shortcut' in n or 'downsample' in n)):
+            mod.forward = types.MethodType(fwd, mod)
     return m
 
 
+def split_name(name:str) -> tuple:
+    "'resnetx50_f3_convproj' -> ('resnetx50_f3', 'convproj'); no what-if -> (name, '')."
+    for w in ('_gemmproj', '_gemmall', '_convproj'):
+        if name.endswith(w): return name[:-len(w)], w[1:]
+    return name, ''
+
+
 def build_any(name:str, n_out:int=1000):
-    "`throughput.build`, plus the what-if `<model>_gemm<proj|all>`: its 1x1 convs run as `gemm_1x1` (same weights)."
-    base, sep, which = name.partition('_gemm')
-    return with_gemm(build(base, n_out), which) if sep else build(base, n_out)
+    "`throughput.build`, plus the what-ifs `<model>_<gemmproj|gemmall|convproj>` (`with_gemm`): same weights."
+    base, which = split_name(name)
+    return with_gemm(build(base, n_out), which) if which else build(base, n_out)
 
 
 def quartiles(xs) -> tuple:
@@ -71,7 +90,7 @@ def quartiles(xs) -> tuple:
 def flops_ratios(names, size:int) -> dict:
     "Forward FLOPs of each model at `size` px as a ratio to the baseline's (exact counts from `model_summary`)."
     from fastai_resnetx import model_summary
-    flops = {n: model_summary(build(n.partition('_gemm')[0], 1000), input_size=(1, 3, size, size)).total_flops for n in names}
+    flops = {n: model_summary(build(split_name(n)[0], 1000), input_size=(1, 3, size, size)).total_flops for n in names}
     return {n: f / flops[BASELINE] for n, f in flops.items()}
 
 
@@ -96,9 +115,9 @@ def fold_table(args, device, info) -> str:
     rargs = SimpleNamespace(n_out=1000, lr=0.01, bs=args.bs, clock=args.clock)
     runs = {}
     for n in args.models:
-        base, sep, which = n.partition('_gemm')
+        base, which = split_name(n)
         r = Runner(base, rargs, device, x, y, amp='bf16' if cuda else None, channels_last=cuda)
-        if sep: with_gemm(r.model, which)
+        if which: with_gemm(r.model, which)
         if cuda and not args.no_compile: r.model = torch.compile(r.model)
         runs[n] = r
     fr = flops_ratios(args.models, args.size)
@@ -222,7 +241,7 @@ def op_times(step:CheckedStep, steps:int=2) -> tuple:
 
 def profile_table(args) -> str:
     """Fold 1 vs fold k fp32 training step by op (self CPU time): where a folded model's extra time goes. The two are
-    profiled alternately `--profile-reps` times; each op's time is its median over the reps (a busy machine's spikes)."""
+    profiled alternately `--profile-reps` times; each op's time is its median over the reps (against a busy machine)."""
     x = torch.randn(args.bs, 3, args.size, args.size)
     y = torch.randint(0, 1000, (args.bs,))
     a, b = args.profile_models
@@ -293,7 +312,8 @@ def parse_args(argv=None):
     args.iters = args.iters or (10 if cuda else 1)
     args.models = [BASELINE] + [m for m in args.models.split(',') if m and m != BASELINE]
     args.modes = [m for m in args.modes.split(',') if m]
-    if not args.modes or set(args.modes) - {'train', 'infer'}: p.error(f"--modes: 'train', 'infer' or both, got {args.modes}")
+    if not args.modes or set(args.modes) - {'train', 'infer'}:
+        p.error(f"--modes: 'train', 'infer' or both, got {args.modes}")
     args.bf16_models = [m for m in args.bf16_models.split(',') if m]
     args.profile_models = args.profile_models.split(',')
     if len(args.profile_models) != 2: p.error(f'--profile-models: two models, got {args.profile_models}')

@@ -23,6 +23,9 @@ The quiet-machine run (minutes on 2 cores with AMX bf16; without bf16 instructio
 (on a busy machine add `--threads 1 --clock process`; the last one is the default digits run of `resnetx train`, which decides
 `pick_precision`'s default for it: see `fastai_resnetx/integration/precision.py`).
 
+What folding costs against its FLOPs (folds 1-4 with FLOPs ratios, interquartile spread of the paired ratios) and what
+bf16's NaN/inf gradient check costs in a step, both in one run: `bench/fold_cost.py` (issue 22), built on this script.
+
 Training step = zero_grad, forward, cross-entropy, backward, SGD (momentum 0.9) step (with a GradScaler for fp16).
 Inference = forward in eval mode under `torch.inference_mode()`.
 """
@@ -38,7 +41,8 @@ ALL_MODELS = ['tv_resnet50', 'resnetx50_f1', 'resnetx50_f2', 'resnetx50_f3', 'ti
 PRECISIONS = {'fp32': (None, False), 'fp32_cl': (None, True), 'bf16': ('bf16', False), 'bf16_cl': ('bf16', True),
               'fp16': ('fp16', False), 'fp16_cl': ('fp16', True)}  # name: (autocast dtype, channels_last)
 LABELS = {'tv_resnet50': 'torchvision resnet50', 'resnetx50_f1': 'resnetx50 fold=1', 'resnetx50_f2': 'resnetx50 fold=2',
-          'resnetx50_f3': 'resnetx50 fold=3', 'resnetx50_f1_inplace': 'resnetx50 fold=1, in-place patch',
+          'resnetx50_f3': 'resnetx50 fold=3', 'resnetx50_f4': 'resnetx50 fold=4',
+          'resnetx50_f1_inplace': 'resnetx50 fold=1, in-place patch',
           'timm_resnet50': 'timm resnet50', 'fastai_xresnet50': 'fastai xresnet50'}
 
 

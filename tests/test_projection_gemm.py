@@ -17,6 +17,7 @@ def test_conv1x1_gemm_is_torchs_conv(stride, shape, cl):
     x.requires_grad_()
     out, ref = c(x), F.conv2d(x, c.weight, c.bias, stride)   # the reference: torch's own conv on the same weights
     assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-5)
+    assert out.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)  # the input's layout
     g = torch.randn_like(ref)
     for a, b in zip(torch.autograd.grad(out, (x, c.weight, c.bias), g), torch.autograd.grad(ref, (x, c.weight, c.bias), g)):
         assert torch.allclose(a, b, atol=1e-4)
@@ -41,6 +42,7 @@ def test_fold3_model_through_timm_is_traceable_and_matches_conv():
     assert len(gemms) > 3   # fold 3 adds projections beyond a ResNet's 3
     x = torch.randn(2, 3, 64, 64)
     traced = torch.fx.symbolic_trace(m)
+    assert sum(n.op == 'call_function' and n.target.__name__ == 'conv1x1_gemm' for n in traced.graph.nodes) == len(gemms)
     with torch.no_grad():
         out = m(x)
         assert torch.allclose(traced(x), out, atol=1e-5)

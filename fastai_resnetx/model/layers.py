@@ -71,19 +71,28 @@ class SqueezeExcitation(_TVSqueezeExcitation):
         super().__init__(nc, squeeze, activation=get_act(act))
 
 
+def conv1x1_gemm(x:Tensor, weight:Tensor, bias:Tensor=None, stride=(1, 1)) -> Tensor:
+    "`F.conv2d(x, weight, bias, stride)` for a 1x1 `weight` as a strided slice and one matmul, in `x`'s memory layout."
+    cl = x.is_contiguous(memory_format=torch.channels_last)
+    if stride != (1, 1): x = x[:, :, ::stride[0], ::stride[1]]   # a 1x1 conv reads only these
+    out = nn.functional.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)  # NHWC matmul
+    # back to NCHW for an NCHW input: BatchNorm's CPU backward on the channels_last result was ~10x slower on 2x2 maps
+    return out if cl else out.contiguous()
+
+
+torch.fx.wrap('conv1x1_gemm')   # a leaf for FX (timm's feature extraction): the layout test is not traced into
+
+
 class Conv1x1Gemm(nn.Conv2d):
     "`nn.Conv2d(ni, nf, 1, stride)` (same parameters, same function) run as a strided slice and one matmul."
     # Why (issue 22): oneDNN's CPU conv backward is slow on small maps. resnet50's stage-4 projection (1024->2048,
     # stride 2, 4x4 in at 64 px, batch 16) took 36-48 ms forward+backward as a conv, 12.6 ms as this matmul (2-core
     # Xeon, fp32, 1 thread; bf16 channels_last 40 vs 21 ms); at 8x8 and 16x16 the matmul is as fast or faster. A fold-3
-    # resnetx50 has 9 such projections where a ResNet has 3. No shape-dependent branch: it stays FX-traceable.
+    # resnetx50 has 9 such projections where a ResNet has 3.
     def __init__(self, ni:int, nf:int, stride:int=1, bias:bool=False):
         super().__init__(ni, nf, 1, stride=stride, bias=bias)
 
-    def forward(self, x:Tensor) -> Tensor:
-        if self.stride != (1, 1): x = x[:, :, ::self.stride[0], ::self.stride[1]]   # a 1x1 conv reads only these
-        # NHWC rows times the (nf, ni) weight; the result is NCHW-shaped with channels_last strides (no copy back)
-        return nn.functional.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
+    def forward(self, x:Tensor) -> Tensor: return conv1x1_gemm(x, self.weight, self.bias, self.stride)
 
 
 def projection(ni:int, nf:int, stride:int=1, kind:str='conv', norm=nn.BatchNorm2d) -> nn.Module:
