@@ -124,3 +124,36 @@ def test_stage_distance_needs_an_earlier_source():
 def test_end_id_must_be_an_integer(bad):
     with pytest.raises(ValueError, match=rf"^`end_id` must be an integer >= 1, got {bad!r}$"): fold_plan((3, 4, 6, 3), 2, end_id=bad)
     with pytest.raises(ValueError, match=rf"^`end_id` must be an integer >= 1, got {bad!r}$"): skip_source(4, 2, end_id=bad)
+
+
+def test_skip_source_checks_its_arguments():
+    "skip_source checks what it is given itself (fold_plan is not the only caller)."
+    cases = [((3, 0), r"^`fold` must be an integer >= 1, got 0$"),
+             ((3, 1, 0), r"^`start_id` must be an integer >= 1, got 0$"),
+             ((3, 2, 1), r"^`start_id` must be >= `fold` \(2\), got 1$"),
+             ((3, 2, '3'), r"^`start_id` must be an integer >= 1, got '3'$"),
+             ((3, 2, 3, 3), r"^`end_id` must be > `start_id` \(3\), got 3$")]
+    for args, msg in cases:
+        with pytest.raises(ValueError, match=msg): skip_source(*args)
+
+
+def test_layouts_at_the_edges():
+    "A single stage, one-unit stages, fold == units - 1; `num_nodes` that is not a non-empty tuple is refused."
+    assert fold_plan((16,), 2).sources == SKIPS_3463[2] and fold_plan((16,), 2).stages == (1,) * 16
+    assert fold_plan((1, 1, 1), 1).sources == (0, 1, 2) and fold_plan((1, 1, 1), 1).stages == (1, 2, 3)
+    plan = fold_plan((2, 2), 3)          # units 1-2 plain, then skip lengths 2, 4
+    assert (plan.sources, plan.num_nodes, plan.fold, plan.start_id, plan.end_id) == ((0, 1, 1, 0), (2, 2), 3, 3, 4)
+    with pytest.raises(ValueError, match=r"^`fold` must be <= 3 for num_nodes=\(2, 2\) \(4 units; the folded window runs "
+                                         r"from unit `fold` to the last unit and needs 2 units at least\), got 4$"):
+        fold_plan((2, 2), 4)
+    for bad in ((), [], 16, None):
+        with pytest.raises(ValueError, match=rf"^`num_nodes` must be a non-empty tuple of units per stage, got "):
+            fold_plan(bad)
+    assert fold_plan([2, 2], 1).num_nodes == (2, 2)
+
+
+def test_window_slots_and_fields():
+    "Inside and after a window (fold 2, units 5-10) two outputs are alive at most; the plan keeps its settings."
+    plan = fold_plan((3, 4, 6, 3), fold=2, start_id=5, end_id=10)
+    assert (plan.fold, plan.start_id, plan.end_id, plan.n_alive, plan.n_units) == (2, 5, 10, 2, 16)
+    assert get_pred(l=8, d=2, start_id=5, end_id=6) == 7 and get_pred(5) == 4 and get_pred(5, 2) == 3
