@@ -87,7 +87,7 @@ def test_hooks_on_stages_see_their_feature_maps():
 
 def test_stage_alone_on_bare_tensor_is_an_error():
     m = resnetx18(fold=2)
-    with pytest.raises(RuntimeError, match=r'stage2 .*fold=2.* adds outputs \[1\] of earlier stages'):
+    with pytest.raises(RuntimeError, match=r'stage2 .*fold=2.* needs outputs \[1\] of earlier stages'):
         m.stage2(torch.randn(1, 64, 8, 8))
     assert resnetx18().stage2(torch.randn(1, 64, 8, 8)).shape == (1, 128, 4, 4)   # fold 1 needs nothing more
 
