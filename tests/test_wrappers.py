@@ -231,3 +231,13 @@ def test_captum_layer_grad_cam_on_a_stage_at_fold_2():
         assert cam.shape[1] == 1 and torch.allclose(cam, hand_grad_cam(m, stage, x, 3), atol=1e-5)
     act = LayerActivation(m, m.stage3).attribute(x)
     with torch.no_grad(): assert torch.allclose(act, m.stage3(m.stage2(m.stage1(m.forward_stem(x)))), atol=1e-6)
+
+
+def test_scripting_says_what_works_and_tracing_works():
+    m = tiny((2, 2, 2, 2), fold=3)
+    with pytest.raises(RuntimeError, match=r'torch.jit.script cannot compile a ResNetX.*torch.jit.trace.*torch.export'):
+        torch.jit.script(m)
+    x = torch.randn(1, 3, 32, 32)
+    traced = torch.jit.trace(m, x)
+    x2 = torch.randn(3, 3, 32, 32)
+    with torch.no_grad(): assert close(traced(x2), m(x2))

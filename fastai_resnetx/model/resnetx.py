@@ -164,6 +164,12 @@ class ResNetX(nn.Module):
         init_cnn(self)
         if cfg.zero_init_last_bn: self.zero_init_last_bn()
 
+    def __prepare_scriptable__(self):
+        raise RuntimeError("torch.jit.script cannot compile a ResNetX (its forward is plain Python over a precomputed "
+                           "plan, and TorchScript, deprecated since torch 2.14, cannot type it). What works: "
+                           "torch.jit.trace(model, example), torch.export.export(model, (example,)), "
+                           "torch.onnx.export, torch.compile")
+
     @property
     def cfg(self) -> ResNetXConfig:
         "The config of this model, with the input channels its first conv really takes (fastai's `n_in` adapts it)."
