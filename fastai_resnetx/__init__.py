@@ -11,6 +11,8 @@ from .model.blocks import *
 from .model.config import *
 from .model.resnetx import *
 from .model.archs import *
+from .model.family import fold_resnet          # issue 20: fold any timm/torchvision ResNet
+from .model.family_archs import folded
 from .model.weights import *
 from .inspection.build import *
 from .inspection.arch_summary import *
@@ -29,6 +31,7 @@ from .job.train import *
 # `from fastai.vision.all import *` (tests/test_star_import.py checks it), and no module objects.
 # Everything else stays importable by name from its module (e.g. `fastai_resnetx.job.train.fit_batch_size`).
 __all__ = [
+    'fold_resnet', 'folded', 'folded_arch',   # fold timm's and torchvision's ResNets (issue 20)
     # the fold rule
     'skip_source', 'stage_of', 'stage_distance', 'FoldPlan', 'fold_plan', 'get_pred', 'layer_diff',
     # layers and blocks (seed 001's `ResBlock` is `AvgPoolResBlock`: fastai's `ResBlock` keeps its name)

@@ -4,12 +4,12 @@ It lives outside the package on purpose: importing anything in `fastai_resnetx` 
 and `resnetx --help` or a bad argument should answer at once. Only the standard library is imported here; `resnetx_cli.runs` holds
 the rules about run folders that the front door and the job (`fastai_resnetx.job`) share.
 """
-import argparse, math, signal, sys
+import argparse, math, os, signal, sys
 from pathlib import Path
 
 from .runs import check_out_folder, check_writable   # also starts the process clock's fallback (runs._T0) at once
 
-__all__ = ['main', 'parser', 'Terminated', 'SIZE_RANGE', 'FOLD_RANGE']
+__all__ = ['main', 'parser', 'Terminated', 'HungUp', 'SIZE_RANGE', 'FOLD_RANGE']
 
 SIZE_RANGE, FOLD_RANGE, BS_RANGE, EPOCHS_RANGE, SEED_RANGE = (8, 2048), (1, 64), (2, 4096), (1, 1000), (0, 2**32 - 1)
 PLOT_FORMATS = ('.png', '.pdf', '.svg')
@@ -21,7 +21,48 @@ class Terminated(KeyboardInterrupt):
     "SIGTERM (sent by `timeout`, SLURM, torchrun), handled as Ctrl-C is."
 
 
-def _raise_terminated(signum, frame): raise Terminated()
+class HungUp(Terminated):
+    "SIGHUP (the terminal or ssh session closed), handled as SIGTERM is."
+
+
+def _raise_terminated(signum, frame): raise (HungUp if signum == getattr(signal, 'SIGHUP', None) else Terminated)()
+
+
+def _version() -> str:
+    from importlib.metadata import version, PackageNotFoundError
+    try: return version('fastai_resnetx')
+    except PackageNotFoundError: return 'unknown (not installed)'
+
+
+class _PipeSafe:
+    "A text stream whose reader may go away (`| head -1`) or that is closed (`>&-`): writes then go to /dev/null."
+    def __init__(self, stream): self.stream = stream
+    def _to_devnull(self):
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())   # the interpreter's last flush too
+        except (OSError, ValueError, AttributeError): self.stream = open(os.devnull, 'w')
+    def write(self, s):
+        try: return self.stream.write(s)
+        except BrokenPipeError: self._to_devnull()
+        return len(s)
+    def flush(self):
+        try: self.stream.flush()
+        except BrokenPipeError: self._to_devnull()
+    def isatty(self):
+        try: return self.stream.isatty()
+        except (OSError, ValueError): return False
+    def __getattr__(self, name): return getattr(self.stream, name)
+
+
+def _safe_streams():
+    "stdout/stderr that never fail a run: a closed one becomes /dev/null, a broken pipe is dropped, odd characters escaped."
+    for name in ('stdout', 'stderr'):
+        stream = getattr(sys, name)
+        if stream is None or getattr(stream, 'closed', False): stream = open(os.devnull, 'w')
+        elif hasattr(stream, 'reconfigure'):
+            try: stream.reconfigure(errors='backslashreplace')   # a class name that LC_ALL=C cannot print
+            except (ValueError, OSError): pass
+        if not isinstance(stream, _PipeSafe): setattr(sys, name, _PipeSafe(stream))
 
 
 def integer(lo:int, hi:int, why:str=''):
@@ -69,6 +110,9 @@ def _train_parser(sub):
                                    'to --out, all together or not at all.')
     t.add_argument('--data', type=Path, help='image folder: train/ and valid/ (or val/, validation/) of class folders, '
                    'or class folders (a random 20%% of each class is held out, seed 42); default: the built-in digits')
+    t.add_argument('--labels', type=Path, default=None,
+                   help='a CSV of labels (as fastai\'s ImageDataLoaders.from_csv reads it): first column the image file '
+                        '(relative to --data), second the label; an optional is_valid column chooses the validation images')
     t.add_argument('--arch', default=D['arch'], help=f"ResNetX, torchvision or timm arch name (default {D['arch']})")
     _fold_arg(t, None, f"default {D['fold']}")
     t.add_argument('--epochs', type=integer(*EPOCHS_RANGE), default=D['epochs'], help=f"in [1, 1000] (default {D['epochs']})")
@@ -80,8 +124,9 @@ def _train_parser(sub):
     t.add_argument('--pretrained', action='store_true', help='start from ImageNet weights: 1 epoch on the head, then the rest unfrozen')
     t.add_argument('--precision', choices=('fp32', 'bf16'), default=None,
                    help="training precision (default: the faster of the two for this arch, size and machine)")
-    t.add_argument('--out', type=Path, default=Path('runs/latest'), help='output folder: new, empty, or an earlier run\'s '
-                   '(replaced only when this run has written everything) (default runs/latest)')
+    t.add_argument('--out', type=Path, default=Path('runs/latest'), help='output folder: new, empty, or one an earlier '
+                   'run marked as its run folder (only the files that run wrote are replaced, when this run has written '
+                   'everything; anything else there is kept) (default runs/latest)')
     t.add_argument('--seed', type=integer(*SEED_RANGE), default=D['seed'],
                    help=f"random seed of initialisation, data order and augmentation (default {D['seed']})")
 
@@ -89,6 +134,7 @@ def _train_parser(sub):
 def parser() -> argparse.ArgumentParser:
     "The argument parser of the `resnetx` command."
     p = _Parser(prog='resnetx', description='ResNetX (a folded ResNet) for fastai')
+    p.add_argument('--version', action='version', version=f'resnetx (fastai_resnetx) {_version()}')
     sub = p.add_subparsers(dest='command', required=True, parser_class=_Parser)
     _train_parser(sub)
     s = sub.add_parser('summary', help='arch summary and FLOPs of any arch (never downloads weights)')
@@ -112,6 +158,13 @@ def check_paths(args):
         if args.data is not None and not args.data.is_dir():
             raise ValueError(f"`--data` folder {str(args.data)!r} does not exist" if not args.data.exists()
                              else f"`--data` {str(args.data)!r} is a file, not a folder")
+        if args.labels is not None:
+            if args.data is None: raise ValueError("`--labels` needs `--data`: the folder the CSV's file names are in")
+            if not args.labels.is_file() and (args.data / args.labels).is_file():
+                args.labels = args.data / args.labels          # fastai's from_csv: the CSV's name relative to the folder
+            if not args.labels.is_file():
+                raise ValueError(f"`--labels` file {str(args.labels)!r} does not exist" if not args.labels.exists()
+                                 else f"`--labels` {str(args.labels)!r} is not a file")
         check_out_folder(args.out, args.data)
     if args.command == 'plot':
         if args.out.suffix.lower() not in PLOT_FORMATS:
@@ -122,14 +175,16 @@ def check_paths(args):
 
 
 def _stopped(e:KeyboardInterrupt) -> int:
-    how = 'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'
+    how = ('hung up (SIGHUP)' if isinstance(e, HungUp) else 'terminated (SIGTERM)' if isinstance(e, Terminated)
+           else 'interrupted')
     print(f"resnetx: {how} {getattr(e, 'kept', 'during start-up; nothing was written')}", file=sys.stderr)
-    return 143 if isinstance(e, Terminated) else 130
+    return 129 if isinstance(e, HungUp) else 143 if isinstance(e, Terminated) else 130
 
 
 def main(argv=None) -> int:
     "Entry point of the `resnetx` command: bad input is one line on stderr and exit code 2; Ctrl-C/SIGTERM one line."
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    _safe_streams()
+    for sig in (signal.SIGTERM, signal.SIGHUP): signal.signal(sig, _raise_terminated)
     p = parser()
     args = p.parse_args(argv)
     prog = f'resnetx {args.command}'

@@ -1,11 +1,20 @@
 """What a run folder is, and the process clock: stdlib-only rules that the `resnetx` front door (checking `--out` before
-anything heavy is imported) and the job (`fastai_resnetx.job`, skipping earlier runs' outputs when reading data) share."""
-import os, tempfile, time
+anything heavy is imported) and the job (`fastai_resnetx.job`, writing a run and skipping earlier runs when reading
+data) share.
+
+A folder is a run folder only if `resnetx train` marked it: the marker file `.resnetx-run.json` lists the files the
+run wrote. Only those files are ever replaced; anything else in the folder is the user's and is never touched.
+"""
+import json, os, re, signal, tempfile, time
 from pathlib import Path
 
-__all__ = ['process_seconds', 'is_run_folder', 'check_out_folder', 'check_writable', 'nearest_existing']
+__all__ = ['process_seconds', 'MARKER', 'LOCK', 'OUTPUTS', 'written_files', 'is_run_folder', 'looks_like_run',
+           'check_out_folder', 'check_writable', 'check_name_lengths', 'nearest_existing', 'OutputFolder']
 
 _T0 = time.time()
+MARKER, LOCK = '.resnetx-run.json', '.resnetx-lock'
+OUTPUTS = ('export.pkl', 'loss.png', 'confusion_matrix.png', 'metrics.json')
+_TEMP = re.compile(r'^\.(.+)\.tmp-\d+$')   # `.export.pkl.tmp-PID`: a file being written by (or left by a killed) run
 
 
 def process_seconds() -> float:
@@ -31,18 +40,145 @@ def check_writable(folder:Path, arg:str):
     except OSError as e: raise ValueError(f"`{arg}` {str(folder)!r} cannot be written: {e.strerror} ({base})") from None
 
 
+def check_name_lengths(path:Path, arg:str):
+    "Every name in `path` that does not exist yet fits the file system's name limit (checked, not found out later)."
+    full = path.absolute()
+    p, limit = Path(full.anchor), 255
+    for part in full.parts[1:]:                   # from the top: `exists()` itself fails on a name that is too long
+        try: limit = os.pathconf(p, 'PC_NAME_MAX') if p.is_dir() else limit
+        except (OSError, ValueError): pass
+        if len(os.fsencode(part)) > limit:
+            raise ValueError(f"`{arg}` {str(path)!r}: the name {part[:20]!r}... is {len(os.fsencode(part))} bytes long, "
+                             f"the file system allows {limit}")
+        p = p / part
+
+
+def written_files(path:Path):
+    "The names the run that marked `path` wrote (its marker's list), or None if `path` is not a marked run folder."
+    try: files = json.loads((Path(path) / MARKER).read_text()).get('files')
+    except (OSError, ValueError, AttributeError): return None
+    ok = isinstance(files, list) and all(isinstance(f, str) and f in OUTPUTS for f in files)
+    return files if ok else None
+
+
 def is_run_folder(path:Path) -> bool:
-    "Whether `path` holds an earlier run's outputs (`export.pkl` and `metrics.json`)."
-    return (Path(path) / "export.pkl").is_file() and (Path(path) / "metrics.json").is_file()
+    "Whether `path` is a run folder: `resnetx train` marked it when it wrote its outputs there."
+    return written_files(path) is not None
+
+
+def looks_like_run(path:Path) -> bool:
+    "Never data: a marked run folder, or one holding an `export.pkl` and a `metrics.json` (an unmarked, older run's)."
+    return is_run_folder(path) or ((Path(path) / "export.pkl").is_file() and (Path(path) / "metrics.json").is_file())
+
+
+def _ours(name:str) -> bool:
+    "The marker, the lock, or a temporary output file: names only the tool writes."
+    m = _TEMP.match(name)
+    return name in (MARKER, LOCK) or bool(m and m[1] in (*OUTPUTS, MARKER))
+
+
+def _listing(names:list, n:int=4) -> str:
+    return ', '.join(repr(n_) for n_ in names[:n]) + (f' and {len(names) - n} more' if len(names) > n else '')
 
 
 def check_out_folder(out:Path, data:Path=None):
-    "`--out` of `train`: new, empty or an earlier run's, writable, and neither the data folder nor above it."
+    "`--out` of `train`: new, empty or a run folder, writable, names that fit, and neither the data folder nor above it."
+    check_name_lengths(out, '--out')
     if out.exists() and not out.is_dir(): raise ValueError(f"`--out` {str(out)!r} is a file, not a folder")
     if data is not None:
         d, o = data.resolve(), out.resolve()
         if o == d or o in d.parents:
             raise ValueError(f"`--out` {str(out)!r} holds the `--data` folder: the run would replace it; choose another folder")
-    if out.is_dir() and any(out.iterdir()) and not is_run_folder(out):
-        raise ValueError(f"`--out` {str(out)!r} holds other files (not an earlier run's outputs): choose a new or empty folder")
-    check_writable(out.parent, '--out')
+    if out.is_dir():
+        try: names = sorted(os.listdir(out))
+        except OSError as e: raise ValueError(f"`--out` {str(out)!r} cannot be read: {e.strerror}") from None
+        listed = written_files(out)
+        if listed is None:
+            foreign = [n for n in names if not _ours(n)]
+            if foreign:
+                raise ValueError(f"`--out` {str(out)!r} holds files `resnetx train` did not write ({_listing(foreign)}): "
+                                 f"choose a new or empty folder (only a folder it marked as a run folder is written into)")
+        else:
+            not_files = [n for n in OUTPUTS if (out / n).exists() and not (out / n).is_file()]
+            if not_files:
+                raise ValueError(f"`--out` {str(out)!r}: {not_files[0]!r} is not a file the earlier run wrote; move it away")
+    check_writable(out if out.is_dir() else out.parent, '--out')
+
+
+def _hold_signals():
+    "Block Ctrl-C, SIGTERM and SIGHUP (they arrive when unblocked); the old mask."
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
+
+class OutputFolder:
+    """A run's hold on `--out`: created if missing, locked against a second run into it, outputs written in place
+    (each through a temporary file in the folder, then renamed over the old one: a mount point works), and, on leaving,
+    the lock and whatever this run created but did not finish removed."""
+    def __init__(self, out): self.out, self.created, self.fd = Path(out), [], None
+
+    def __enter__(self):
+        missing = []
+        p = self.out.absolute()
+        while not p.exists(): missing.append(p); p = p.parent
+        for d in reversed(missing):
+            try: d.mkdir()
+            except FileExistsError: continue
+            except OSError as e: self._remove_created(); raise ValueError(f"`--out` {str(self.out)!r} cannot be created: {e.strerror}") from None
+            self.created.append(d)
+        lock = self.out / LOCK
+        try: self.fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e: self._remove_created(); raise ValueError(f"`--out` {str(self.out)!r} cannot be written: {e.strerror}") from None
+        import fcntl
+        try: fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try: pid = os.pread(self.fd, 32, 0).decode().strip() or '?'
+            except OSError: pid = '?'
+            os.close(self.fd); self.fd = None
+            raise ValueError(f"`--out` {str(self.out)!r} is being written by another run (process {pid}): wait for it or "
+                             f"choose another folder") from None
+        os.ftruncate(self.fd, 0); os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        self.discard(stale=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.discard()
+        if self.fd is not None:
+            try: os.unlink(self.out / LOCK)
+            except OSError: pass
+            os.close(self.fd); self.fd = None
+        self._remove_created()
+
+    def _remove_created(self):
+        for d in reversed(self.created):
+            try: d.rmdir()                        # only if empty: a file written there is kept
+            except OSError: break
+        self.created = []
+
+    def temp(self, name:str) -> Path:
+        "Where output `name` is written before it is renamed into place."
+        return self.out / f'.{name}.tmp-{os.getpid()}'
+
+    def discard(self, stale:bool=False):
+        "Remove this run's temporary files (`stale`: also those a killed run left; the lock says none is running)."
+        for n in os.listdir(self.out):
+            m = _TEMP.match(n)
+            if m and m[1] in (*OUTPUTS, MARKER) and (stale or n.endswith(f'.tmp-{os.getpid()}')):
+                try: os.unlink(self.out / n)
+                except OSError: pass
+
+    def commit(self, names):
+        "Put the written temporary files in place, the marker (listing them) first; signals wait until all are in."
+        names = list(names)
+        old = _hold_signals()
+        try:
+            listed = sorted(set(names) | set(written_files(self.out) or []))
+            marker = self.temp(MARKER)
+            marker.write_text(json.dumps({'written_by': 'resnetx train', 'files': listed,
+                                          'rule': 'resnetx train replaces only the files listed here; '
+                                                  'anything else in this folder is never touched'}, indent=2))
+            os.replace(marker, self.out / MARKER)
+            for n in names: os.replace(self.temp(n), self.out / n)
+            self.created = []                     # the folder is a run folder now: kept
+        finally:
+            self.discard()
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -52,7 +52,7 @@ def test_out_folder_checked_before_anything_runs(tmp_path, capsys):
     data = digit_folder(tmp_path / 'data', layout='flat')
     assert "is a file, not a folder" in one_error_line(capsys, ['train', '--out', str(a_file / 'out')])
     assert "cannot be written" in one_error_line(capsys, ['train', '--out', '/proc/resnetx/out'])
-    assert "holds other files (not an earlier run's outputs)" in one_error_line(capsys, ['train', '--out', str(tmp_path / 'mine')])
+    assert "holds files `resnetx train` did not write ('notes.txt')" in one_error_line(capsys, ['train', '--out', str(tmp_path / 'mine')])
     assert "holds the `--data` folder" in one_error_line(capsys, ['train', '--data', str(data / '3'), '--out', str(data)])
     assert (tmp_path / 'mine' / 'notes.txt').read_text() == 'keep me' and not (a_file.parent / 'out').exists()
 
@@ -122,7 +122,8 @@ def test_plot_png_pdf_svg(tmp_path):
 
 
 def test_plot_topology(tmp_path):
-    from fastai_resnetx import plot_topology, skip_kinds, resnetx50
+    from fastai_resnetx import plot_topology, resnetx50
+    from fastai_resnetx.job.plots import skip_kinds
     fig = plot_topology(resnetx50, fold=3, figsize=(10, 3), dpi=100, out=tmp_path / 't.png')
     assert Image.open(tmp_path / 't.png').size == (1000, 300)
     m = resnetx50(fold=3)

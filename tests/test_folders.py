@@ -31,10 +31,17 @@ def test_validation_folder_by_any_usual_name(tmp_path, valid_name):
 
 def test_random_holdout_is_said_with_its_seed_and_keeps_every_class(tmp_path):
     items = read_folder(digit_folder(tmp_path, layout='flat', n=10))
-    assert items.notes == ['no valid/ folder: a random 20% of each class (4 images) is held out for validation (seed 42)']
+    assert items.notes == ['no valid/ folder: 4 of 20 images (20.0%) are held out for validation, at random from each class (seed 42)']
     valid = [items.labels[i] for i in items.valid_idx]
     assert sorted(valid) == ['3', '3', '7', '7'] and items.classes == ['3', '7']
     assert read_folder(tmp_path).valid_idx == items.valid_idx                 # the same split every time
+
+
+def test_holdout_note_gives_the_real_fraction(tmp_path):
+    "6 images per class: 20% rounds up to 2 of 6 per class, 4 of 12 in all (1/3, not the 20% asked for)."
+    items = read_folder(digit_folder(tmp_path, layout='flat', n=6))
+    assert len(items.valid_idx) == 4 and len(items.files) == 12
+    assert items.notes == ['no valid/ folder: 4 of 12 images (33.3%) are held out for validation, at random from each class (seed 42)']
 
 
 def test_files_read_once_and_symlink_loops_not_followed(tmp_path):

@@ -1,5 +1,5 @@
 "Mixed precision on CPU: bf16 really runs inside the forward, loss and grads stay fp32, and a tiny digits fit trains."
-import warnings
+import math, warnings
 
 import pytest
 import torch
@@ -94,16 +94,46 @@ def test_tiny_digits_fit_in_bf16_learns():
     assert acc > 0.4, f'accuracy {acc:.3f} after 1 bf16 epoch (chance is 0.1)'
 
 
-def test_bf16_stops_before_a_non_finite_gradient_reaches_the_weights():
-    "A NaN gradient (what torch's bf16 conv backward on CPU gives a stride-2 conv on a 1x1 map) stops the fit, weights intact."
+def _poison(value, where):
+    "A grad hook putting `value` into one element (flat index `where`) of the gradient, the rest left as computed."
+    def hook(g):
+        g = g.clone(memory_format=torch.contiguous_format)  # channels_last grads under to_bf16: view(-1) needs contiguous
+        g.view(-1)[where] = value
+        return g
+    return hook
+
+
+@pytest.mark.parametrize('value,where', [(float('nan'), None), (float('nan'), -1), (float('inf'), 0), (float('-inf'), -1)])
+def test_bf16_stops_before_a_non_finite_gradient_reaches_the_weights(value, where):
+    "A NaN (what torch's bf16 conv backward on CPU gives a stride-2 conv on a 1x1 map) or an inf, in the whole gradient or "
+    "in one element of it, stops the fit before the optimizer step: every weight as it was."
     learn = tiny_learner(n_items=64).to_bf16()
     p = learn.model[0][4][0].branch.conv1.weight                # stage1, unit 1, first conv
-    before = p.detach().clone()
-    p.register_hook(lambda g: g * float('nan'))
+    before = {n: w.detach().clone() for n, w in learn.model.named_parameters()}
+    p.register_hook((lambda g: g * value) if where is None else _poison(value, where))
     with warnings.catch_warnings(), learn.no_bar(), learn.no_logging(), pytest.raises(NonFiniteGradientsError, match=r"NaN/inf gradients in 1 parameter\(s\) \(first: 0\.4\.0\.branch\.conv1\.weight\)"):
         warnings.simplefilter('ignore')
         learn.fit(1, 1e-3)
-    assert torch.equal(p.detach(), before) and torch.isfinite(p).all()
+    assert all(torch.equal(w.detach(), before[n]) for n, w in learn.model.named_parameters())
+    assert torch.isfinite(p).all()
+
+
+def test_non_finite_check_agrees_with_a_per_element_scan():
+    "The one-sum-per-grad check names exactly the parameters a plain element-by-element scan finds, false alarms included."
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(50, 40), nn.Linear(40, 30), nn.Linear(30, 2))
+    names = [n for n, _ in model.named_parameters()]
+    cases = [{}, {0: [float('nan')]}, {1: [float('inf')]}, {2: [float('-inf')]}, {3: [float('inf'), float('-inf')]},
+             {0: [float('nan')], 5: [float('inf')]}, {4: [3e38, 3e38]}]  # the last: finite, but its sum overflows
+    for case in cases:
+        for i, p in enumerate(model.parameters()):
+            p.grad = torch.randn_like(p)
+            for j, v in enumerate(case.get(i, [])): p.grad.view(-1)[-1 - j] = v
+        expected = [n for n, p in zip(names, model.parameters())
+                    if any(not math.isfinite(v) for v in p.grad.flatten().tolist())]
+        assert precision._non_finite(model) == expected, case
+    model[1].weight.grad = None  # a parameter without a gradient is skipped
+    assert precision._non_finite(model) == [] and precision._non_finite(nn.Linear(2, 2)) == []
 
 
 def test_pick_precision_reads_the_table(monkeypatch):

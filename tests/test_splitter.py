@@ -1,4 +1,5 @@
 "arch_splitter over a zoo of torchvision, timm, fastai and ResNetX models, and through `vision_learner`."
+from collections import OrderedDict
 from functools import partial
 import numpy as np
 import pytest, timm, torch
@@ -192,3 +193,112 @@ def test_discriminative_lrs_one_peak_per_group(arch):
     np.testing.assert_allclose(lrs.max(0), [1e-5, 1e-4, 1e-3], rtol=1e-6)
     np.testing.assert_allclose(lrs[:, 1] / lrs[:, 0], 10, rtol=1e-6)   # the same schedule, scaled per group
     np.testing.assert_allclose(lrs[:, 2] / lrs[:, 1], 10, rtol=1e-6)
+
+# Families whose modules are registered in another order than the forward pass runs them (the splitter reads the
+# registration order), or that have no blocks at all: what the splitter does there, pinned so a change is noticed.
+FAMILY_EXCEPTIONS = {
+    'coat': 'order',             # patch_embed1-4 registered together, run between the serial block lists
+    'efficientvim': 'order',     # each stage's downsample is registered after its blocks, runs before them
+    'twins': 'order',            # patch_embeds, blocks and pos_block are parallel ModuleLists
+    'volo': 'order',             # aux_head is registered before the final norm and head
+    'vgg': 'too few groups',     # a flat chain of conv/ReLU/pool layers: no blocks, so a body and a head only
+}
+SIZE_WORDS = ['atto', 'femto', 'pico', 'nano', 'xxxs', 'xxs', 'tiny', 'xs', 't8', 't0', 'small', 's0', 'b0', 'mini', '18',
+              '10', 'light']
+
+def small_arch(family):
+    "The family's arch whose name says it is smallest (built on the meta device, so size costs no memory anyway)."
+    def size_rank(name):
+        hits = [i for i,w in enumerate(SIZE_WORDS) if w in name]
+        return (min(hits) if hits else len(SIZE_WORDS), len(name), name)
+    return min(timm.list_models(module=family), key=size_rank)
+
+def meta_forward_order(model):
+    "`forward_order` on the meta device: shapes only, no compute."
+    order = []
+    hooks = [m.register_forward_pre_hook(lambda m,i: order.append(m) if m not in order else None)
+             for m in model.modules() if next(m.parameters(recurse=False), None) is not None]
+    try:
+        with torch.no_grad(): model.eval()(torch.empty(1, *model.pretrained_cfg.get('input_size', (3, 224, 224)), device='meta'))
+    finally:
+        for h in hooks: h.remove()
+    return order
+
+def family_problems(model):
+    "What is wrong with `arch_splitter(model, 3)`: too few groups, an empty one, groups out of forward order, a stem "
+    "not in the first, or a first group holding nearly the whole body (discriminative LRs would do nothing)."
+    try: groups = arch_groups(model, 3)
+    except ValueError: return {'too few groups'}
+    problems = set()
+    if any(not g.params for g in groups): problems.add('empty')
+    group_of = {id(p): i for i,g in enumerate(groups) for p in g.params}
+    seen = [group_of[id(next(m.parameters(recurse=False)))] for m in meta_forward_order(model)]
+    if seen != sorted(seen): problems.add('order')
+    if seen[0] != 0: problems.add('stem')
+    if groups[0].n_params > 0.95 * (groups[0].n_params + groups[1].n_params): problems.add('first group is the body')
+    return problems
+
+@pytest.mark.slow
+def test_one_small_arch_of_every_timm_family():
+    "Every timm family (one small arch each, pretrained=False): 3 non-empty groups in forward order, the stem first."
+    found = {}
+    for family in timm.list_modules():
+        with torch.device('meta'): model = timm.create_model(small_arch(family), pretrained=False)
+        if problems := family_problems(model): found[family] = ', '.join(sorted(problems))
+    assert len(timm.list_modules()) > 90
+    assert found == FAMILY_EXCEPTIONS
+
+def test_fastvit_stem_and_stages_are_separate_groups():
+    "timm's fastvit_t8: a Sequential stem of blocks is the stem, its four `FastVitStage`s are the stages."
+    with torch.device('meta'): model = timm.create_model('fastvit_t8', pretrained=False)
+    groups = arch_groups(model, None)
+    assert [g.names for g in groups] == [['stem'], ['stages.0'], ['stages.1'], ['stages.2'], ['stages.3', 'final_conv'],
+                                         ['head']]
+    assert [g.n_params for g in groups] == [sum(p.numel() for p in m.parameters()) for m in
+        (model.stem, *model.stages[:3], nn.Sequential(model.stages[3], model.final_conv), model.head)]
+
+# One small synthetic model per splitter rule: each fails if its rule is removed.
+def conv_block(c=4): return nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c, 1))
+class ConvNormAct(nn.Module):
+    "One conv with its norm and activation: a layer, not a block."
+    def __init__(self, c=4):
+        super().__init__()
+        self.conv,self.bn,self.act = nn.Conv2d(c, c, 1),nn.BatchNorm2d(c),nn.ReLU()
+    def forward(self, x): return self.act(self.bn(self.conv(x)))
+class Branches(nn.Module):
+    "A layer with a list of one-conv branches (timm's MobileOneBlock): the list is not a stage."
+    def __init__(self, c=4):
+        super().__init__()
+        self.branches = nn.ModuleList([ConvNormAct(c)])
+    def forward(self, x): return sum(b(x) for b in self.branches)
+class MyStage(nn.Module):
+    "A stage by its class name, although its children differ (a downsample, then blocks)."
+    def __init__(self, c=4):
+        super().__init__()
+        self.down,self.blocks = nn.Conv2d(c, c, 1),nn.Sequential(conv_block(c), conv_block(c))
+    def forward(self, x): return self.blocks(self.down(x))
+def head(c=4): return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 2))
+def stage(n=2): return nn.Sequential(*[conv_block() for _ in range(n)])
+
+def names(model, n_groups=None):
+    "Each group's role and module names."
+    return [(g.role, g.names) for g in arch_groups(model, n_groups)]
+
+def test_rule_a_stem_of_blocks_is_the_stem():
+    model = nn.Sequential(OrderedDict(stem=stage(), stage1=stage(), stage2=stage(), head=head()))
+    assert names(model) == [('stem', ['stem']), ('stage 1', ['stage1']), ('stage 2', ['stage2']), ('head', ['head'])]
+
+def test_rule_one_conv_with_norm_is_a_layer_not_a_block():
+    model = nn.Sequential(OrderedDict(stem=nn.Conv2d(3, 4, 1), stage1=stage(), stage2=stage(), last=Branches(),
+                                      head=head()))
+    assert names(model) == [('stem', ['stem']), ('stage 1', ['stage1']), ('stage 2', ['stage2', 'last']),
+                            ('head', ['head'])]
+
+def test_rule_a_class_named_stage_is_a_stage():
+    model = nn.Sequential(OrderedDict(stem=nn.Conv2d(3, 4, 1), s1=MyStage(), s2=MyStage(), head=head()))
+    assert names(model) == [('stem', ['stem']), ('stage 1', ['s1']), ('stage 2', ['s2']), ('head', ['head'])]
+
+def test_rule_a_single_stage_gives_one_stage_per_child():
+    model = nn.Sequential(OrderedDict(embed=nn.Conv2d(3, 4, 1), blocks=stage(3), head=head()))
+    assert names(model) == [('stem', ['embed']), ('stage 1', ['blocks.0']), ('stage 2', ['blocks.1']),
+                            ('stage 3', ['blocks.2']), ('head', ['head'])]

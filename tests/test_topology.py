@@ -85,3 +85,42 @@ def test_bad_layout():
     with pytest.raises(ValueError, match=r'num_nodes\[1\].*no empty stage'): fold_plan((3, 0, 6, 3))
     with pytest.raises(ValueError, match='num_nodes'): fold_plan(())
     with pytest.raises(ValueError, match='unit'): skip_source(0)
+
+
+def test_start_id_past_the_last_unit_names_start_id():
+    "The user passed `start_id`, not `end_id`: the error names what was passed."
+    for bad in (16, 20):
+        with pytest.raises(ValueError, match=rf"^`start_id` must be <= 15 for num_nodes=\(3, 4, 6, 3\) \(16 units; "
+                                             rf".*needs 2 units at least\), got {bad}$"):
+            fold_plan((3, 4, 6, 3), 2, start_id=bad)
+    assert fold_plan((3, 4, 6, 3), 2, start_id=15).sources[-3:] == (13, 13, 14)   # units 15-16 folded: two back
+
+
+def test_skip_source_defaults():
+    "Without `start_id` the window starts at unit `fold`; without `end_id` it never ends (hand-worked, fold 3)."
+    # fold 3: units 1-2 plain (sources 0, 1); from unit 3 the skip length alternates 2, 4
+    assert [skip_source(u, 3) for u in range(1, 9)] == [0, 1, 1, 0, 3, 2, 5, 4]
+    assert [skip_source(u, 2) for u in (1, 2, 3, 100)] == [0, 0, 1, 98]
+    assert [skip_source(u) for u in (1, 2, 50)] == [0, 1, 49]
+    # an explicit window: units 5..6 folded (fold 2: two back), the others one back
+    assert [skip_source(u, 2, 5, 6) for u in range(3, 9)] == [2, 3, 3, 4, 6, 7]
+
+
+def test_stage_of_bounds():
+    "Output 16 is the last of (3, 4, 6, 3); 17 does not exist; -1 neither."
+    assert stage_of(16, (3, 4, 6, 3)) == 4
+    for bad in (17, -1):
+        with pytest.raises(ValueError, match=rf"^`output` must be an integer in \[0, 16\], got {bad}$"): stage_of(bad, (3, 4, 6, 3))
+
+
+def test_stage_distance_needs_an_earlier_source():
+    assert stage_distance(5, 4, (3, 4, 6, 3)) == 0 and stage_distance(4, 3, (3, 4, 6, 3)) == 1
+    for source in (5, 6):
+        with pytest.raises(ValueError, match=rf"^`source` \({source}\) must come before `unit` \(5\)$"):
+            stage_distance(5, source, (3, 4, 6, 3))
+
+
+@pytest.mark.parametrize('bad', [5.5, '6', True])
+def test_end_id_must_be_an_integer(bad):
+    with pytest.raises(ValueError, match=rf"^`end_id` must be an integer >= 1, got {bad!r}$"): fold_plan((3, 4, 6, 3), 2, end_id=bad)
+    with pytest.raises(ValueError, match=rf"^`end_id` must be an integer >= 1, got {bad!r}$"): skip_source(4, 2, end_id=bad)

@@ -9,8 +9,9 @@ from PIL import Image
 from fastai.vision.all import load_learner, PILImage, MixedPrecision, accuracy
 
 from resnetx_cli import main
-from fastai_resnetx import train
-from fastai_resnetx.job.train import all_or_nothing, atomic_write, SPLIT_SEED
+from fastai_resnetx.job.train import train
+from fastai_resnetx.job.train import atomic_write, SPLIT_SEED
+from resnetx_cli.runs import OutputFolder, MARKER
 from fastai_resnetx.integration.precision import pick_precision
 from digit_folders import digit_folder, error_lines, run_resnetx
 
@@ -21,13 +22,16 @@ def outputs(out:Path) -> dict: return {p.name: p.read_bytes() for p in sorted(ou
 
 
 def earlier_run(out:Path) -> dict:
-    "A folder holding an earlier run's outputs (stand-in bytes); its contents."
+    "A folder holding an earlier run's outputs (stand-in bytes) and the marker that run wrote; its contents."
     out.mkdir(parents=True)
     for name in ('export.pkl', 'loss.png', 'confusion_matrix.png', 'metrics.json'): (out / name).write_bytes(b'old ' + name.encode())
+    (out / MARKER).write_text('{"files": ["export.pkl", "loss.png", "confusion_matrix.png", "metrics.json"]}')
     return outputs(out)
 
 
-def no_temporaries(folder:Path): return [p.name for p in folder.iterdir() if p.name.startswith('.')] == []
+def no_temporaries(folder:Path):
+    "No hidden file but run folders' markers anywhere under `folder` (no temporary file or folder, no lock)."
+    return [p.name for p in folder.rglob('.*') if p.name != MARKER] == []
 
 
 @pytest.mark.slow
@@ -61,7 +65,7 @@ def test_runs_from_inside_the_data_folder_never_train_on_outputs(tmp_path, monke
     assert main(['train', '--data', '.', '--epochs', '1', '--size', '16', '--bs', '8', '--out', 'other']) == 0
     assert json.loads((data / 'other' / 'metrics.json').read_text())['n_train'] == 16   # runs/latest: an earlier run's
     assert len(load_learner(data / 'other' / 'export.pkl').dls.vocab) == 2
-    assert 'a random 20% of each class (4 images) is held out for validation (seed 42)' in capsys.readouterr().out
+    assert 'no valid/ folder: 4 of 20 images (20.0%) are held out for validation, at random from each class (seed 42)' in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -95,12 +99,20 @@ def test_pretrained_one_epoch_is_one_epoch(tmp_path, monkeypatch):
 def test_outputs_appear_together_or_not_at_all(tmp_path):
     out = tmp_path / 'out'
     old = earlier_run(out)
-    with pytest.raises(KeyboardInterrupt), all_or_nothing(out) as tmp:
-        (tmp / 'export.pkl').write_bytes(b'new')
+    (out / 'notes.md').write_text('mine')
+    with pytest.raises(KeyboardInterrupt), OutputFolder(out) as folder:
+        folder.temp('export.pkl').write_bytes(b'new')
         raise KeyboardInterrupt                                              # stopped half-way through writing
-    assert outputs(out) == old and no_temporaries(tmp_path)
-    with all_or_nothing(out) as tmp: (tmp / 'export.pkl').write_bytes(b'new'); (tmp / 'metrics.json').write_text('{}')
-    assert outputs(out) == {'export.pkl': b'new', 'metrics.json': b'{}'} and no_temporaries(tmp_path)
+    assert outputs(out) == {**old, 'notes.md': b'mine'} and no_temporaries(tmp_path)
+    with OutputFolder(out) as folder:
+        folder.temp('export.pkl').write_bytes(b'new'); folder.temp('metrics.json').write_text('{}')
+        folder.commit(['export.pkl', 'metrics.json'])
+    new = outputs(out)
+    assert (new['export.pkl'], new['metrics.json'], new['loss.png'], new['notes.md']) == (b'new', b'{}', old['loss.png'], b'mine')
+    assert no_temporaries(tmp_path)
+    with pytest.raises(KeyboardInterrupt), OutputFolder(tmp_path / 'a' / 'b') as folder:   # created for the run, nothing kept
+        folder.temp('export.pkl').write_bytes(b'new'); raise KeyboardInterrupt
+    assert not (tmp_path / 'a').exists()
     with pytest.raises(KeyboardInterrupt): atomic_write(tmp_path / 'one.png', lambda p: (p.write_bytes(b'half'), (_ for _ in ()).throw(KeyboardInterrupt())))
     assert not (tmp_path / 'one.png').exists() and no_temporaries(tmp_path)
 

@@ -28,10 +28,17 @@ _POOL = re.compile(r'Pool(ing)?([123]d)?$')
 
 def _is_leaf(m): return next(m.children(), None) is None
 
+def _n_weighted(m):
+    "How many layers in `m` hold a weight matrix or kernel (a conv or linear; a norm's weight is a vector)."
+    return sum(any(p.dim() >= 2 for p in c.parameters(recurse=False)) for c in m.modules() if _is_leaf(c))
+
 def _is_block(m):
-    "A unit a stage can repeat: a module with parameters and children, not a plain chain of layers (conv-norm-act)."
-    if _is_leaf(m) or next(m.parameters(), None) is None: return False
-    return not (isinstance(m, nn.Sequential) and all(_is_leaf(c) for c in m.children()))
+    "A unit a stage can repeat: two or more conv/linear layers (one conv with its norm and activation is a layer)."
+    return not _is_leaf(m) and _n_weighted(m) >= 2
+
+def _is_stem(name, m):
+    "The model's stem, by its name or class: never a stage, even when it is a chain of blocks (timm's fastvit)."
+    return name.rsplit('.', 1)[-1] == 'stem' or 'Stem' in type(m).__name__
 
 def _is_stage(m):
     "A container of repeated blocks, or a module that calls itself a stage."
@@ -45,6 +52,7 @@ def _join(prefix, name): return f'{prefix}.{name}' if prefix else name
 
 def _stage_names(module, prefix='', root=True):
     "Qualified names of the outermost stages inside `module`."
+    if not root and _is_stem(prefix, module): return []
     if not root and _is_stage(module): return [prefix]
     return sum((_stage_names(c, _join(prefix, n), False) for n,c in module.named_children()), [])
 
@@ -76,15 +84,12 @@ def _flatten(module, stages, prefix='', root=True):
     return parts
 
 def _parts(module, prefix=''):
-    "Parts of `module` in forward order; a single stage is opened up into its own stages or blocks."
+    "Parts of `module` in forward order; a single stage is opened up: each of its children is a stage."
     stages = _stage_names(module) or _repeated_blocks(module)
-    parts = [_Part(_join(prefix, p.name), p.module, p.is_stage) for p in _flatten(module, set(stages))]
-    stage_parts = [p for p in parts if p.is_stage]
-    if len(stage_parts) == 1 and len(list(stage_parts[0].module.children())) > 1:
-        i = parts.index(stage_parts[0])
-        inner = _parts(stage_parts[0].module, stage_parts[0].name)
-        if any(p.is_stage for p in inner): parts[i:i+1] = inner
-    return parts
+    if len(stages) == 1:
+        kids = [_join(stages[0], n) for n,_ in module.get_submodule(stages[0]).named_children()]
+        if len(kids) > 1: stages = kids
+    return [_Part(_join(prefix, p.name), p.module, p.is_stage) for p in _flatten(module, set(stages))]
 
 def _is_pool(m):
     "A pooling layer, or a module (a head) that starts with one."

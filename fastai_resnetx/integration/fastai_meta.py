@@ -6,14 +6,17 @@ All three get the same entry, so the same derived layer groups and normalization
 from dataclasses import fields
 from functools import partial
 
+import timm, torch
+
 from fastai.vision.learner import model_meta
 from fastai.vision.core import imagenet_stats
 
 from ..inspection.splitter import arch_splitter
 from ..model.archs import ARCHS, pretrained_tags
 from ..model.config import RESNETX_CONFIGS, ALIASES
+from ..model.family_archs import FOLDED_ARCHS, default_cfgs as _folded_cfgs
 
-__all__ = ['RESNETX_ARCHS', 'resnetx_arch']
+__all__ = ['RESNETX_ARCHS', 'resnetx_arch', 'folded_arch']
 
 RESNETX_ARCHS = ARCHS
 _BY_NAME = {arch.__name__: arch for arch in ARCHS}
@@ -56,3 +59,30 @@ def resnetx_arch(name, **overrides):
     model_meta[arch] = model_meta[base]
     known.append((cfg, arch))
     return arch
+
+
+# ---- folded timm/torchvision ResNets (`folded_resnet50d`, `folded_tv_resnet50`): the same cut and derived groups; the
+# normalisation stats of the source's default weights (fastai reads them for a function arch; timm's cfg for a name)
+_FOLDED = {arch.__name__: arch for arch in FOLDED_ARCHS}
+
+def _folded_meta(name) -> dict:
+    cfg = _folded_cfgs[name].default
+    return {'cut': -2, 'split': arch_splitter, 'stats': (list(cfg.mean), list(cfg.std))}
+
+for _arch in FOLDED_ARCHS: model_meta[_arch] = model_meta[_arch.__name__] = _folded_meta(_arch.__name__)
+
+_folded_registered = {}
+
+def folded_arch(name, fold:int=1, start_id:int=None, end_id:int=None):
+    "A folded ResNet arch (`'folded_resnet50d'` or its entry point) at `fold` for fastai's learners, with its `model_meta`."
+    base = _FOLDED.get(getattr(name, '__name__', name))
+    if base is None or (callable(name) and name is not base):
+        raise ValueError(f"`name` must be a folded arch name (e.g. 'folded_resnet50d', 'folded_tv_resnet50'; "
+                         f"timm.list_models('folded_*')) or its entry point, got {name!r}")
+    key = (base.__name__, fold, start_id, end_id)
+    if key not in _folded_registered:
+        with torch.device('meta'): timm.create_model(base.__name__, fold=fold, start_id=start_id, end_id=end_id)   # checks now
+        arch = partial(base, fold=fold, start_id=start_id, end_id=end_id)
+        model_meta[arch] = model_meta[base]
+        _folded_registered[key] = arch
+    return _folded_registered[key]

@@ -2,7 +2,9 @@
 from timm.models import register_model
 
 from ..model.archs import ARCHS
+from ..model.family_archs import FOLDED_ARCHS
 
 __all__ = []  # registration happens on import; the entry points are exported by `model.archs`
 
 for _arch in ARCHS: register_model(_arch)   # timm reads their pretrained cfgs from `archs.default_cfgs`
+for _arch in FOLDED_ARCHS: register_model(_arch)   # folded_<timm resnet>, folded_tv_<torchvision resnet>: `family_archs`

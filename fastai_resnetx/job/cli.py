@@ -26,7 +26,8 @@ def _plot(args):
 
 def _train(args):
     m = train(args.data, out=args.out, arch=args.arch, fold=args.fold, epochs=args.epochs, size=args.size, bs=args.bs,
-              lr=args.lr, pretrained=args.pretrained, precision=args.precision, seed=args.seed)
+              lr=args.lr, pretrained=args.pretrained, precision=args.precision, seed=args.seed,
+              labels=getattr(args, 'labels', None))
     if m['rank'] == 0:
         print(f"final validation accuracy: {m['valid_accuracy']:.4f} ({m['n_valid']} images); "
               f"wall clock {process_seconds():.1f} s (whole process); outputs in {args.out}/")

@@ -4,14 +4,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, PILImage, PILImageBW, RandomSplitter, IndexSplitter,
                                Resize, aug_transforms, image_extensions, verify_images)
-from resnetx_cli.runs import is_run_folder   # the front door's rule: one rule for what is a run folder
+from resnetx_cli.runs import looks_like_run   # the front door's rule: one rule for what is a run folder
 
 from ..checks import check_int
 
-__all__ = ['DigitImage', 'DigitLabel', 'open_image', 'FolderLabel', 'FolderItems', 'read_folder', 'find_images',
+__all__ = ['DigitImage', 'DigitLabel', 'open_image', 'FolderLabel', 'CsvLabel', 'FolderItems', 'read_folder',
+           'read_csv_labels', 'find_images', 'display_name',
            'available_memory', 'digits_split_sizes', 'digits_dls', 'folder_dls', 'VALID_FOLDERS']
 
 VALID_FOLDERS = ('valid', 'val', 'validation')
@@ -48,12 +49,17 @@ def _to_8bit(img:Image.Image) -> Image.Image:
     return img
 
 
+def _upright(img:Image.Image) -> Image.Image:
+    "`img` turned as its EXIF orientation says (a phone photo's), so that it is seen upright."
+    try: return ImageOps.exif_transpose(img)
+    except Exception: return img                  # a broken EXIF block: the pixels as stored
+
 def open_image(fn:Path|str|Image.Image) -> PILImage:   # the input types let `test_dl` start here for paths and images
-    "An RGB `PILImage` from an 8- or 16-bit image file or PIL image (`PILImage.create` would clip 16-bit values to white)."
-    if isinstance(fn, Image.Image): return PILImage(_to_8bit(fn).convert('RGB'))
+    "An upright (EXIF orientation applied) RGB `PILImage` from an 8- or 16-bit image file or PIL image (`PILImage.create` would clip 16-bit values)."
+    if isinstance(fn, Image.Image): return PILImage(_to_8bit(_upright(fn)).convert('RGB'))
     with Image.open(fn) as img:
         img.load()
-        return PILImage(_to_8bit(img).convert('RGB'))
+        return PILImage(_to_8bit(_upright(img)).convert('RGB'))
 
 
 def digits_split_sizes(n_items:int=None, valid_pct:float=0.2):
@@ -97,14 +103,24 @@ def with_resize(dls, size:int):
 def _inside(path:str, folder:str) -> bool: return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def find_images(root:Path, seen:set, skip=()) -> list:
-    "Image files under `root`, each real file once (`seen`: real paths so far, real files before links to them)."
+def display_name(name:str) -> str:
+    "A file name as text: bytes that are not UTF-8 (Latin-1 `caf\\xe9`) written as `\\xe9`; UTF-8 names read right under LC_ALL=C too."
+    return os.fsencode(name).decode('utf-8', errors='backslashreplace')
+
+
+def _unreadable(e:OSError):
+    raise ValueError(f"folder {display_name(str(e.filename))!r} in `data` cannot be read: {e.strerror}")
+
+
+def find_images(root:Path, seen:set, skip=(), outputs:set=None) -> list:
+    "Image files under `root`, each real file once (`seen`: real paths so far); an unreadable folder is refused; `outputs` collects skipped folders."
     real_root, skip = os.path.realpath(root), {os.path.realpath(p) for p in skip}
     found, dirs_seen = [], set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=_unreadable):
         real = os.path.realpath(dirpath)
         # not data: the run's own output folder, earlier runs' outputs, a folder reached twice (a loop outside the root)
-        if real in dirs_seen or real in skip or is_run_folder(dirpath):
+        if real in dirs_seen or real in skip or looks_like_run(dirpath):
+            if outputs is not None and real not in dirs_seen: outputs.add(dirpath)
             dirnames[:] = []; continue
         dirs_seen.add(real)
         # hidden folders (a run's temporary outputs) and links to folders inside the root (a loop, or a second view
@@ -119,12 +135,18 @@ def find_images(root:Path, seen:set, skip=()) -> list:
 
 
 class FolderLabel:
-    "Item getter: the label of an image file, the name of its top-level folder under one of `roots`."
+    "Item getter: the label of an image file, the name of its top-level folder under one of `roots` (as `display_name`)."
     def __init__(self, roots): self.roots = [Path(r) for r in roots]
     def __call__(self, path):
         for root in self.roots:
-            if Path(path).is_relative_to(root): return Path(path).relative_to(root).parts[0]
+            if Path(path).is_relative_to(root): return display_name(Path(path).relative_to(root).parts[0])
         raise ValueError(f"{str(path)!r} is under none of the data folders {[str(r) for r in self.roots]}")
+
+
+class CsvLabel:
+    "Item getter: the label of an image file from a CSV's rows (`{path: label}`)."
+    def __init__(self, labels:dict): self.labels = labels
+    def __call__(self, path): return self.labels[str(path)]
 
 
 @dataclass
@@ -135,22 +157,47 @@ class FolderItems:
     valid_idx: list
     roots: list
     notes: list = field(default_factory=list)
+    get_y: object = None                    # None: `FolderLabel(roots)`
     @property
     def classes(self): return sorted(set(self.labels[i] for i in self.train_idx))
     @property
     def train_idx(self): return sorted(set(range(len(self.files))) - set(self.valid_idx))
 
 
+def _what_is_in(folder:Path) -> str:
+    "What a class folder without images holds, in a few words."
+    names = [n for _, _, fs in os.walk(folder, onerror=_unreadable) for n in fs]
+    if not names: return 'is empty'
+    exts = sorted({os.path.splitext(n)[1].lower() or '(none)' for n in names})
+    return (f"holds {len(names)} files but no images (extensions {', '.join(exts[:5])}; images are "
+            f"{', '.join(sorted(e for e in image_extensions if e in ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.webp')))}, ...)")
+
+
 def _class_images(folder:Path, seen:set, skip) -> dict:
-    "{class: image files} of `folder`'s top-level class folders; images outside class folders are refused."
-    files = find_images(folder, seen, skip)
+    "{class: image files} of `folder`'s top-level class folders; images outside class folders, and class folders without images, are refused."
+    outputs = set()
+    files = find_images(folder, seen, skip, outputs)
     loose = [f for f in files if f.parent == folder]
     if loose:
-        raise ValueError(f"{str(folder)!r} holds {len(loose)} images outside class folders (e.g. {loose[0].name!r}): "
+        raise ValueError(f"{str(folder)!r} holds {len(loose)} images outside class folders (e.g. {display_name(loose[0].name)!r}): "
                          f"labels are the class folders, so put each class's images in {folder}/<class>/")
     by_class = {}
     for f in files: by_class.setdefault(f.relative_to(folder).parts[0], []).append(f)
-    return by_class
+    # every class folder becomes a class or the run is refused: one without images is not silently dropped (a folder
+    # holding only run outputs, or this run's --out, is not a class folder)
+    output_tops = {Path(o).relative_to(folder).parts[0] for o in outputs if Path(o) != folder}
+    for d in sorted(os.listdir(folder)):
+        p = folder / d
+        if d.startswith('.') or d in by_class or d in output_tops or not p.is_dir(): continue
+        if os.path.islink(p) and _inside(os.path.realpath(p), os.path.realpath(folder)): continue   # a second view
+        if os.path.realpath(p) in {os.path.realpath(s) for s in skip}: continue
+        raise ValueError(f"class folder {display_name(str(p))!r} {_what_is_in(p)}: every class folder must hold images; "
+                         f"remove it or add its images")
+    names = {}
+    for c in by_class: names.setdefault(display_name(c), []).append(c)
+    twice = [v for v in names.values() if len(v) > 1]
+    if twice: raise ValueError(f"class folders {twice[0]!r} have the same name as text: rename one")
+    return {display_name(c): fs for c, fs in by_class.items()}
 
 
 def _random_holdout(by_class:dict, valid_pct:float, seed:int) -> tuple:
@@ -168,6 +215,24 @@ def _random_holdout(by_class:dict, valid_pct:float, seed:int) -> tuple:
     return train, valid
 
 
+def _holdout_note(train:dict, valid:dict, seed:int) -> str:
+    "The note a random hold-out gives: how many images, the real fraction (rounding per class makes it differ)."
+    k, n = sum(map(len, valid.values())), sum(map(len, valid.values())) + sum(map(len, train.values()))
+    return (f"no valid/ folder: {k} of {n} images ({k / n:.1%}) are held out for validation, at random from each class "
+            f"(seed {seed})")
+
+
+def _check_layout(root:Path):
+    "Refuse, in one line, a layout whose labels are not class folders (images/ next to annotations/ or a CSV)."
+    if not (root / 'images').is_dir(): return
+    csvs = sorted(p.name for p in root.iterdir() if p.suffix.lower() in ('.csv', '.tsv') and p.is_file())
+    others = ([f'annotations/'] if (root / 'annotations').is_dir() else []) + csvs
+    if others:
+        raise ValueError(f"`data` {str(root)!r} has images/ next to {', '.join(others)}: its labels are not class "
+                         f"folders; give a CSV of labels with `--labels FILE.csv` (file and label columns) or "
+                         f"arrange the images as <class>/ folders")
+
+
 def _valid_folder(root:Path):
     found = [root / n for n in VALID_FOLDERS if (root / n).is_dir()]
     if len(found) > 1: raise ValueError(f"`data` {str(root)!r} has {' and '.join(f.name + '/' for f in found)}: keep one validation folder")
@@ -179,6 +244,7 @@ def read_folder(path, valid_pct:float=0.2, seed:int=42, skip=()) -> FolderItems:
     root, seen, notes = Path(path), set(), []
     if not root.is_dir(): raise ValueError(f"`data` folder {str(root)!r} does not exist")
     valid_dir = _valid_folder(root)
+    _check_layout(root)
     if (root / 'train').is_dir():
         roots, train = [root / 'train'], _class_images(root / 'train', seen, skip)
         valid = _class_images(valid_dir, seen, skip) if valid_dir else None
@@ -191,8 +257,7 @@ def read_folder(path, valid_pct:float=0.2, seed:int=42, skip=()) -> FolderItems:
     if len(train) < 2: raise ValueError(f"`data` folder {str(roots[0])!r} needs at least 2 class folders, found {sorted(train)}")
     if valid is None:
         train, valid = _random_holdout(train, valid_pct, seed)
-        notes.append(f"no valid/ folder: a random {valid_pct:.0%} of each class ({sum(map(len, valid.values()))} images) "
-                     f"is held out for validation (seed {seed})")
+        notes.append(_holdout_note(train, valid, seed))
     else:
         extra = sorted(set(valid) - set(train))
         if extra: raise ValueError(f"class {extra[0]!r} is in {valid_dir.name}/ but not in train/ (train/ has {sorted(train)})")
@@ -201,6 +266,48 @@ def read_folder(path, valid_pct:float=0.2, seed:int=42, skip=()) -> FolderItems:
     files = [f for c in sorted(train) for f in train[c]] + [f for c in sorted(valid) for f in valid[c]]
     labels = [c for c in sorted(train) for _ in train[c]] + [c for c in sorted(valid) for _ in valid[c]]
     return FolderItems(files, labels, list(range(n_train, len(files))), roots, notes)
+
+
+def read_csv_labels(path, labels, valid_pct:float=0.2, seed:int=42) -> FolderItems:
+    "The images and labels of a data folder from a CSV (as fastai's `from_csv`: file column, label column, optional `is_valid`)."
+    import pandas as pd
+    root, labels = Path(path), Path(labels)
+    try: df = pd.read_csv(labels, header='infer', dtype=str, keep_default_na=False)
+    except Exception as e:
+        raise ValueError(f"`--labels` {str(labels)!r} cannot be read as CSV: {str(e).strip().splitlines()[0]}") from None
+    if df.shape[1] < 2 or len(df) == 0:
+        raise ValueError(f"`--labels` {str(labels)!r} needs a file column and a label column and at least one row, "
+                         f"got {df.shape[1]} column(s) and {len(df)} row(s)")
+    valid_col = next((c for c in df.columns if str(c).strip().lower() == 'is_valid'), None)
+    vi = None if valid_col is None else list(df.columns).index(valid_col)
+    by_class, valid_by_class, seen = {}, {}, {}
+    for i, row in enumerate(df.itertuples(index=False), start=2):          # line 1 is the header
+        fn, label = str(row[0]).strip(), str(row[1]).strip()
+        where = f"`--labels` {str(labels)!r} line {i}"
+        if not fn or not label: raise ValueError(f"{where}: an empty file name or label")
+        f = root / fn
+        if not f.is_file(): raise ValueError(f"{where}: image {fn!r} is not in `data` {str(root)!r}")
+        if f.suffix.lower() not in image_extensions: raise ValueError(f"{where}: {fn!r} is not an image file name")
+        if str(f) in seen: raise ValueError(f"{where}: {fn!r} is listed twice (also line {seen[str(f)]})")
+        seen[str(f)] = i
+        is_valid = vi is not None and str(row[vi]).strip().lower() in ('1', 'true', 'yes')
+        (valid_by_class if is_valid else by_class).setdefault(label, []).append(f)
+    if len(by_class) < 2:
+        raise ValueError(f"`--labels` {str(labels)!r} gives {len(by_class)} training label(s) {sorted(by_class)}: at least 2 are needed")
+    notes = []
+    if valid_col is None:
+        by_class, valid_by_class = _random_holdout(by_class, valid_pct, seed)
+        notes.append(_holdout_note(by_class, valid_by_class, seed).replace('no valid/ folder', 'no is_valid column'))
+    else:
+        extra = sorted(set(valid_by_class) - set(by_class))
+        if extra: raise ValueError(f"label {extra[0]!r} has only is_valid rows in `--labels` {str(labels)!r}: it has nothing to train on")
+        if not valid_by_class: raise ValueError(f"`--labels` {str(labels)!r}: no row has is_valid true")
+    train, valid = by_class, valid_by_class
+    files = [f for c in sorted(train) for f in train[c]] + [f for c in sorted(valid) for f in valid[c]]
+    ys = [c for c in sorted(train) for _ in train[c]] + [c for c in sorted(valid) for _ in valid[c]]
+    n_train = sum(map(len, train.values()))
+    return FolderItems(files, ys, list(range(n_train, len(files))), [root], notes,
+                       get_y=CsvLabel({str(f): y for f, y in zip(files, ys)}))
 
 
 def _check_readable(files):
@@ -215,6 +322,6 @@ def folder_dls(path, size:int=64, bs:int=32, valid_pct:float=0.2, seed:int=42, a
     items = items or read_folder(path, valid_pct, seed)
     _check_readable(items.files)
     dblock = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=items.classes)), get_x=open_image,
-                       get_y=FolderLabel(items.roots), splitter=IndexSplitter(items.valid_idx),
+                       get_y=items.get_y or FolderLabel(items.roots), splitter=IndexSplitter(items.valid_idx),
                        item_tfms=Resize(size), batch_tfms=aug_transforms(size=size) if augment else None)
     return dblock.dataloaders(items.files, bs=bs, num_workers=num_workers, **kwargs)

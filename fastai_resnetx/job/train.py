@@ -1,6 +1,6 @@
 "The main job: train an arch on the built-in digits or an image folder, and write the learner, plots and metrics."
-import copy, json, os, shutil, signal, sys, time
-from contextlib import contextmanager, ExitStack
+import copy, json, math, os, re, shutil, sys, time
+from contextlib import contextmanager, ExitStack, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -16,15 +16,16 @@ import fastai.distributed  # noqa: F401  (Learner.distrib_ctx)
 from ..model.resnetx import num_params
 from ..model.config import RESNETX_CONFIGS
 from ..model import archs as _resnetx
-from .data import digits_dls, folder_dls, read_folder, digits_split_sizes, available_memory, with_resize
+from .data import (digits_dls, folder_dls, read_folder, read_csv_labels, digits_split_sizes, available_memory, with_resize,
+                   display_name)
 from .plots import plot_confusion_matrix
 from ..integration.distributed import distrib_kwargs
 from ..checks import check_int, check_float, check_choice
 from ..integration.precision import pick_precision, apply_precision, PRECISIONS
-from resnetx_cli.runs import check_out_folder, is_run_folder
+from resnetx_cli.runs import check_out_folder, is_run_folder, OutputFolder, nearest_existing
 
 __all__ = ['TRAIN_DEFAULTS', 'TrainSettings', 'resolve_arch', 'resnetx_arch', 'fused_adamw', 'check_input_size',
-           'fit_batch_size', 'EpochLines', 'train']
+           'fit_batch_size', 'EpochLines', 'StopOnNonFinite', 'check_disk_space', 'train']
 
 # chosen on digits (see README, "The main job"): >= 99% validation accuracy within 60 s on 2 CPU cores
 TRAIN_DEFAULTS = dict(arch='resnetx18', fold=2, epochs=10, size=24, bs=64, lr=4e-3, seed=42)
@@ -82,29 +83,24 @@ def atomic_write(path:Path, write):
         if tmp.exists(): tmp.unlink()
 
 
-@contextmanager
-def _signals_held():
-    "Ctrl-C and SIGTERM wait (and arrive after the block), so a few file-system steps happen all or not at all."
-    held = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try: yield
-    finally: signal.pthread_sigmask(signal.SIG_SETMASK, old)
+def check_disk_space(model:nn.Module, out:Path, extra:int=4 * 2**20):
+    "Refuse, in one line, an `out` whose disk cannot take the outputs: `model`'s tensors (export.pkl) and `extra` bytes."
+    need = sum(t.numel() * t.element_size() for t in model.state_dict().values()) + extra
+    free = shutil.disk_usage(nearest_existing(out)).free
+    if need > free:
+        raise ValueError(f"`--out` {str(out)!r}: the outputs need about {need / 2**20:.1f} MiB (export.pkl of a "
+                         f"{num_params(model) / 1e6:.1f}M-parameter model), {free / 2**20:.1f} MiB are free on its disk")
 
 
-@contextmanager
-def all_or_nothing(out:Path):
-    "A temporary folder to write a run's outputs in; swapped in for `out` at the end, or removed: never a mix."
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp, old = (out.with_name(f'.{out.name}.{what}-{os.getpid()}') for what in ('tmp', 'old'))
-    tmp.mkdir()
-    try: yield tmp
-    except BaseException:
-        with _signals_held(): shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    with _signals_held():
-        if out.exists(): os.rename(out, old)
-        os.rename(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+class StopOnNonFinite(Callback):
+    "Stop the run, with one line, at the first training batch whose loss is NaN or infinite."
+    order = -5
+    def after_loss(self):
+        if not self.training: return
+        loss = float(self.learn.loss.detach().float().mean())
+        if not math.isfinite(loss):
+            raise ValueError(f"the training loss became {loss} at epoch {self.epoch + 1}, batch {self.iter + 1}: "
+                             f"try a smaller --lr or check the data and starting weights; no outputs were written")
 
 
 def check_input_size(model:nn.Module, size:int, arch:str, bs:int=1, device=None):
@@ -147,19 +143,19 @@ def fit_batch_size(bs:int, n_train:int) -> tuple:
     return per_rank, f"note: `bs` {bs} is more than the {per_rank} training images{' per process' if world > 1 else ''}; using bs {per_rank}"
 
 
-def _dls(data, s:TrainSettings, n_items:int, out:Path):
-    "DataLoaders (and notes for the user) of `data` (None: the digits), never reading `out`."
+def _dls(data, s:TrainSettings, n_items:int, out:Path, labels=None):
+    "DataLoaders (and notes for the user) of `data` (None: the digits; `labels`: a CSV of them), never reading `out`."
     if data is None:
         bs, note = fit_batch_size(s.bs, digits_split_sizes(n_items)[0])
         return digits_dls(size=s.size, bs=bs, seed=SPLIT_SEED, n_items=n_items), [note]
-    items = read_folder(data, seed=SPLIT_SEED, skip=[out])
+    items = read_csv_labels(data, labels, seed=SPLIT_SEED) if labels is not None else read_folder(data, seed=SPLIT_SEED, skip=[out])
     bs, note = fit_batch_size(s.bs, len(items.train_idx))
     return folder_dls(data, size=s.size, bs=bs, items=items), [*items.notes, note]
 
 
 def _learner(dls, s:TrainSettings):
     learn = vision_learner(dls, resolve_arch(s.arch, s.fold), pretrained=s.pretrained, metrics=accuracy,
-                           opt_func=fused_adamw)
+                           opt_func=fused_adamw, cbs=StopOnNonFinite())
     check_input_size(learn.model, s.size, s.arch, dls.bs, dls.device)
     return apply_precision(learn, s.precision)
 
@@ -218,19 +214,36 @@ def _evaluate(learn) -> tuple:
     history = {k: getattr(learn.recorder, k) for k in ('lrs', 'iters', 'losses', 'values')}
     preds, targs, losses = learn.get_preds(with_loss=True)
     for k, v in history.items(): setattr(learn.recorder, k, v)   # get_preds starts a new history: keep the training's
-    return float(losses.mean()), float(accuracy(preds, targs)), preds.argmax(1), targs
+    loss = float(losses.mean())
+    if not math.isfinite(loss):
+        raise ValueError(f"the validation loss is {loss} (the model gives non-finite outputs): no outputs were written")
+    return loss, float(accuracy(preds, targs)), preds.argmax(1), targs
 
 
-def _write_outputs(learn, out:Path, metrics:dict, predicted, actual):
-    "export.pkl, loss.png, confusion_matrix.png and metrics.json, all appearing in `out` together."
+def _save_loss_plot(learn, path:Path):
+    learn.recorder.plot_loss()
+    plt.gcf().savefig(path, format='png', dpi=100)
+    plt.close('all')
+
+
+def _write_outputs(learn, folder:OutputFolder, metrics:dict, predicted, actual):
+    "export.pkl, loss.png, confusion_matrix.png and metrics.json, all appearing in `folder` together, or none of them."
     with_resize(learn.dls, metrics['size'])     # the digits were resized up front: the exported learner resizes itself
-    with all_or_nothing(out) as tmp:
-        learn.export(tmp.absolute() / 'export.pkl')
-        learn.recorder.plot_loss()
-        plt.gcf().savefig(tmp / 'loss.png', format='png', dpi=100); plt.close('all')
-        plot_confusion_matrix(predicted, actual, learn.dls.vocab).savefig(tmp / 'confusion_matrix.png', format='png', dpi=100)
-        plt.close('all')
-        (tmp / 'metrics.json').write_text(json.dumps(metrics, indent=2))
+    text = json.dumps(metrics, indent=2, allow_nan=False)   # NaN is not JSON: refused before anything is written
+    writers = {'export.pkl': lambda p: learn.export(p.absolute()), 'loss.png': partial(_save_loss_plot, learn),
+               'confusion_matrix.png': lambda p: plot_confusion_matrix(predicted, actual, learn.dls.vocab).savefig(
+                   p, format='png', dpi=100),
+               'metrics.json': lambda p: p.write_text(text)}
+    for name, write in writers.items():
+        try: write(folder.temp(name))
+        except Exception as e:                   # disk full, quota, I/O error: torch and PIL wrap them in their own
+            folder.discard()
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            reason = re.sub(r'^\[enforce fail at [^\]]*\]\s*\.?\s*', '', reason)   # torch's C++ source position
+            raise OSError(f"writing {name} to {folder.out} failed ({reason}); no outputs were written, the folder's "
+                          f"earlier files are kept") from None
+        finally: plt.close('all')
+    folder.commit(writers)
 
 
 class _Progress:
@@ -261,31 +274,34 @@ def _fit_and_evaluate(learn, s:TrainSettings, show:bool, progress) -> tuple:
 def _metrics(s:TrainSettings, data, dls, learn, loss:float, acc:float, fit_s:float) -> dict:
     return dict(arch=s.arch, fold=s.fold if s.arch in RESNETX_CONFIGS else None, epochs=s.epochs, size=s.size, bs=dls.bs,
                 lr=s.lr, pretrained=s.pretrained, precision=s.precision, seed=s.seed,
-                data=str(data) if data is not None else 'digits', n_train=len(dls.train_ds), n_valid=len(dls.valid_ds),
+                data=display_name(str(data)) if data is not None else 'digits', n_train=len(dls.train_ds), n_valid=len(dls.valid_ds),
                 valid_loss=loss, valid_accuracy=acc, params=num_params(learn.model), fit_seconds=round(fit_s, 2))
 
 
 @delegates(TrainSettings)
-def train(data=None, out='runs/latest', n_items:int=None, show:bool=True, save:bool=True, **kwargs) -> dict:
-    "Train on `data` (an image folder; None: the built-in digits) and write outputs to `out`; the metrics and `learner`."
+def train(data=None, out='runs/latest', n_items:int=None, show:bool=True, save:bool=True, labels=None, **kwargs) -> dict:
+    "Train on `data` (an image folder, `labels` an optional CSV; None: the digits) and write outputs to `out`; the metrics and `learner`."
     s, out, main = TrainSettings(**kwargs).checked(), Path(out), rank_distrib() == 0
-    progress = _Progress(out)
+    progress, writing = _Progress(out), save and main
     try:
-        if save and main: check_out_folder(out, None if data is None else Path(data))
-        progress.step = 'reading the data'
-        set_seed(s.seed, reproducible=True)
-        dls, notes = _dls(data, s, n_items, out)
-        progress.step = 'building the model'
-        learn = progress.learn = _learner(dls, s)
-        if main:
-            for note in filter(None, notes): print(note, flush=True)
-            if show: _show(learn, s)
-        progress.step = 'training'
-        loss, acc, predicted, actual, fit_s = _fit_and_evaluate(learn, s, show, progress)
-        metrics = _metrics(s, data, dls, learn, loss, acc, fit_s)
-        progress.step = 'writing outputs'
-        if save and main: _write_outputs(learn, out, metrics, predicted, actual)
-        progress.step = 'done'
+        if writing: check_out_folder(out, None if data is None else Path(data))
+        # the folder is created and locked now, before training: a second run into it is refused at once
+        with OutputFolder(out) if writing else nullcontext() as folder:
+            progress.step = 'reading the data'
+            set_seed(s.seed, reproducible=True)
+            dls, notes = _dls(data, s, n_items, out, labels)
+            progress.step = 'building the model'
+            learn = progress.learn = _learner(dls, s)
+            if writing: check_disk_space(learn.model, out)
+            if main:
+                for note in filter(None, notes): print(note, flush=True)
+                if show: _show(learn, s)
+            progress.step = 'training'
+            loss, acc, predicted, actual, fit_s = _fit_and_evaluate(learn, s, show, progress)
+            metrics = _metrics(s, data, dls, learn, loss, acc, fit_s)
+            progress.step = 'writing outputs'
+            if writing: _write_outputs(learn, folder, metrics, predicted, actual)
+            progress.step = 'done'
     except KeyboardInterrupt as e:
         e.kept = progress.where()
         raise

@@ -136,33 +136,56 @@ class ResNetX(nn.Module):
         super().__init__()
         cfg = ResNetXConfig() if cfg is None else cfg
         if overrides: cfg = cfg.replace(**overrides)
-        self._cfg = cfg
-        self.plan: FoldPlan = fold_plan(cfg.num_nodes, cfg.fold, cfg.start_id, cfg.end_id)
+        plan = fold_plan(cfg.num_nodes, cfg.fold, cfg.start_id, cfg.end_id)
         block, act = get_block(cfg.unit), get_act(cfg.act)
         stem = resnet_stem if cfg.stem == 'resnet' else deep_stem
-        for name, layer in stem(cfg.in_chans, cfg.stem_width, act=act).items(): self.add_module(name, layer)
         chans, reds = _output_shapes(cfg)
-        n_units, unit_kwargs, l = self.plan.n_units, {'act': act, **cfg.unit_kwargs}, 0
-        self.stage_names = []
-        for s, n in enumerate(cfg.num_nodes, start=1):
+        unit_kwargs, stages, l = {'act': act, **cfg.unit_kwargs}, [], 0
+        for n in cfg.num_nodes:
             units = []
             for _ in range(n):
                 l += 1
-                src = self.plan.sources[l - 1]
+                src = plan.sources[l - 1]
                 branch = block(chans[l - 1], chans[l], reds[l] // reds[l - 1], **unit_kwargs)
                 shortcut = projection(chans[src], chans[l], reds[l] // reds[src], kind=cfg.shortcut)
                 post = act_layer(act) if getattr(block, 'post_act', True) else nn.Identity()
                 # stochastic depth grows linearly with depth, from 0 at the first unit (timm's ResNet rule)
-                units.append(FoldUnit(branch, shortcut, post, cfg.drop_path_rate * (l - 1) / max(n_units - 1, 1)))
-            self.add_module(f'stage{s}', Stage(units, s, self.plan))
-            self.stage_names.append(f'stage{s}')
-        self.num_features, self.drop_rate = chans[-1], cfg.drop_rate
+                units.append(FoldUnit(branch, shortcut, post, cfg.drop_path_rate * (l - 1) / max(plan.n_units - 1, 1)))
+            stages.append(units)
+        self._assemble(cfg, stem(cfg.in_chans, cfg.stem_width, act=act), stages)
         self.reset_classifier(cfg.num_classes, cfg.global_pool)
-        self.feature_info = [dict(num_chs=cfg.stem_width, reduction=2, module='act1')] + [
-            dict(num_chs=w, reduction=reds[sum(cfg.num_nodes[:s])], module=f'stage{s}')
-            for s, w in enumerate(cfg.widths, start=1)]
         init_cnn(self)
         if cfg.zero_init_last_bn: self.zero_init_last_bn()
+
+    def _assemble(self, cfg:ResNetXConfig, stem:dict, stages:list):
+        "Add the stem layers and one `Stage` per list of units, wired by `cfg`'s fold plan: the one construction path."
+        self._cfg = cfg
+        self.plan: FoldPlan = fold_plan(cfg.num_nodes, cfg.fold, cfg.start_id, cfg.end_id)
+        got = tuple(len(units) for units in stages)
+        if got != cfg.num_nodes: raise ValueError(f"`stages` must hold {cfg.num_nodes} units per stage, got {got}")
+        if list(stem) != ['conv1', 'bn1', 'act1', 'maxpool']:
+            raise ValueError(f"`stem` must name its layers conv1, bn1, act1, maxpool, got {list(stem)}")
+        for name, layer in stem.items(): self.add_module(name, layer)
+        self.stage_names = []
+        for s, units in enumerate(stages, start=1):
+            self.add_module(f'stage{s}', Stage(units, s, self.plan))
+            self.stage_names.append(f'stage{s}')
+        self.num_features, self.drop_rate = cfg.widths[-1], cfg.drop_rate
+        red, self.feature_info = 4, [dict(num_chs=cfg.stem_width, reduction=2, module='act1')]
+        for s, (width, stride) in enumerate(zip(cfg.widths, cfg.strides), start=1):
+            red *= stride
+            self.feature_info.append(dict(num_chs=width, reduction=red, module=f'stage{s}'))
+
+    @classmethod
+    def from_parts(cls, cfg:ResNetXConfig, stem:dict, stages:list, global_pool:nn.Module, fc:nn.Module) -> 'ResNetX':
+        "A ResNetX of given parts (stem layers `conv1 bn1 act1 maxpool`, `FoldUnit`s per stage, pool, classifier), wired by `cfg`."
+        # what `fold_resnet` uses: a foreign ResNet's own modules, moved (not copied), with no init run over them
+        model = cls.__new__(cls)
+        nn.Module.__init__(model)
+        model._assemble(cfg, stem, stages)
+        model.global_pool, model.fc = global_pool, fc
+        model.num_classes, model.head_hidden_size = cfg.num_classes, model.num_features * global_pool.feat_mult()
+        return model
 
     def __prepare_scriptable__(self):
         raise RuntimeError("torch.jit.script cannot compile a ResNetX (its forward is plain Python over a precomputed "

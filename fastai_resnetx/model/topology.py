@@ -104,12 +104,15 @@ def fold_plan(num_nodes:tuple, fold:int=1, start_id:int=None, end_id:int=None) -
         raise ValueError(f"`fold` must be <= {total - 1} for num_nodes={num_nodes} ({total} units; the folded window "
                          f"runs from unit `fold` to the last unit and needs 2 units at least), got {fold}")
     if start_id is None: start_id = fold
+    # `start_id` is checked before `end_id` gets its default, so an error names the argument the caller passed
+    _check_window(fold, start_id, None)
+    if end_id is None and start_id >= total:
+        raise ValueError(f"`start_id` must be <= {total - 1} for num_nodes={num_nodes} ({total} units; the folded window "
+                         f"runs from `start_id` to the last unit and needs 2 units at least), got {start_id}")
     if end_id is None: end_id = total
     _check_window(fold, start_id, end_id)
     if end_id > total:
         raise ValueError(f"`end_id` must be <= the number of units ({total} for num_nodes={num_nodes}), got {end_id}")
-    if start_id > total:
-        raise ValueError(f"`start_id` must be <= the number of units ({total} for num_nodes={num_nodes}), got {start_id}")
     sources = tuple(skip_source(l, fold, start_id, end_id) for l in range(1, total + 1))
     stages = tuple(stage_of(l, num_nodes) for l in range(1, total + 1))
     return FoldPlan(num_nodes, fold, start_id, end_id, sources, stages, *_allocate_slots(sources))

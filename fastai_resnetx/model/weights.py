@@ -93,7 +93,12 @@ def read_checkpoint(path) -> dict:
             obj = load_file(path, device='cpu')
         else: obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e: raise _checkpoint_error(path, e) from e
-    return state_dict_of(obj, f"checkpoint file {str(path)!r}")
+    sd = state_dict_of(obj, f"checkpoint file {str(path)!r}")
+    # a NaN/inf weight makes every prediction NaN: refused here, naming the file, not found out as a NaN loss
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad: raise CheckpointError(f"checkpoint file {str(path)!r} holds NaN or infinite values in {len(bad)} tensor(s) "
+                                  f"(e.g. {bad[0]!r}): it is damaged; delete it to download or make it again")
+    return sd
 
 
 # ---- where a pretrained cfg's weights are

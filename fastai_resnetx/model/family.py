@@ -1,0 +1,162 @@
+"""Fold any ResNet: a built torchvision or timm ResNet becomes a ResNetX whose units are that model's own blocks.
+
+Each block's residual add is taken out: its layers up to the add become the unit's branch (a `Block` of the block's own
+submodules), its `downsample` the unit's shortcut, its last activation the unit's activation. The stem, pooling and
+classifier are the source's modules too. Modules are moved, not copied: the ResNetX holds the very parameters (and
+whatever weights they hold), so the source model must not be used afterwards. A fold that needs a skip the source does not
+have (an earlier output of another shape) gets a new projection of the family's own kind (see `new_projection`)."""
+import torch
+from torch import nn
+from timm.layers import SelectAdaptivePool2d, get_device_dtype
+
+from .blocks import Block
+from .config import ResNetXConfig
+from .layers import projection
+from .resnetx import FoldUnit, ResNetX
+from .topology import fold_plan
+
+__all__ = ['fold_resnet', 'resnet_family', 'new_projection', 'FAMILY_BLOCKS']
+
+# The layers of each block class before its residual add, in the order its `forward` runs them (None: absent, Identity:
+# a no-op, both left out), and its activation after the add. torchvision's blocks call one `relu` module at every place.
+FAMILY_BLOCKS = {
+    'timm.models.resnet.Bottleneck': (('conv1', 'bn1', 'act1', 'conv2', 'bn2', 'drop_block', 'act2', 'aa', 'conv3', 'bn3',
+                                       'se'), 'act3'),
+    'timm.models.resnet.BasicBlock': (('conv1', 'bn1', 'drop_block', 'act1', 'aa', 'conv2', 'bn2', 'se'), 'act2'),
+    'torchvision.models.resnet.Bottleneck': ((('conv1', 'conv1'), ('bn1', 'bn1'), ('act1', 'relu'), ('conv2', 'conv2'),
+                                              ('bn2', 'bn2'), ('act2', 'relu'), ('conv3', 'conv3'), ('bn3', 'bn3')), 'relu'),
+    'torchvision.models.resnet.BasicBlock': ((('conv1', 'conv1'), ('bn1', 'bn1'), ('act1', 'relu'), ('conv2', 'conv2'),
+                                              ('bn2', 'bn2')), 'relu'),
+}
+_FAMILIES = ('timm.models.resnet.ResNet', 'torchvision.models.resnet.ResNet')
+
+
+def _qualname(obj) -> str: return f'{type(obj).__module__}.{type(obj).__name__}'
+
+
+def resnet_family(model:nn.Module) -> str:
+    "'timm' or 'torchvision': which ResNet family `model` is (a ValueError for anything else)."
+    name = _qualname(model)
+    if name not in _FAMILIES:
+        raise ValueError(f"`model` must be a built timm ResNet (timm.models.resnet.ResNet) or torchvision ResNet "
+                         f"(torchvision.models.resnet.ResNet: resnet*, resnext*, wide_resnet*), got {name}")
+    return name.split('.')[0]
+
+
+def _blocks(model) -> list:
+    "The blocks of each stage (`layer1..layer4`), checked to be blocks this module knows."
+    stages = [list(getattr(model, f'layer{s}')) for s in range(1, 5)]
+    for s, blocks in enumerate(stages, start=1):
+        if not blocks: raise ValueError(f"`model` has an empty layer{s} (pruned with prune_intermediate_layers?): fold "
+                                        f"the whole ResNet")
+        for b in blocks:
+            if _qualname(b) not in FAMILY_BLOCKS:
+                raise ValueError(f"`model` has a block of class {_qualname(b)} in layer{s}; allowed: {sorted(FAMILY_BLOCKS)}")
+    return stages
+
+
+def _branch(block) -> Block:
+    "The block's layers before its residual add, as a `Block` of its own submodules (no copy)."
+    names, _ = FAMILY_BLOCKS[_qualname(block)]
+    pairs = [(n, n) if isinstance(n, str) else n for n in names]
+    layers = [(new, getattr(block, old, None)) for new, old in pairs]
+    return Block(*[(n, m) for n, m in layers if m is not None and not isinstance(m, nn.Identity)])
+
+
+def _post_act(block) -> nn.Module: return getattr(block, FAMILY_BLOCKS[_qualname(block)][1])
+
+
+def _out_chans(block) -> int:
+    "Output channels of a block: its last conv's."
+    return [m for m in block.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+
+
+def _norm_like(norm:nn.Module):
+    "A function `channels -> norm layer` of the same kind and settings as `norm` (BatchNorm or GroupNorm)."
+    if isinstance(norm, nn.GroupNorm):
+        return lambda c: nn.GroupNorm(norm.num_groups, c, eps=norm.eps, affine=norm.affine)
+    if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+        return lambda c: nn.BatchNorm2d(c, eps=norm.eps, momentum=norm.momentum, affine=norm.affine,
+                                        track_running_stats=norm.track_running_stats)
+    raise ValueError(f"`model` uses the norm layer {_qualname(norm)}; a new projection can be made for BatchNorm or GroupNorm")
+
+
+def new_projection(ni:int, nf:int, stride:int, kind:str, norm) -> nn.Module:
+    "A shortcut the source lacks: `kind` 'avgpool' (avg-pool, 1x1 conv, norm: ResNet-D) or 'conv' (strided 1x1 conv, norm)."
+    proj = projection(ni, nf, stride, kind=kind, norm=norm)
+    for m in proj.modules():   # the init timm's and torchvision's ResNets give their own `downsample`
+        if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.affine: nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
+    return proj
+
+
+def _shortcut_kind(stages) -> str:
+    "'avgpool' where the family's own shortcuts average-pool (ResNet-D, `avg_down`), else 'conv'."
+    pools = [m for blocks in stages for b in blocks if b.downsample is not None for m in b.downsample.modules()]
+    return 'avgpool' if any(isinstance(m, nn.AvgPool2d) for m in pools) else 'conv'
+
+
+def _drop_path_rate(block) -> float:
+    dp = getattr(block, 'drop_path', None)
+    return float(getattr(dp, 'drop_prob', 0.) or 0.)
+
+
+def _head(model, family:str):
+    "The source's pooling and classifier (torchvision's `avgpool` + flatten as timm's equal 'avg' pool, which ResNetX calls)."
+    if family == 'timm': return model.global_pool, model.fc, model.global_pool.pool_type, model.num_classes, model.drop_rate
+    fc = model.fc
+    return SelectAdaptivePool2d(pool_type='avg', flatten=True), fc, 'avg', getattr(fc, 'out_features', 0), 0.
+
+
+def fold_resnet(model:nn.Module, fold:int=1, start_id:int=None, end_id:int=None) -> ResNetX:
+    "A ResNetX at `fold` made of `model`'s own modules (a built timm or torchvision ResNet): at fold 1 it computes the same."
+    family = resnet_family(model)
+    stages = _blocks(model)
+    num_nodes = tuple(len(blocks) for blocks in stages)
+    plan = fold_plan(num_nodes, fold, start_id, end_id)   # checks fold, start_id and end_id
+    blocks = [b for bs in stages for b in bs]
+    # channels and reduction of every output: 0 is the stem's (a ResNet stem reduces 4 times), then one per block
+    chans, reds = [blocks[0].conv1.in_channels], [4]
+    for b in blocks: chans.append(_out_chans(b)); reds.append(reds[-1] * b.stride)
+    kind, device_dtype = _shortcut_kind(stages), get_device_dtype(model)
+    units, l = [], 0
+    for bs in stages:
+        stage_units = []
+        for b in bs:
+            l += 1
+            src = plan.sources[l - 1]
+            if (chans[src], reds[src]) == (chans[l - 1], reds[l - 1]):   # the skip has the block's input shape
+                shortcut = nn.Identity() if b.downsample is None else b.downsample
+            else:
+                with torch.device(device_dtype['device']):
+                    shortcut = new_projection(chans[src], chans[l], reds[l] // reds[src], kind, _norm_like(b.bn1))
+                shortcut.to(dtype=device_dtype['dtype']).train(model.training)
+            stage_units.append(FoldUnit(_branch(b), shortcut, _post_act(b), _drop_path_rate(b)))
+        units.append(stage_units)
+    global_pool, fc, pool_type, num_classes, drop_rate = _head(model, family)
+    unit_classes = {type(b) for b in blocks}
+    conv1 = next(m for m in model.conv1.modules() if isinstance(m, nn.Conv2d))
+    cfg = ResNetXConfig(
+        num_nodes=num_nodes, unit=unit_classes.pop() if len(unit_classes) == 1 else Block, widths=tuple(c[-1] for c in
+        _stage_chans(chans, num_nodes)), strides=tuple(bs[0].stride for bs in stages), stem='deep' if isinstance(
+        model.conv1, nn.Sequential) else 'resnet', stem_width=chans[0], fold=plan.fold, start_id=start_id, end_id=end_id,
+        shortcut=kind, act=type(_post_act(blocks[-1])), num_classes=num_classes, in_chans=conv1.in_channels,
+        global_pool=pool_type, drop_rate=float(drop_rate), drop_path_rate=max(_drop_path_rate(b) for b in blocks))
+    stem = dict(conv1=model.conv1, bn1=model.bn1, act1=model.act1 if family == 'timm' else model.relu, maxpool=model.maxpool)
+    folded = ResNetX.from_parts(cfg, stem, units, global_pool, fc).train(model.training)
+    folded.source_arch = _source_name(model, family)
+    if family == 'timm' and getattr(model, 'pretrained_cfg', None): folded.pretrained_cfg = dict(model.pretrained_cfg)
+    return folded
+
+
+def _stage_chans(chans, num_nodes):
+    "The output channels of each stage's units."
+    out, lo = [], 1
+    for n in num_nodes: out.append(chans[lo:lo + n]); lo += n
+    return out
+
+
+def _source_name(model, family:str) -> str:
+    "The source's arch name as far as it is known ('timm:resnet50d'), else its family."
+    arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
+    return f'{family}:{arch}' if arch else family

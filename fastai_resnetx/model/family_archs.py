@@ -1,0 +1,151 @@
+"""Folded ResNets by name: `folded_<name>` for every ResNet of timm's resnet.py, `folded_tv_<name>` for torchvision's.
+
+Each is a timm entry point (`timm.create_model('folded_seresnext50_32x4d.gluon_in1k', pretrained=True, fold=2)`), a fastai
+arch (`vision_learner(dls, 'folded_resnet50d')`) and a plain function. It builds the source with its own library (timm's
+pretrained tags and loader; torchvision's weights enum and loader), the weights read from the local cache when they are
+there (no network), and folds it with `fold_resnet`: one construction path (`ResNetX.from_parts`) for all of them."""
+import re, sys
+from functools import partial
+
+import timm, torch, torchvision
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, get_arch_pretrained_cfgs, resolve_pretrained_cfg
+from timm.models import adapt_input_conv
+from timm.layers import DropPath
+
+from .family import fold_resnet
+from .resnetx import ResNetX
+from .weights import checkpoint_file
+
+__all__ = ['folded', 'FOLDED_ARCHS', 'TIMM_SOURCES', 'TV_SOURCES', 'folded_source']
+
+PREFIX, TV_PREFIX = 'folded_', 'folded_tv_'
+TIMM_SOURCES = tuple(timm.list_models(module='resnet'))   # every ResNet of timm's resnet.py
+TV_SOURCES = tuple(n for n in torchvision.models.list_models(module=torchvision.models)
+                   if re.match(r'(resnet|resnext|wide_resnet)\d', n))
+
+
+def _tv_cfg(weights) -> dict:
+    "timm's pretrained cfg fields for torchvision `weights` (its URL, and the crop its transforms use)."
+    t = weights.transforms()
+    return dict(url=weights.url, num_classes=len(weights.meta['categories']), input_size=(3, *t.crop_size * 2)[:3],
+                pool_size=(7, 7), crop_pct=t.crop_size[0] / t.resize_size[0], interpolation='bilinear',
+                mean=tuple(t.mean), std=tuple(t.std), first_conv='conv1', classifier='fc', license='bsd-3-clause')
+
+
+def _tv_tag(member_name:str) -> str: return member_name.lower()   # IMAGENET1K_V2 -> imagenet1k_v2, timm's tag style
+
+
+def _default_cfgs() -> dict:
+    "The pretrained cfgs of every folded name: the source's, under the source's tags (torchvision's: its weights)."
+    cfgs = {}
+    for n in TIMM_SOURCES:
+        for name_tag, cfg in get_arch_pretrained_cfgs(n).items():
+            tag = name_tag.partition('.')[2]
+            d = {k: v for k, v in cfg.to_dict().items() if k not in ('architecture', 'tag')}
+            cfgs[f'{PREFIX}{n}.{tag}' if tag else f'{PREFIX}{n}'] = d
+    for n in TV_SOURCES:
+        enum = torchvision.models.get_model_weights(n)
+        default = enum.DEFAULT.name   # the default tag first: timm's rule for which tag `pretrained=True` means
+        for member in sorted(enum, key=lambda w: w.name != default):
+            cfgs[f'{TV_PREFIX}{n}.{_tv_tag(member.name)}'] = _tv_cfg(member)
+    return cfgs
+
+# timm's registry reads the pretrained cfgs of this module's entry points from here
+default_cfgs = generate_default_cfgs(_default_cfgs())
+
+
+def folded_source(name:str) -> tuple:
+    "('timm' or 'torchvision', source name) of a folded arch name ('folded_resnet50d' -> ('timm', 'resnet50d'))."
+    base = name.partition('.')[0]
+    if base.startswith(TV_PREFIX) and base[len(TV_PREFIX):] in TV_SOURCES: return 'torchvision', base[len(TV_PREFIX):]
+    if base.startswith(PREFIX) and base[len(PREFIX):] in TIMM_SOURCES: return 'timm', base[len(PREFIX):]
+    raise ValueError(f"`name` must be 'folded_' + one of timm's resnet.py archs ({len(TIMM_SOURCES)}: timm.list_models("
+                     f"module='resnet')) or 'folded_tv_' + one of torchvision's {list(TV_SOURCES)}, got {name!r}")
+
+
+def _tag_of(pretrained_cfg) -> str:
+    "The tag a `pretrained_cfg` argument names (a tag string, a cfg or a dict), or None."
+    if pretrained_cfg is None or isinstance(pretrained_cfg, str): return pretrained_cfg
+    return getattr(pretrained_cfg, 'tag', None) or (pretrained_cfg.get('tag') if isinstance(pretrained_cfg, dict) else None)
+
+
+def _timm_source(src:str, pretrained:bool, pretrained_cfg, overlay, **kwargs):
+    "timm's model `src`, with the weights of the tag/overlay read through timm's loader from a local file (cache first)."
+    if pretrained:   # the file itself: the cached copy without asking the hub, else one download (timm's sources)
+        tag, overlay = _tag_of(pretrained_cfg), dict(overlay or {})
+        overlay['file'] = checkpoint_file(resolve_pretrained_cfg(src, tag, overlay))
+        pretrained_cfg = tag
+    return timm.create_model(src, pretrained=pretrained, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=overlay,
+                             **kwargs)
+
+
+def _tv_source(src:str, pretrained:bool, pretrained_cfg, overlay, num_classes:int=1000, in_chans:int=3,
+               drop_rate:float=0., drop_path_rate:float=0., global_pool:str=None, **kwargs):
+    "torchvision's model `src` with its weights through torchvision's loader (the torch hub cache first); timm's arguments."
+    weights = None
+    if pretrained:
+        tag, file = _tag_of(pretrained_cfg), (overlay or {}).get('file')
+        enum = torchvision.models.get_model_weights(src)
+        weights = enum.DEFAULT if tag is None else next((w for w in enum if _tv_tag(w.name) == tag), None)
+        if weights is None: raise ValueError(f"`pretrained_cfg`={tag!r}: torchvision's {src} has the tags "
+                                             f"{[_tv_tag(w.name) for w in enum]}")
+    model = torchvision.models.get_model(src, weights=None if pretrained and file else weights, **kwargs)
+    if pretrained and file: model.load_state_dict(torch.load(file, map_location='cpu', weights_only=True))
+    return model, dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
+                       global_pool=global_pool)
+
+
+def _adapt_tv(m:ResNetX, num_classes:int, in_chans:int, drop_rate:float, drop_path_rate:float, global_pool) -> ResNetX:
+    "timm's model arguments on a folded torchvision model: classifier, input channels (timm's rule), dropouts."
+    if num_classes != m.num_classes or global_pool is not None: m.reset_classifier(num_classes, global_pool)
+    if in_chans != 3:
+        w = m.conv1.weight
+        m.conv1.weight = torch.nn.Parameter(adapt_input_conv(in_chans, w.detach()), requires_grad=w.requires_grad)
+        m.conv1.in_channels = in_chans
+    m.drop_rate = drop_rate
+    if drop_path_rate:   # timm's rule: linear in depth from 0 at the first unit
+        units = m.units
+        for l, u in enumerate(units): u.drop_path = DropPath(drop_path_rate * l / max(len(units) - 1, 1))
+        m._cfg = m._cfg.replace(drop_path_rate=drop_path_rate)
+    m._cfg = m._cfg.replace(drop_rate=drop_rate)
+    return m
+
+
+def _build(name:str, pretrained:bool, fold:int, start_id, end_id, pretrained_cfg, overlay, **kwargs) -> ResNetX:
+    family, src = folded_source(name)
+    if family == 'timm':
+        return fold_resnet(_timm_source(src, pretrained, pretrained_cfg, overlay, **kwargs), fold, start_id, end_id)
+    model, timm_args = _tv_source(src, pretrained, pretrained_cfg, overlay, **kwargs)
+    return _adapt_tv(fold_resnet(model, fold, start_id, end_id), **timm_args)
+
+
+def create_folded(name:str, pretrained:bool=False, fold:int=1, start_id:int=None, end_id:int=None, **kwargs) -> ResNetX:
+    "The folded arch `name` through timm's builder (pretrained cfg, `features_only`); `kwargs` go to the source's builder."
+    folded_source(name)
+    if not isinstance(pretrained, bool): raise ValueError(f"`pretrained` must be True or False, got {pretrained!r}")
+    cfg, overlay = kwargs.pop('pretrained_cfg', None), kwargs.pop('pretrained_cfg_overlay', None)
+    build = partial(_build, name, pretrained, fold, start_id, end_id, cfg, overlay)
+    return build_model_with_cfg(build, name, pretrained=False, pretrained_cfg=cfg, pretrained_cfg_overlay=overlay,
+                                feature_cfg=dict(feature_cls='getter'), **kwargs)
+
+
+def _entry(name:str):
+    "The entry point of folded arch `name`, named so for timm's registry and fastai's `model_meta`."
+    def fn(pretrained:bool=False, fold:int=1, start_id:int=None, end_id:int=None, **kwargs) -> ResNetX:
+        return create_folded(name, pretrained, fold, start_id, end_id, **kwargs)
+    family, src = folded_source(name)
+    fn.__name__ = fn.__qualname__ = name
+    fn.__module__ = __name__
+    fn.__doc__ = f"{family}'s {src} as a ResNetX at `fold` (its blocks, its weights with `pretrained`)."
+    return fn
+
+FOLDED_ARCHS = [_entry(PREFIX + n) for n in TIMM_SOURCES] + [_entry(TV_PREFIX + n) for n in TV_SOURCES]
+for _fn in FOLDED_ARCHS: setattr(sys.modules[__name__], _fn.__name__, _fn)   # importable: `from ...family_archs import folded_resnet50`
+
+
+def folded(name:str, fold:int=1, start_id:int=None, end_id:int=None, pretrained:bool=False, **kwargs) -> ResNetX:
+    "A folded ResNet by its source's name with a timm tag ('seresnext50_32x4d.gluon_in1k'; torchvision's as 'tv:resnet50')."
+    if not isinstance(name, str): raise ValueError(f"`name` must be a model name such as 'resnet50d.ra2_in1k', got {name!r}")
+    full = TV_PREFIX + name[3:] if name.startswith('tv:') else PREFIX + name
+    return timm.create_model(full, pretrained=pretrained, fold=fold, start_id=start_id, end_id=end_id, **kwargs)
