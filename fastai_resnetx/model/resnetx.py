@@ -122,12 +122,12 @@ class Stage(nn.ModuleList):
 
 
 def _output_shapes(cfg:ResNetXConfig):
-    "Channels and reduction (total stride) of every output: 0 is the stem's, then one per unit."
-    chans, reds = [cfg.stem_width], [4]
-    for n, width, stride in zip(cfg.num_nodes, cfg.widths, cfg.strides):
+    "Channels, reduction (total stride) and dilation of every output: 0 is the stem's, then one per unit."
+    chans, reds, dils = [cfg.stem_width], [4], [1]
+    for n, width, stride, dilation in zip(cfg.num_nodes, cfg.widths, *cfg.stage_strides()):
         for j in range(n):
-            chans.append(width); reds.append(reds[-1] * (stride if j == 0 else 1))
-    return chans, reds
+            chans.append(width); reds.append(reds[-1] * (stride if j == 0 else 1)); dils.append(dilation)
+    return chans, reds, dils
 
 
 class ResNetX(nn.Module):
@@ -139,14 +139,16 @@ class ResNetX(nn.Module):
         plan = fold_plan(cfg.num_nodes, cfg.fold, cfg.start_id, cfg.end_id)
         block, act = get_block(cfg.unit), get_act(cfg.act)
         stem = resnet_stem if cfg.stem == 'resnet' else deep_stem
-        chans, reds = _output_shapes(cfg)
+        chans, reds, dils = _output_shapes(cfg)
         unit_kwargs, stages, l = {'act': act, **cfg.unit_kwargs}, [], 0
         for n in cfg.num_nodes:
             units = []
             for _ in range(n):
                 l += 1
                 src = plan.sources[l - 1]
-                branch = block(chans[l - 1], chans[l], reds[l] // reds[l - 1], **unit_kwargs)
+                # a dilated unit (output_stride < 32) takes timm's keywords; others get none, so any block class fits
+                dilated = dict(dilation=dils[l], first_dilation=dils[l - 1]) if dils[l] > 1 else {}
+                branch = block(chans[l - 1], chans[l], reds[l] // reds[l - 1], **dilated, **unit_kwargs)
                 shortcut = projection(chans[src], chans[l], reds[l] // reds[src], kind=cfg.shortcut)
                 post = act_layer(act) if getattr(block, 'post_act', True) else nn.Identity()
                 # stochastic depth grows linearly with depth, from 0 at the first unit (timm's ResNet rule)
@@ -172,7 +174,7 @@ class ResNetX(nn.Module):
             self.stage_names.append(f'stage{s}')
         self.num_features, self.drop_rate = cfg.widths[-1], cfg.drop_rate
         red, self.feature_info = 4, [dict(num_chs=cfg.stem_width, reduction=2, module='act1')]
-        for s, (width, stride) in enumerate(zip(cfg.widths, cfg.strides), start=1):
+        for s, (width, stride) in enumerate(zip(cfg.widths, cfg.stage_strides()[0]), start=1):
             red *= stride
             self.feature_info.append(dict(num_chs=width, reduction=red, module=f'stage{s}'))
 
