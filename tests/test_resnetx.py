@@ -207,10 +207,3 @@ def test_compile_fullgraph_and_export():
     with torch.no_grad(): assert torch.allclose(ep.module()(x), m(x), atol=1e-5)
     body = torch.compile(nn.Sequential(*list(m.children())[:-2]), fullgraph=True, backend='aot_eager')
     with torch.no_grad(): assert torch.allclose(body(x), m.forward_features(x), atol=1e-5)   # the carry compiles too
-
-
-def test_data_parallel_on_the_sequential_body():
-    m = randomise(resnetx18(fold=3))
-    body = nn.DataParallel(nn.Sequential(*list(m.children())[:-2]))    # on CPU it runs the module itself
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad(): assert torch.allclose(body(x), m.forward_features(x), atol=1e-6)
