@@ -108,9 +108,10 @@ def test_resnetx18_layout_under_every_wrapper(fold, start_id, end_id):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('layout', [k for k in LAYOUTS if k != 'resnetx18'])
-def test_every_layout_and_fold_under_every_wrapper(layout):
-    for window in windows(LAYOUTS[layout]): check_all_wrappers(LAYOUTS[layout], *window)
+@pytest.mark.parametrize('layout,fold,start_id,end_id',
+                         [(k, *w) for k, layout in LAYOUTS.items() if k != 'resnetx18' for w in windows(layout)])
+def test_every_layout_and_fold_under_every_wrapper(layout, fold, start_id, end_id):
+    check_all_wrappers(LAYOUTS[layout], fold, start_id, end_id)
 
 
 def test_fold4_clone_hook_was_silently_wrong_and_is_now_exact():
