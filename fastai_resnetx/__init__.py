@@ -1,9 +1,12 @@
 "ResNetX (a folded ResNet), CNN building blocks and model-inspection tools for fastai."
 __version__ = '0.1.0'
 
-import warnings
-# fastai.layers calls torch.jit.script at import time; torch 2.14 deprecates it. Not ours to fix, and noise for users.
-warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+import warnings as _warnings
+with _warnings.catch_warnings():
+    # fastai.layers calls torch.jit.script when it is first imported, which torch 2.14 deprecates: fastai's to fix and
+    # noise for our users. Silenced for that one import only; the process's warning filters stay as they were.
+    _warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+    import fastai.layers as _fastai_layers
 
 from .model.topology import *
 from .model.layers import *
@@ -23,38 +26,25 @@ from .integration import timm_registry  # registers every arch with timm (its en
 from .integration.learner_summary import *
 from .integration.distributed import *
 from .integration.precision import *
-from .job.data import *
-from .job.plots import *
-from .job.train import *
+from .integration import patches   # fastai methods this package adds or replaces, each with its reason
+from .job.plots import plot_topology
 
-# The star import: names a user reaches for, none of which replaces a fastai or fastcore name after
-# `from fastai.vision.all import *` (tests/test_star_import.py checks it), and no module objects.
-# Everything else stays importable by name from its module (e.g. `fastai_resnetx.job.train.fit_batch_size`).
+# The star import is the user API alone: none of it replaces a fastai or fastcore name after
+# `from fastai.vision.all import *`, and no module objects (tests/test_star_import.py checks both). Everything else is
+# importable from its module: the helpers (`fastai_resnetx.model.layers.conv_norm_act`), the seed names of the fold
+# rule (`fastai_resnetx.model.topology.get_pred`) and the training job (`fastai_resnetx.job.train.train`).
 __all__ = [
     'fold_resnet', 'folded', 'folded_arch',   # fold timm's and torchvision's ResNets (issue 20)
-    # the fold rule
-    'skip_source', 'stage_of', 'stage_distance', 'FoldPlan', 'fold_plan', 'get_pred', 'layer_diff',
-    # layers and blocks (seed 001's `ResBlock` is `AvgPoolResBlock`: fastai's `ResBlock` keeps its name)
-    'act_layer', 'get_act', 'ConvNormAct', 'Conv1x1NormAct', 'Conv3x3NormAct', 'conv_norm_act', 'ResidualAdd',
-    'SqueezeExcitation', 'projection', 'resnet_stem', 'deep_stem',
-    'Block', 'BasicBlock', 'Bottleneck', 'LinearBottleneck', 'InvertedResidual', 'DepthwiseSeparableConv', 'MBConv',
-    'FusedMBConv', 'AvgPoolResBlock', 'residual_block', 'BLOCKS', 'get_block',
-    # the model and its archs
-    'ResNetXConfig', 'RESNETX_CONFIGS', 'UnknownConfigKeyError', 'FoldUnit', 'Stage', 'ResNetX', 'num_params', 'create_resnetx',
+    # the archs and the model
     'resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152', 'resnetx_mbconv', 'resnetx_fused', 'RESNETX_ARCHS',
-    # pretrained weights
-    'load_pretrained', 'PRETRAINED_TAGS', 'pretrained_tags', 'checkpoint_file', 'WeightsReport', 'CheckpointError', 'CHECKPOINT_SUFFIXES', 'read_checkpoint',
-    'torchvision_weights', 'map_state_dict', 'resnet_key', 'resnet_counterpart',
-    # inspection: build, arch summaries, layer groups, FLOPs
-    'arch_from_name', 'build_by_name', 'build_arch', 'build_on_meta', 'WEIGHTS_OFF', 'TimmName', 'weights_off_kwargs',
-    'random_init_kwargs', 'ArchRow', 'ArchSummary', 'build_model', 'get_module', 'n_layers', 'arch_summary',
-    'LayerGroup', 'arch_groups', 'arch_splitter', 'stage_splitter',
-    'CONVENTION', 'SummaryRow', 'ModelSummary', 'model_summary',
-    # fastai, distributed training, precision
-    'resnetx_arch', 'learner_table', 'model_inputs', 'distrib_kwargs',
-    'BF16MixedPrecision', 'NonFiniteGradientsError', 'machine_kind', 'BF16_TRAIN_SPEEDUP', 'pick_precision', 'apply_precision', 'PRECISIONS',
-    # data, plots and the main job
-    'DigitImage', 'DigitLabel', 'open_image', 'FolderLabel', 'FolderItems', 'read_folder', 'find_images',
-    'available_memory', 'digits_split_sizes', 'digits_dls', 'folder_dls', 'VALID_FOLDERS',
-    'skip_kinds', 'plot_topology', 'plot_confusion_matrix', 'TRAIN_DEFAULTS', 'TrainSettings', 'train',
+    'ResNetX', 'ResNetXConfig', 'create_resnetx', 'num_params',
+    # blocks (fastai's `ResBlock` keeps its name: ours is `AvgPoolResBlock`)
+    'Block', 'BasicBlock', 'Bottleneck', 'LinearBottleneck', 'InvertedResidual', 'DepthwiseSeparableConv', 'MBConv',
+    'FusedMBConv', 'AvgPoolResBlock', 'ConvNormAct', 'SqueezeExcitation',
+    # the fold rule
+    'skip_source', 'fold_plan', 'FoldPlan',
+    # inspection
+    'arch_summary', 'get_module', 'model_summary', 'arch_splitter', 'arch_groups', 'stage_splitter', 'plot_topology',
+    # fastai entry points: vision_learner's arch, pretrained weights, precision, distributed training
+    'resnetx_arch', 'load_pretrained', 'BF16MixedPrecision', 'pick_precision', 'distrib_kwargs',
 ]

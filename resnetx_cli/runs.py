@@ -130,12 +130,13 @@ class OutputFolder:
         except OSError as e: self._remove_created(); raise ValueError(f"`--out` {str(self.out)!r} cannot be written: {e.strerror}") from None
         import fcntl
         try: fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             try: pid = os.pread(self.fd, 32, 0).decode().strip() or '?'
             except OSError: pid = '?'
             os.close(self.fd); self.fd = None
             raise ValueError(f"`--out` {str(self.out)!r} is being written by another run (process {pid}): wait for it or "
                              f"choose another folder") from None
+        except OSError: pass                      # a file system without locks: the run goes on unlocked
         os.ftruncate(self.fd, 0); os.pwrite(self.fd, str(os.getpid()).encode(), 0)
         self.discard(stale=True)
         return self

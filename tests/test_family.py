@@ -1,4 +1,4 @@
-"Folding timm's and torchvision's ResNet families: exact at fold 1 on every arch, trainable and wired by the plan at folds 2-3."
+"Folding timm's and torchvision's ResNets: exact at fold 1 on every arch, wired by the plan and trainable at 2-3."
 import re, time
 
 import pytest, timm, torch, torchvision
@@ -9,7 +9,8 @@ from fastai_resnetx import ResNetX, get_pred, num_params
 from fastai_resnetx.model.family import fold_resnet
 
 TIMM_ARCHS = timm.list_models(module='resnet')   # every arch of timm's resnet.py: a new one is covered automatically
-TV_ARCHS = [n for n in torchvision.models.list_models(module=torchvision.models) if re.match(r'(resnet|resnext|wide_resnet)\d', n)]
+TV_ARCHS = [n for n in torchvision.models.list_models(module=torchvision.models)
+            if re.match(r'(resnet|resnext|wide_resnet)\d', n)]
 QUICK = ['test_resnet', 'resnet10t', 'resnet18d', 'resnetaa34d', 'resnetblur18', 'tv:resnet18']   # the CI subset
 
 
@@ -42,7 +43,7 @@ def _fill(model:nn.Module, seed:int=0) -> nn.Module:
 
 
 def build(name:str, init:bool=False, **kwargs) -> nn.Module:
-    "timm's arch `name` (or torchvision's, as 'tv:NAME') with seeded random weights (init skipped unless `init`), in eval mode."
+    "timm's arch `name` (torchvision's as 'tv:NAME'), seeded random weights (init skipped unless `init`), in eval mode."
     if init:
         torch.manual_seed(0)
         if name.startswith('tv:'): return torchvision.models.get_model(name[3:], weights=None, **kwargs).eval()
@@ -100,7 +101,8 @@ def reference_forward(m:ResNetX, x, keep:bool=False):
 
 # SE, ECA, ResNeXt groups, d stem + avg_down, anti-aliasing, GroupNorm, basic blocks, torchvision's ResNeXt
 AVG_DOWN = ['seresnext26d_32x4d', 'ecaresnet26t', 'resnetaa34d']
-SAMPLE = ['seresnext26d_32x4d', 'ecaresnet26t', 'resnetaa34d', 'resnet50_gn', 'resnet18', 'tv:resnext50_32x4d']
+SAMPLE = ['seresnext26d_32x4d', 'ecaresnet26t', 'resnetaa34d', 'resnet18',   # the 50-layer ones take > 5 s
+          *[pytest.param(n, marks=pytest.mark.slow) for n in ('resnet50_gn', 'tv:resnext50_32x4d')]]
 
 @pytest.mark.parametrize('name', SAMPLE)
 @pytest.mark.parametrize('fold', [2, 3])
@@ -130,6 +132,150 @@ def test_folds_match_reference_and_train(name, fold):
     losses = []
     for _ in range(6):
         loss = nn.functional.cross_entropy(m(x), y)
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0], losses
+
+
+# ---- by name, pretrained weights offline, and everything else on a folded family model
+
+import json, os, subprocess, sys
+from fastai.vision.all import vision_learner, create_body, DynamicUnet, load_learner, model_meta
+from fastai_resnetx import arch_summary, arch_splitter, model_summary, folded, folded_arch
+from fastai_resnetx.job.data import digits_dls
+
+
+def test_timm_name_pretrained_from_a_file(tmp_path):
+    "timm's loader reads the file the overlay names; at fold 1 the logits are timm's own resnet18's from that file."
+    sd = build('resnet18').state_dict()
+    torch.save(sd, tmp_path / 'r18.pth')
+    overlay = dict(file=str(tmp_path / 'r18.pth'))
+    ref = timm.create_model('resnet18', pretrained=True, pretrained_cfg_overlay=overlay).eval()
+    m = timm.create_model('folded_resnet18.a1_in1k', pretrained=True, pretrained_cfg_overlay=overlay).eval()
+    assert m.pretrained_cfg['architecture'] == 'folded_resnet18' and m.pretrained_cfg['tag'] == 'a1_in1k'
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad(): assert (m(x) - ref(x)).abs().max() <= 1e-5
+    m2 = folded('resnet18.a1_in1k', fold=2, pretrained=True, pretrained_cfg_overlay=overlay)
+    assert torch.equal(m2.stage3[1].branch.conv2.weight, sd['layer3.1.conv2.weight'])
+    assert torch.equal(m2.stage2[0].shortcut[0].weight, sd['layer2.0.downsample.0.weight'])   # same-shape skip: its own
+
+
+def test_torchvision_name_pretrained_from_the_hub_cache(tmp_path, monkeypatch):
+    "torchvision's loader reads its torch hub cache (no download); the folded model computes torchvision's resnet18."
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    def no_download(*a, **k): raise AssertionError('tried to download')
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', no_download)
+    url = torchvision.models.ResNet18_Weights.DEFAULT.url
+    (tmp_path / 'hub' / 'checkpoints').mkdir(parents=True)
+    ref = build('tv:resnet18')
+    torch.save(ref.state_dict(), tmp_path / 'hub' / 'checkpoints' / os.path.basename(url))
+    m = folded('tv:resnet18', pretrained=True).eval()
+    assert m.pretrained_cfg['tag'] == 'imagenet1k_v1' and m.pretrained_cfg['url'] == url
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad(): assert (m(x) - ref(x)).abs().max() <= 1e-5
+
+
+def test_names_and_errors():
+    assert len(timm.list_models('folded_*')) == len(TIMM_ARCHS) + len(TV_ARCHS)
+    assert 'folded_seresnext50_32x4d.gluon_in1k' in timm.list_pretrained('folded_seresnext50_32x4d*')
+    with pytest.raises(ValueError, match="`model` must be a built timm ResNet"): fold_resnet(torchvision.models.vgg11())
+    with pytest.raises(ValueError, match='fold'): fold_resnet(timm.create_model('resnet18'), fold=8)   # 8 units
+    with pytest.raises(ValueError, match="`name` must be a folded arch name"): folded_arch('resnet50')
+
+
+@pytest.fixture(scope='module')
+def dls():
+    torch.manual_seed(0)
+    return digits_dls(size=32, bs=16, n_items=64, augment=False)
+
+
+def test_fastai_learner_groups_stats_export(dls, tmp_path):
+    arch = folded_arch('folded_resnet18d', fold=2)
+    learn = vision_learner(dls, arch, pretrained=False)
+    assert model_meta[arch]['split'] is arch_splitter
+    groups = learn.splitter(learn.model)
+    body = learn.model[0]
+    assert len(groups) >= 3 and {id(p) for p in groups[0]} >= {id(p) for p in body[0].parameters()}   # stem first
+    assert {id(p) for p in groups[-1]} == {id(p) for p in learn.model[1].parameters()}                # head last
+    src_cfg = timm.models.get_pretrained_cfg('resnet18d')   # the default weights' stats (fastai normalises pretrained)
+    assert model_meta[arch]['stats'] == (list(src_cfg.mean), list(src_cfg.std))
+    by_name = vision_learner(dls, 'folded_resnet18d', pretrained=False, fold=2)   # through timm, timm's stats
+    assert len(by_name.splitter(by_name.model)) == len(groups)
+    learn.fit(1, 1e-3)
+    learn.export(tmp_path / 'l.pkl')
+    back = load_learner(tmp_path / 'l.pkl')
+    x = dls.one_batch()[0][:4].cpu()
+    learn.model.eval()
+    back.model.eval()
+    with torch.no_grad(): assert torch.equal(learn.model(x), back.model(x))
+
+
+def test_create_body_and_unet_see_the_stages():
+    m = folded('resnet18', fold=3).eval()
+    body = create_body(m, cut=-2)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(body(x), m.forward_features(x))
+        unet = DynamicUnet(body, n_out=2, img_size=(64, 64)).eval()
+        assert unet(x).shape == (1, 2, 64, 64)
+
+
+def test_timm_interface():
+    m = timm.create_model('folded_seresnext26d_32x4d', fold=2, num_classes=4, drop_path_rate=0.1)
+    assert abs(m.units[-1].drop_path.drop_prob - 0.1) < 1e-9 and isinstance(m.units[0].drop_path, nn.Identity)
+    m.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        final, feats = m.forward_intermediates(x)
+        assert torch.equal(final, m.forward_features(x))
+        assert [f.shape[1] for f in feats] == [i['num_chs'] for i in m.feature_info]
+        assert [64 // f.shape[-1] for f in feats] == [i['reduction'] for i in m.feature_info]
+        f = timm.create_model('folded_seresnext26d_32x4d', fold=2, features_only=True, out_indices=(1, 3)).eval()
+        assert [o.shape[1] for o in f(x)] == [256, 1024]
+    m.reset_classifier(7)
+    assert m(x).shape == (2, 7)
+    m.train()
+    grads = []
+    for ckpt in (False, True):
+        m.set_grad_checkpointing(ckpt)
+        torch.manual_seed(0)   # the same drop-path draws both times
+        m.zero_grad()
+        m(x).sum().backward()
+        grads.append(m.stage2[1].branch.conv2.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_summaries_and_flops():
+    src = build('resnet50d')
+    n_flops = model_summary(src, input_size=(1, 3, 64, 64)).total_flops
+    m = fold_resnet(src)
+    assert model_summary(m, input_size=(1, 3, 64, 64)).total_flops == n_flops   # fold 1: the source's FLOPs
+    text = str(arch_summary(m))
+    assert all(n in text for n in ('conv1', 'stage1', 'stage4', 'global_pool', 'fc'))
+    groups = arch_splitter(folded('resnet50d', fold=2))
+    assert len(groups) >= 3
+
+
+@pytest.mark.slow
+def test_compile_and_export():
+    m = folded('resnet18d', fold=2, num_classes=3).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = m(x)
+        assert torch.allclose(torch.compile(m, fullgraph=True)(x), ref, atol=1e-5)
+        ep = torch.export.export(m, (x,))
+        assert torch.allclose(ep.module()(x), ref, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_resnetx_train_command(tmp_path):
+    out = tmp_path / 'run'
+    res = subprocess.run([sys.executable, '-m', 'fastai_resnetx', 'train', '--arch', 'folded_resnet18d', '--fold', '2',
+                          '--epochs', '1', '--size', '32', '--bs', '32', '--out', str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    metrics = json.loads((out / 'metrics.json').read_text())
+    assert metrics['arch'] == 'folded_resnet18d' and (out / 'export.pkl').is_file()
+    assert load_learner(out / 'export.pkl').model[0][4].__class__.__name__ == 'Stage'

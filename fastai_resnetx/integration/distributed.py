@@ -1,19 +1,7 @@
-"Let fastai's DDP training (`learn.distrib_ctx()`) run on CPU processes too (gloo backend)."
+"Let fastai's DDP training (`learn.distrib_ctx()`) run on CPU processes too (gloo; its fastai patch: patches.py)."
 import torch
-import torch.distributed as dist
-from fastcore.all import patch
-from fastai.distributed import DistributedDL
 
 __all__ = ['distrib_kwargs']
-
-
-@patch
-def _broadcast(self:DistributedDL, t, rank):
-    "Broadcast `t` from `rank`; fastai moves it to CUDA for nccl, which gloo (CPU) does not need or have."
-    t = torch.tensor(t, dtype=torch.long)
-    if dist.get_backend() == 'nccl': t = t.cuda()
-    dist.broadcast(t, rank)
-    return t.cpu().tolist()
 
 
 def distrib_kwargs() -> dict:

@@ -74,14 +74,15 @@ for _arch in FOLDED_ARCHS: model_meta[_arch] = model_meta[_arch.__name__] = _fol
 _folded_registered = {}
 
 def folded_arch(name, fold:int=1, start_id:int=None, end_id:int=None):
-    "A folded ResNet arch (`'folded_resnet50d'` or its entry point) at `fold` for fastai's learners, with its `model_meta`."
+    "A folded ResNet arch (`'folded_resnet50d'` or its entry point) at `fold` for fastai's learners, in `model_meta`."
     base = _FOLDED.get(getattr(name, '__name__', name))
     if base is None or (callable(name) and name is not base):
         raise ValueError(f"`name` must be a folded arch name (e.g. 'folded_resnet50d', 'folded_tv_resnet50'; "
                          f"timm.list_models('folded_*')) or its entry point, got {name!r}")
     key = (base.__name__, fold, start_id, end_id)
     if key not in _folded_registered:
-        with torch.device('meta'): timm.create_model(base.__name__, fold=fold, start_id=start_id, end_id=end_id)   # checks now
+        with torch.device('meta'):   # the fold window is checked now, not when fastai builds the model
+            timm.create_model(base.__name__, fold=fold, start_id=start_id, end_id=end_id)
         arch = partial(base, fold=fold, start_id=start_id, end_id=end_id)
         model_meta[arch] = model_meta[base]
         _folded_registered[key] = arch

@@ -1,6 +1,6 @@
-"`Learner.summary` with a FLOPs column: fastai's table and footer, exact FLOPs counted for every module call."
+"`Learner.summary` with a FLOPs column (integration/patches.py): fastai's table and footer, FLOPs of every module call."
 import torch
-from fastcore.basics import patch, PrettyString
+from fastcore.basics import PrettyString
 from fastai.learner import Learner
 from fastai.callback.hook import total_params, module_summary
 from fastai.torch_core import find_bs, apply
@@ -76,10 +76,9 @@ def _footer(learn):
         res += "Model " + ("unfrozen\n\n" if learn.opt.frozen_idx == 0 else f"frozen up to parameter group #{learn.opt.frozen_idx}\n\n")
     return res + "Callbacks:\n" + '\n'.join(f"  - {cb}" for cb in learn.cbs.sorted('order'))
 
-@patch
-def summary(self: Learner, device='meta'):
-    "Print fastai's summary of the model, optimizer and loss function, plus the FLOPs of every layer call and in total"
-    # Counted on `meta` where it can run (else on the model's device, see `model_summary`), on what the model really
+def summary_with_flops(self: Learner, device='meta'):
+    "fastai's summary of the model, optimizer and loss function, plus the FLOPs of every layer call and in total"
+    # `Learner.summary` calls this (integration/patches.py). Counted on `meta` where it can run (else on the model's device, see `model_summary`), on what the model really
     # gets; if counting fails, fastai's own table, with the reason the FLOPs are missing.
     _check_device(device)
     xb = self.dls.train.one_batch()[:getattr(self.dls.train, 'n_inp', 1)]

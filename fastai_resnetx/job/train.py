@@ -45,6 +45,9 @@ def resolve_arch(name:str, fold:int=None):
     from ..inspection.build import arch_from_name
     arch = arch_from_name(name)
     if name in RESNETX_CONFIGS: return resnetx_arch(name, **({} if fold is None else {'fold': fold}))
+    if name.startswith('folded_'):   # a folded timm/torchvision ResNet (issue 20): `fold` applies too
+        from ..integration.fastai_meta import folded_arch
+        return folded_arch(name, **({} if fold is None else {'fold': fold}))
     if fold not in (None, 1):
         raise ValueError(f"`fold` only applies to ResNetX archs ({sorted(RESNETX_CONFIGS)}), not to {name!r}")
     return arch

@@ -1,10 +1,10 @@
-"""Fold any ResNet: a built torchvision or timm ResNet becomes a ResNetX whose units are that model's own blocks.
+"""Fold any ResNet: a built torchvision or timm ResNet becomes a ResNetX whose units are the model's own blocks.
 
 Each block's residual add is taken out: its layers up to the add become the unit's branch (a `Block` of the block's own
 submodules), its `downsample` the unit's shortcut, its last activation the unit's activation. The stem, pooling and
 classifier are the source's modules too. Modules are moved, not copied: the ResNetX holds the very parameters (and
-whatever weights they hold), so the source model must not be used afterwards. A fold that needs a skip the source does not
-have (an earlier output of another shape) gets a new projection of the family's own kind (see `new_projection`)."""
+whatever weights they hold), so the source model must not be used afterwards. A fold that needs a skip the source does
+not have (an earlier output of another shape) gets a new projection of the family's own kind (see `new_projection`)."""
 import torch
 from torch import nn
 from timm.layers import SelectAdaptivePool2d, get_device_dtype
@@ -17,14 +17,15 @@ from .topology import fold_plan
 
 __all__ = ['fold_resnet', 'resnet_family', 'new_projection', 'FAMILY_BLOCKS']
 
-# The layers of each block class before its residual add, in the order its `forward` runs them (None: absent, Identity:
-# a no-op, both left out), and its activation after the add. torchvision's blocks call one `relu` module at every place.
+# The layers of each block class before its residual add, in the order its `forward` runs them (None: absent,
+# Identity: a no-op, both left out), and its activation after the add. torchvision's blocks call one `relu` everywhere.
 FAMILY_BLOCKS = {
-    'timm.models.resnet.Bottleneck': (('conv1', 'bn1', 'act1', 'conv2', 'bn2', 'drop_block', 'act2', 'aa', 'conv3', 'bn3',
-                                       'se'), 'act3'),
+    'timm.models.resnet.Bottleneck': (('conv1', 'bn1', 'act1', 'conv2', 'bn2', 'drop_block', 'act2', 'aa', 'conv3',
+                                       'bn3', 'se'), 'act3'),
     'timm.models.resnet.BasicBlock': (('conv1', 'bn1', 'drop_block', 'act1', 'aa', 'conv2', 'bn2', 'se'), 'act2'),
     'torchvision.models.resnet.Bottleneck': ((('conv1', 'conv1'), ('bn1', 'bn1'), ('act1', 'relu'), ('conv2', 'conv2'),
-                                              ('bn2', 'bn2'), ('act2', 'relu'), ('conv3', 'conv3'), ('bn3', 'bn3')), 'relu'),
+                                              ('bn2', 'bn2'), ('act2', 'relu'), ('conv3', 'conv3'), ('bn3', 'bn3')),
+                                             'relu'),
     'torchvision.models.resnet.BasicBlock': ((('conv1', 'conv1'), ('bn1', 'bn1'), ('act1', 'relu'), ('conv2', 'conv2'),
                                               ('bn2', 'bn2')), 'relu'),
 }
@@ -51,7 +52,8 @@ def _blocks(model) -> list:
                                         f"the whole ResNet")
         for b in blocks:
             if _qualname(b) not in FAMILY_BLOCKS:
-                raise ValueError(f"`model` has a block of class {_qualname(b)} in layer{s}; allowed: {sorted(FAMILY_BLOCKS)}")
+                raise ValueError(f"`model` has a block of class {_qualname(b)} in layer{s}; allowed: "
+                                 f"{sorted(FAMILY_BLOCKS)}")
     return stages
 
 
@@ -78,15 +80,18 @@ def _norm_like(norm:nn.Module):
     if isinstance(norm, nn.modules.batchnorm._BatchNorm):
         return lambda c: nn.BatchNorm2d(c, eps=norm.eps, momentum=norm.momentum, affine=norm.affine,
                                         track_running_stats=norm.track_running_stats)
-    raise ValueError(f"`model` uses the norm layer {_qualname(norm)}; a new projection can be made for BatchNorm or GroupNorm")
+    raise ValueError(f"`model` uses the norm layer {_qualname(norm)}; new projections can be made for BatchNorm or "
+                     f"GroupNorm only")
 
 
 def new_projection(ni:int, nf:int, stride:int, kind:str, norm) -> nn.Module:
-    "A shortcut the source lacks: `kind` 'avgpool' (avg-pool, 1x1 conv, norm: ResNet-D) or 'conv' (strided 1x1 conv, norm)."
+    "A shortcut the source lacks, `kind` 'avgpool' (avg-pool, 1x1 conv, norm: ResNet-D) or 'conv' (strided 1x1, norm)."
     proj = projection(ni, nf, stride, kind=kind, norm=norm)
     for m in proj.modules():   # the init timm's and torchvision's ResNets give their own `downsample`
         if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.affine: nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
     return proj
 
 
@@ -102,14 +107,15 @@ def _drop_path_rate(block) -> float:
 
 
 def _head(model, family:str):
-    "The source's pooling and classifier (torchvision's `avgpool` + flatten as timm's equal 'avg' pool, which ResNetX calls)."
-    if family == 'timm': return model.global_pool, model.fc, model.global_pool.pool_type, model.num_classes, model.drop_rate
+    "The source's pooling and classifier (torchvision's `avgpool` + flatten as timm's equal 'avg' pool)."
+    if family == 'timm':
+        return model.global_pool, model.fc, model.global_pool.pool_type, model.num_classes, model.drop_rate
     fc = model.fc
     return SelectAdaptivePool2d(pool_type='avg', flatten=True), fc, 'avg', getattr(fc, 'out_features', 0), 0.
 
 
 def fold_resnet(model:nn.Module, fold:int=1, start_id:int=None, end_id:int=None) -> ResNetX:
-    "A ResNetX at `fold` made of `model`'s own modules (a built timm or torchvision ResNet): at fold 1 it computes the same."
+    "A ResNetX at `fold` of `model`'s own modules (a built timm or torchvision ResNet); at fold 1 it computes the same."
     family = resnet_family(model)
     stages = _blocks(model)
     num_nodes = tuple(len(blocks) for blocks in stages)
@@ -117,7 +123,9 @@ def fold_resnet(model:nn.Module, fold:int=1, start_id:int=None, end_id:int=None)
     blocks = [b for bs in stages for b in bs]
     # channels and reduction of every output: 0 is the stem's (a ResNet stem reduces 4 times), then one per block
     chans, reds = [blocks[0].conv1.in_channels], [4]
-    for b in blocks: chans.append(_out_chans(b)); reds.append(reds[-1] * b.stride)
+    for b in blocks:
+        chans.append(_out_chans(b))
+        reds.append(reds[-1] * b.stride)
     kind, device_dtype = _shortcut_kind(stages), get_device_dtype(model)
     units, l = [], 0
     for bs in stages:
@@ -136,13 +144,16 @@ def fold_resnet(model:nn.Module, fold:int=1, start_id:int=None, end_id:int=None)
     global_pool, fc, pool_type, num_classes, drop_rate = _head(model, family)
     unit_classes = {type(b) for b in blocks}
     conv1 = next(m for m in model.conv1.modules() if isinstance(m, nn.Conv2d))
+    # the config describes the result (its unit is the source's block class): `ResNetX(cfg)` cannot rebuild it
     cfg = ResNetXConfig(
-        num_nodes=num_nodes, unit=unit_classes.pop() if len(unit_classes) == 1 else Block, widths=tuple(c[-1] for c in
-        _stage_chans(chans, num_nodes)), strides=tuple(bs[0].stride for bs in stages), stem='deep' if isinstance(
-        model.conv1, nn.Sequential) else 'resnet', stem_width=chans[0], fold=plan.fold, start_id=start_id, end_id=end_id,
-        shortcut=kind, act=type(_post_act(blocks[-1])), num_classes=num_classes, in_chans=conv1.in_channels,
-        global_pool=pool_type, drop_rate=float(drop_rate), drop_path_rate=max(_drop_path_rate(b) for b in blocks))
-    stem = dict(conv1=model.conv1, bn1=model.bn1, act1=model.act1 if family == 'timm' else model.relu, maxpool=model.maxpool)
+        num_nodes=num_nodes, unit=unit_classes.pop() if len(unit_classes) == 1 else Block,
+        widths=tuple(c[-1] for c in _stage_chans(chans, num_nodes)), strides=tuple(bs[0].stride for bs in stages),
+        stem='deep' if isinstance(model.conv1, nn.Sequential) else 'resnet', stem_width=chans[0], fold=plan.fold,
+        start_id=start_id, end_id=end_id, shortcut=kind, act=type(_post_act(blocks[-1])), num_classes=num_classes,
+        in_chans=conv1.in_channels, global_pool=pool_type, drop_rate=float(drop_rate),
+        drop_path_rate=max(_drop_path_rate(b) for b in blocks))
+    act1 = model.act1 if family == 'timm' else model.relu
+    stem = dict(conv1=model.conv1, bn1=model.bn1, act1=act1, maxpool=model.maxpool)
     folded = ResNetX.from_parts(cfg, stem, units, global_pool, fc).train(model.training)
     folded.source_arch = _source_name(model, family)
     if family == 'timm' and getattr(model, 'pretrained_cfg', None): folded.pretrained_cfg = dict(model.pretrained_cfg)
@@ -152,7 +163,9 @@ def fold_resnet(model:nn.Module, fold:int=1, start_id:int=None, end_id:int=None)
 def _stage_chans(chans, num_nodes):
     "The output channels of each stage's units."
     out, lo = [], 1
-    for n in num_nodes: out.append(chans[lo:lo + n]); lo += n
+    for n in num_nodes:
+        out.append(chans[lo:lo + n])
+        lo += n
     return out
 
 

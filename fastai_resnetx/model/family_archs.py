@@ -1,9 +1,9 @@
 """Folded ResNets by name: `folded_<name>` for every ResNet of timm's resnet.py, `folded_tv_<name>` for torchvision's.
 
-Each is a timm entry point (`timm.create_model('folded_seresnext50_32x4d.gluon_in1k', pretrained=True, fold=2)`), a fastai
-arch (`vision_learner(dls, 'folded_resnet50d')`) and a plain function. It builds the source with its own library (timm's
-pretrained tags and loader; torchvision's weights enum and loader), the weights read from the local cache when they are
-there (no network), and folds it with `fold_resnet`: one construction path (`ResNetX.from_parts`) for all of them."""
+Each is a timm entry point (`timm.create_model('folded_seresnext50_32x4d.gluon_in1k', pretrained=True, fold=2)`), a
+fastai arch (`vision_learner(dls, 'folded_resnet50d')`) and a plain function. It builds the source with its own
+library (timm's pretrained tags and loader; torchvision's weights enum and loader), the weights read from the local
+cache when they are there (no network), and folds it with `fold_resnet`: one construction path (`ResNetX.from_parts`)."""
 import re, sys
 from functools import partial
 
@@ -67,11 +67,12 @@ def folded_source(name:str) -> tuple:
 def _tag_of(pretrained_cfg) -> str:
     "The tag a `pretrained_cfg` argument names (a tag string, a cfg or a dict), or None."
     if pretrained_cfg is None or isinstance(pretrained_cfg, str): return pretrained_cfg
-    return getattr(pretrained_cfg, 'tag', None) or (pretrained_cfg.get('tag') if isinstance(pretrained_cfg, dict) else None)
+    if isinstance(pretrained_cfg, dict): return pretrained_cfg.get('tag')
+    return getattr(pretrained_cfg, 'tag', None)
 
 
 def _timm_source(src:str, pretrained:bool, pretrained_cfg, overlay, **kwargs):
-    "timm's model `src`, with the weights of the tag/overlay read through timm's loader from a local file (cache first)."
+    "timm's model `src`, the weights of the tag/overlay read by timm's loader from a local file (the cache first)."
     if pretrained:   # the file itself: the cached copy without asking the hub, else one download (timm's sources)
         tag, overlay = _tag_of(pretrained_cfg), dict(overlay or {})
         overlay['file'] = checkpoint_file(resolve_pretrained_cfg(src, tag, overlay))
@@ -82,7 +83,7 @@ def _timm_source(src:str, pretrained:bool, pretrained_cfg, overlay, **kwargs):
 
 def _tv_source(src:str, pretrained:bool, pretrained_cfg, overlay, num_classes:int=1000, in_chans:int=3,
                drop_rate:float=0., drop_path_rate:float=0., global_pool:str=None, **kwargs):
-    "torchvision's model `src` with its weights through torchvision's loader (the torch hub cache first); timm's arguments."
+    "torchvision's model `src`, its weights through torchvision's loader (the torch hub cache first); timm's arguments."
     weights = None
     if pretrained:
         tag, file = _tag_of(pretrained_cfg), (overlay or {}).get('file')
@@ -121,7 +122,7 @@ def _build(name:str, pretrained:bool, fold:int, start_id, end_id, pretrained_cfg
 
 
 def create_folded(name:str, pretrained:bool=False, fold:int=1, start_id:int=None, end_id:int=None, **kwargs) -> ResNetX:
-    "The folded arch `name` through timm's builder (pretrained cfg, `features_only`); `kwargs` go to the source's builder."
+    "The folded arch `name` through timm's builder (pretrained cfg, `features_only`); `kwargs` go to the source's."
     folded_source(name)
     if not isinstance(pretrained, bool): raise ValueError(f"`pretrained` must be True or False, got {pretrained!r}")
     cfg, overlay = kwargs.pop('pretrained_cfg', None), kwargs.pop('pretrained_cfg_overlay', None)
@@ -141,11 +142,12 @@ def _entry(name:str):
     return fn
 
 FOLDED_ARCHS = [_entry(PREFIX + n) for n in TIMM_SOURCES] + [_entry(TV_PREFIX + n) for n in TV_SOURCES]
-for _fn in FOLDED_ARCHS: setattr(sys.modules[__name__], _fn.__name__, _fn)   # importable: `from ...family_archs import folded_resnet50`
+for _fn in FOLDED_ARCHS: setattr(sys.modules[__name__], _fn.__name__, _fn)   # importable by name from this module
 
 
 def folded(name:str, fold:int=1, start_id:int=None, end_id:int=None, pretrained:bool=False, **kwargs) -> ResNetX:
-    "A folded ResNet by its source's name with a timm tag ('seresnext50_32x4d.gluon_in1k'; torchvision's as 'tv:resnet50')."
-    if not isinstance(name, str): raise ValueError(f"`name` must be a model name such as 'resnet50d.ra2_in1k', got {name!r}")
+    "A folded ResNet by its source's name and timm tag ('seresnext50_32x4d.gluon_in1k'; torchvision's: 'tv:resnet50')."
+    if not isinstance(name, str):
+        raise ValueError(f"`name` must be a model name such as 'resnet50d.ra2_in1k', got {name!r}")
     full = TV_PREFIX + name[3:] if name.startswith('tv:') else PREFIX + name
     return timm.create_model(full, pretrained=pretrained, fold=fold, start_id=start_id, end_id=end_id, **kwargs)
