@@ -242,3 +242,17 @@ def test_scripting_says_what_works_and_tracing_works():
     traced = torch.jit.trace(m, x)
     x2 = torch.randn(3, 3, 32, 32)
     with torch.no_grad(): assert close(traced(x2), m(x2))
+
+
+def test_a_folded_timm_resnet_under_the_same_wrappers():
+    "Folded foreign ResNets are built of the same stages: the same guarantees hold for them."
+    import timm
+    from fastai_resnetx.model.family import fold_resnet
+    torch.manual_seed(0)
+    m = fold_resnet(timm.create_model('resnet18', num_classes=3), fold=3).eval()
+    x = torch.randn(2, 3, 32, 32)
+    ref, ref_grads = logits_and_grads(m, x, plain)
+    for name in ('forward hook returns o.clone()', 'full backward hook', 'checkpoint around each stage'):
+        out, grads = logits_and_grads(m, x, WRAPPERS[name])
+        assert close(out, ref) and all(close(g, r) for g, r in zip(grads, ref_grads)), name
+    with pytest.raises(CarryError): reentrant_checkpoint_sequential(m, x)
