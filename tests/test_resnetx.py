@@ -87,7 +87,7 @@ def test_hooks_on_stages_see_their_feature_maps():
 
 def test_stage_alone_on_bare_tensor_is_an_error():
     m = resnetx18(fold=2)
-    with pytest.raises(RuntimeError, match=r'stage2 .*fold=2.* adds outputs \[1\] of earlier stages'):
+    with pytest.raises(RuntimeError, match=r'stage2 .*fold=2.* needs outputs \[1\] of earlier stages'):
         m.stage2(torch.randn(1, 64, 8, 8))
     assert resnetx18().stage2(torch.randn(1, 64, 8, 8)).shape == (1, 128, 4, 4)   # fold 1 needs nothing more
 
@@ -207,10 +207,3 @@ def test_compile_fullgraph_and_export():
     with torch.no_grad(): assert torch.allclose(ep.module()(x), m(x), atol=1e-5)
     body = torch.compile(nn.Sequential(*list(m.children())[:-2]), fullgraph=True, backend='aot_eager')
     with torch.no_grad(): assert torch.allclose(body(x), m.forward_features(x), atol=1e-5)   # the carry compiles too
-
-
-def test_data_parallel_on_the_sequential_body():
-    m = randomise(resnetx18(fold=3))
-    body = nn.DataParallel(nn.Sequential(*list(m.children())[:-2]))    # on CPU it runs the module itself
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad(): assert torch.allclose(body(x), m.forward_features(x), atol=1e-6)

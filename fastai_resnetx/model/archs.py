@@ -116,10 +116,10 @@ def _resolve(name, tag=None, overlay=None):
     return dataclasses.replace(PretrainedCfg(**_NO_WEIGHTS, architecture='ResNetX'), **(overlay or {}))
 
 
-def _source(cfg) -> tuple:
+def _source(cfg, cache_dir=None) -> tuple:
     "The state dict a resolved pretrained cfg names, where it came from (words), and its file (None for a state dict)."
     if cfg.state_dict is not None: return state_dict_of(cfg.state_dict, '`weights`'), 'the given state dict', None
-    path = checkpoint_file(cfg)
+    path = checkpoint_file(cfg, cache_dir)
     what = 'checkpoint file' if cfg.file else f"{cfg.architecture}.{cfg.tag} weights"
     return read_checkpoint(path), f"{what} ({path!r})", path
 
@@ -150,14 +150,25 @@ def create_resnetx(name:str, pretrained:bool=False, weights=None, **kwargs) -> R
         if pretrained and isinstance(getattr(m, 'pretrained_cfg', None), dict):
             m.pretrained_cfg.pop('state_dict', None)
             if path: m.pretrained_cfg['file'] = path
+    if isinstance(model, ResNetX): model._model_args = _model_args(name, model.cfg)
     return model
+
+
+# timm's `get_model_args` takes these from the model itself, and leaves drop rates out of a saved config
+_RUNTIME_ARGS = ('num_classes', 'in_chans', 'global_pool', 'drop_rate', 'drop_path_rate')
+
+
+def _model_args(name:str, cfg) -> dict:
+    "The config fields that differ from arch `name`'s, JSON-ready: what timm's `save_for_hf` writes to rebuild the model."
+    default = RESNETX_CONFIGS[name].to_dict()
+    return {k: v for k, v in cfg.to_dict().items() if k not in _RUNTIME_ARGS and v != default[k]}
 
 
 def _read_weights(name:str, kwargs:dict) -> tuple:
     "Read the weights timm's `pretrained_cfg`/`_overlay` in `kwargs` name, into the overlay: safely, offline when cached."
     # timm's loader then maps (our filter), adapts the first conv and classifier, and loads them
     cfg = resolve_pretrained_cfg(name, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
-    state_dict, source, path = _source(cfg)
+    state_dict, source, path = _source(cfg, kwargs.get('cache_dir'))
     kwargs['pretrained_cfg_overlay'] = {**(kwargs.get('pretrained_cfg_overlay') or {}), **_checkpoint_cfg(state_dict, cfg),
                                         'state_dict': state_dict}
     return source, path

@@ -31,19 +31,22 @@ class Block(nn.Sequential):
 
 class BasicBlock(Block):
     "ResNet-18/34 branch: 3x3 conv-norm-act (with the stride), 3x3 conv-norm. ReLU follows the add."
-    def __init__(self, ni:int, nf:int, stride:int=1, ks:int=3, act=nn.ReLU, norm=nn.BatchNorm2d):
-        super().__init__(*cna(('conv1', 'bn1', 'act1'), ni, nf, ks, stride, norm=norm, act=act),
-                         *cna(('conv2', 'bn2', None), nf, nf, ks, norm=norm, act=None))
+    def __init__(self, ni:int, nf:int, stride:int=1, ks:int=3, act=nn.ReLU, norm=nn.BatchNorm2d, dilation:int=1,
+                 first_dilation:int=None):
+        super().__init__(*cna(('conv1', 'bn1', 'act1'), ni, nf, ks, stride, norm=norm, act=act,
+                              dilation=first_dilation or dilation),
+                         *cna(('conv2', 'bn2', None), nf, nf, ks, norm=norm, act=None, dilation=dilation))
 
 
 class Bottleneck(Block):
     "ResNet-50+ branch (v1.5, stride on the 3x3): 1x1 reduce, 3x3, 1x1 expand to `nf`. ReLU follows the add."
     def __init__(self, ni:int, nf:int, stride:int=1, reduction:int=4, groups:int=1, ks:int=3,
-                 act=nn.ReLU, norm=nn.BatchNorm2d):
+                 act=nn.ReLU, norm=nn.BatchNorm2d, dilation:int=1, first_dilation:int=None):
         mid = nf // reduction
         if mid < 1: raise ValueError(f"`reduction` ({reduction}) must be <= `nf` ({nf})")
         super().__init__(*cna(('conv1', 'bn1', 'act1'), ni, mid, 1, norm=norm, act=act),
-                         *cna(('conv2', 'bn2', 'act2'), mid, mid, ks, stride, groups, norm=norm, act=act),
+                         *cna(('conv2', 'bn2', 'act2'), mid, mid, ks, stride, groups, norm=norm, act=act,
+                              dilation=first_dilation or dilation),
                          *cna(('conv3', 'bn3', None), mid, nf, 1, norm=norm, act=None))
 
 
@@ -55,17 +58,21 @@ class LinearBottleneck(Bottleneck):
 class InvertedResidual(Block):
     "Narrow -> wide -> narrow: 1x1 expand by `expansion`, dense 3x3 (with the stride), 1x1 linear projection."
     post_act = False
-    def __init__(self, ni:int, nf:int, stride:int=1, expansion:int=4, ks:int=3, act=nn.ReLU, norm=nn.BatchNorm2d):
+    def __init__(self, ni:int, nf:int, stride:int=1, expansion:int=4, ks:int=3, act=nn.ReLU, norm=nn.BatchNorm2d,
+                 dilation:int=1, first_dilation:int=None):
         mid = ni * expansion
         super().__init__(*cna(('conv_pw', 'bn1', 'act1'), ni, mid, 1, norm=norm, act=act),
-                         *cna(('conv2', 'bn2', 'act2'), mid, mid, ks, stride, norm=norm, act=act),
+                         *cna(('conv2', 'bn2', 'act2'), mid, mid, ks, stride, norm=norm, act=act,
+                              dilation=first_dilation or dilation),
                          *cna(('conv_pwl', 'bn3', None), mid, nf, 1, norm=norm, act=None))
 
 
 class DepthwiseSeparableConv(Block):
     "Depthwise `ks`x`ks` conv-norm-act (one filter per channel, with the stride), then pointwise 1x1 conv-norm."
-    def __init__(self, ni:int, nf:int, stride:int=1, ks:int=3, act=nn.ReLU, norm=nn.BatchNorm2d, pw_act=None):
-        super().__init__(*cna(('conv_dw', 'bn1', 'act1'), ni, ni, ks, stride, groups=ni, norm=norm, act=act),
+    def __init__(self, ni:int, nf:int, stride:int=1, ks:int=3, act=nn.ReLU, norm=nn.BatchNorm2d, pw_act=None,
+                 dilation:int=1, first_dilation:int=None):
+        super().__init__(*cna(('conv_dw', 'bn1', 'act1'), ni, ni, ks, stride, groups=ni, norm=norm, act=act,
+                              dilation=first_dilation or dilation),
                          *cna(('conv_pw', 'bn2', 'act2'), ni, nf, 1, norm=norm, act=pw_act))
 
 
@@ -73,22 +80,24 @@ class MBConv(Block):
     "EfficientNet's MBConv: 1x1 expand, depthwise `ks`x`ks` (with the stride), squeeze-excitation, 1x1 linear projection."
     post_act = False
     def __init__(self, ni:int, nf:int, stride:int=1, expansion:int=4, ks:int=3, se_ratio:float=0.25,
-                 act=nn.SiLU, norm=nn.BatchNorm2d):
+                 act=nn.SiLU, norm=nn.BatchNorm2d, dilation:int=1, first_dilation:int=None):
         mid = ni * expansion
         expand = cna(('conv_pw', 'bn1', 'act1'), ni, mid, 1, norm=norm, act=act) if expansion != 1 else []
         se = SqueezeExcitation(mid, se_ratio, squeeze_from=ni, act=act) if se_ratio else None
-        super().__init__(*expand, *cna(('conv_dw', 'bn2', 'act2'), mid, mid, ks, stride, groups=mid, norm=norm, act=act),
-                         ('se', se), *cna(('conv_pwl', 'bn3', None), mid, nf, 1, norm=norm, act=None))
+        dw = cna(('conv_dw', 'bn2', 'act2'), mid, mid, ks, stride, groups=mid, norm=norm, act=act,
+                 dilation=first_dilation or dilation)
+        super().__init__(*expand, *dw, ('se', se), *cna(('conv_pwl', 'bn3', None), mid, nf, 1, norm=norm, act=None))
 
 
 class FusedMBConv(Block):
     "EfficientNetV2's fused MBConv: one dense `ks`x`ks` expand conv (with the stride), optional SE, 1x1 linear projection."
     post_act = False
     def __init__(self, ni:int, nf:int, stride:int=1, expansion:int=4, ks:int=3, se_ratio:float=0.,
-                 act=nn.SiLU, norm=nn.BatchNorm2d):
+                 act=nn.SiLU, norm=nn.BatchNorm2d, dilation:int=1, first_dilation:int=None):
         mid = ni * expansion
         se = SqueezeExcitation(mid, se_ratio, squeeze_from=ni, act=act) if se_ratio else None
-        super().__init__(*cna(('conv_exp', 'bn1', 'act1'), ni, mid, ks, stride, norm=norm, act=act), ('se', se),
+        super().__init__(*cna(('conv_exp', 'bn1', 'act1'), ni, mid, ks, stride, norm=norm, act=act,
+                              dilation=first_dilation or dilation), ('se', se),
                          *cna(('conv_pwl', 'bn2', None), mid, nf, 1, norm=norm, act=None))
 
 

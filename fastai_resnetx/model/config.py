@@ -47,6 +47,7 @@ class ResNetXConfig:
     drop_rate: float = 0.                 # dropout before the classifier
     drop_path_rate: float = 0.            # stochastic depth: rate of the last unit, growing linearly from 0 at the first
     zero_init_last_bn: bool = False       # zero-init each unit's last norm weight (fastai/timm option)
+    output_stride: int = 32               # 16 or 8: the last stages dilate instead of striding (timm's ResNet, DeepLab)
     unit_kwargs: dict = field(default_factory=dict)  # passed to every unit, e.g. {'expansion': 4}
 
     def __post_init__(self):
@@ -65,6 +66,7 @@ class ResNetXConfig:
         check_float('drop_rate', self.drop_rate, 0, 1, open_max=True)
         check_float('drop_path_rate', self.drop_path_rate, 0, 1, open_max=True)
         check_choice('zero_init_last_bn', self.zero_init_last_bn, (True, False))
+        check_choice('output_stride', self.output_stride, (8, 16, 32))
         if not isinstance(self.unit_kwargs, dict):
             raise ValueError(f"`unit_kwargs` must be a mapping of keyword arguments, got {self.unit_kwargs!r}")
 
@@ -92,6 +94,15 @@ class ResNetXConfig:
     def replace(self, **overrides):
         "A copy with `overrides` applied (unknown keys are an error)."
         return type(self).from_dict(dataclasses.asdict(self), **overrides)
+
+    def stage_strides(self) -> tuple:
+        "Each stage's stride and dilation for `output_stride`: once the net stride reaches it, stride 1 and dilate (timm)."
+        net_stride, dilation, strides, dilations = 4, 1, [], []
+        for stride in self.strides:
+            if net_stride >= self.output_stride: dilation, stride = dilation * stride, 1
+            else: net_stride *= stride
+            strides.append(stride); dilations.append(dilation)
+        return tuple(strides), tuple(dilations)
 
     def to_dict(self) -> dict:
         "The config as a plain dict (YAML-friendly)."

@@ -106,11 +106,13 @@ def projection(ni:int, nf:int, stride:int=1, kind:str='conv', norm=nn.BatchNorm2
     raise ValueError(f"`kind` must be 'conv' or 'avgpool', got {kind!r}")
 
 
-def conv_norm_act(names, ni:int, nf:int, ks:int=3, stride:int=1, groups:int=1, norm=nn.BatchNorm2d, act=nn.ReLU) -> list:
+def conv_norm_act(names, ni:int, nf:int, ks:int=3, stride:int=1, groups:int=1, norm=nn.BatchNorm2d, act=nn.ReLU,
+                  dilation:int=1) -> list:
     "Named `(name, layer)` pairs of a conv (same padding, no bias), its norm and activation (none if `act` is None)."
     _check_conv(ni, nf, ks, groups)
     conv, bn, act_name = names
-    layers = [(conv, nn.Conv2d(ni, nf, ks, stride, padding=ks // 2, groups=groups, bias=False)), (bn, norm(nf))]
+    pad = dilation * (ks // 2)
+    layers = [(conv, nn.Conv2d(ni, nf, ks, stride, padding=pad, dilation=dilation, groups=groups, bias=False)), (bn, norm(nf))]
     return layers + ([(act_name, act_layer(act))] if get_act(act) is not None else [])
 
 

@@ -18,7 +18,7 @@ from .blocks import get_block
 from .config import ResNetXConfig
 from ..checks import check_choice
 
-__all__ = ['FoldUnit', 'Stage', 'ResNetX', 'num_params']
+__all__ = ['FoldUnit', 'Stage', 'CarryError', 'ResNetX', 'num_params']
 
 CARRY = 'resnetx_carry'   # the attribute of a stage's output that holds the earlier outputs later stages read
 
@@ -40,21 +40,35 @@ class FoldUnit(nn.Module):
         return self.act(out)
 
 
+class CarryError(RuntimeError):
+    "A stage of a folded ResNetX did not get the earlier outputs its skips read: it stops instead of computing else."
+
+
 class Stage(nn.ModuleList):
-    "The units of stage `index`, run in order on the previous stage's output; folded skips read earlier outputs too."
+    """The units of stage `index`, run in order on the previous stage's output; folded skips read earlier outputs too.
+
+    The earlier outputs that this stage or a later one reads ride on the stage's output tensor (attribute `CARRY`).
+    Calling the stage hands them over outside the tensor, so a hook that returns a new tensor, a full backward hook or
+    `torch.utils.checkpoint` around the stage keeps them: whatever the hooks return becomes the stage's output, and the
+    earlier outputs go with it. Where they cannot arrive (a stage run alone, a module inserted between stages, the
+    graph cut by reentrant checkpointing) the stage raises `CarryError` instead of computing something else."""
     def __init__(self, units, index:int, plan:FoldPlan):
         super().__init__(units)
-        lo = sum(plan.num_nodes[:index - 1]); hi = lo + plan.num_nodes[index - 1]   # units lo+1..hi, input = output lo
+        lo = sum(plan.num_nodes[:index - 1])
+        hi = lo + plan.num_nodes[index - 1]   # units lo+1..hi; input = output lo
         self.index, self.grad_checkpointing = index, False
         self._in, self._skip, self._out = plan.in_slots[lo:hi], plan.skip_slots[lo:hi], plan.out_slots[lo:hi]
         self._n_alive, self._fold = plan.n_alive, plan.fold
         self._key = (plan.num_nodes, plan.fold, plan.start_id, plan.end_id)
-        self._reads = tuple(sorted({s for s in plan.sources[lo:hi] if s < lo}))   # outputs of earlier stages it reads
-        self._passes_on = any(s < hi for s in plan.sources[hi:])   # a later stage reads an output up to this one's
+        # outputs from before this stage's input that this stage or a later one reads: they must come with the input
+        self._needs = tuple(sorted({s for s in plan.sources[lo:] if s < lo}))
+        # slots of the outputs up to this stage's last but one that later stages read: only those are passed on
+        slot_of = (0,) + plan.out_slots   # slot_of[o]: the slot output o is written to
+        self._keep = tuple(sorted({slot_of[s] for s in plan.sources[hi:] if s < hi}))
 
     def run(self, x:Tensor, slots=None):
         "Run the units on `x`; `slots` holds the earlier outputs (None: none needed). Returns the output and the slots."
-        slots = [x] * self._n_alive if slots is None else list(slots)
+        slots = [None] * self._n_alive if slots is None else list(slots)
         slots[self._in[0]] = x
         for unit, i, s, o in zip(self, self._in, self._skip, self._out):
             if self.grad_checkpointing and torch.is_grad_enabled():
@@ -62,30 +76,58 @@ class Stage(nn.ModuleList):
             else: slots[o] = unit(slots[i], slots[s])
         return slots[self._out[-1]], slots
 
-    def forward(self, x:Tensor) -> Tensor:
-        "The stage on the previous stage's output `x` (the stem's for stage 1); earlier outputs come along on `x`."
-        carry = getattr(x, CARRY, None)
+    def __call__(self, x, *args, **kwargs):
+        if not (self._needs or self._keep): return super().__call__(x, *args, **kwargs)   # nothing to carry (fold 1)
+        # read the carry before any hook can replace the input, and pass it on after every hook replaced the output
+        box = []
+        out = super().__call__(x, *args, _carry=getattr(x, CARRY, None), _box=box, **kwargs)
+        if box and box[-1] is not None and isinstance(out, Tensor) and getattr(out, CARRY, None) is not box[-1]:
+            setattr(out, CARRY, box[-1])
+        return out
+
+    def _check(self, x, carry):
+        "The earlier outputs on the input, or an error saying why they are missing."
         # a tuple test, not `is not None`: under torch.fx tracing a missing attribute reads as a Proxy, not None
-        valid = isinstance(carry, tuple) and carry[0] == self._key and carry[1] == self.index - 1
-        if self._reads and not valid:
-            raise RuntimeError(f"stage{self.index} of this ResNetX (fold={self._fold}) adds outputs {list(self._reads)} of "
-                               f"earlier stages as skips; they travel on the output of stage{self.index - 1}, and this "
-                               f"input does not carry them. Run the layers in order (the model, or nn.Sequential of its "
-                               f"children, as fastai's create_body does), not this stage alone on a bare tensor")
-        out, slots = self.run(x, carry[2] if valid else None)
-        if self._passes_on:   # the output's own slot is left empty: the next stage puts its input there (no cycle)
-            slots[self._out[-1]] = None
-            setattr(out, CARRY, (self._key, self.index, tuple(slots)))
+        if not (isinstance(carry, tuple) and carry[0] == self._key and carry[1] == self.index - 1):
+            raise CarryError(f"stage{self.index} of this ResNetX (fold={self._fold}) needs outputs {list(self._needs)} "
+                             f"of earlier stages for its folded skips (or to pass them on); they travel with the output "
+                             f"of stage{self.index - 1}, and this input does not carry them. Run the layers in order "
+                             f"(the model, or nn.Sequential of its children, as fastai's create_body does), with no "
+                             f"module in between; a stage alone on a bare tensor cannot compute its skips")
+        if carry[3] and torch.is_grad_enabled() and x.requires_grad:
+            raise CarryError(f"stage{self.index} of this ResNetX (fold={self._fold}) reads outputs {list(self._needs)} of "
+                             f"earlier stages that were computed under no_grad, while its input needs gradients: those "
+                             f"of the earlier outputs would be lost. Reentrant checkpointing does this (it runs a segment "
+                             f"under no_grad): use torch.utils.checkpoint with use_reentrant=False, or "
+                             f"`model.set_grad_checkpointing()`; to freeze the first stages use requires_grad_(False)")
+        return carry[2]
+
+    def forward(self, x:Tensor, _carry=None, _box=None) -> Tensor:
+        "The stage on the previous stage's output `x` (the stem's for stage 1); earlier outputs come along on `x`."
+        carry = _carry if _carry is not None else getattr(x, CARRY, None)
+        slots = self._check(x, carry) if self._needs else None
+        if isinstance(x, Tensor) and hasattr(x, CARRY):   # an alias without the incoming carry, so carries never nest (fastai's tensors copy it)
+            x = x.view_as(x)
+            if hasattr(x, CARRY): delattr(x, CARRY)
+        out, slots = self.run(x, slots)
+        if self._keep:
+            kept = tuple(t if j in self._keep else None for j, t in enumerate(slots))
+            # computed under no_grad: a later stage whose input needs gradients must not read them (reentrant checkpoint)
+            no_grad = not torch.is_grad_enabled() or (bool(carry[3]) if self._needs else False)
+            out_carry = (self._key, self.index, kept, no_grad)
+            setattr(out, CARRY, out_carry)
+            if _box is not None: _box.append(out_carry)
+        elif isinstance(out, Tensor) and hasattr(out, CARRY): delattr(out, CARRY)   # a copy fastai's tensors made of an earlier carry
         return out
 
 
 def _output_shapes(cfg:ResNetXConfig):
-    "Channels and reduction (total stride) of every output: 0 is the stem's, then one per unit."
-    chans, reds = [cfg.stem_width], [4]
-    for n, width, stride in zip(cfg.num_nodes, cfg.widths, cfg.strides):
+    "Channels, reduction (total stride) and dilation of every output: 0 is the stem's, then one per unit."
+    chans, reds, dils = [cfg.stem_width], [4], [1]
+    for n, width, stride, dilation in zip(cfg.num_nodes, cfg.widths, *cfg.stage_strides()):
         for j in range(n):
-            chans.append(width); reds.append(reds[-1] * (stride if j == 0 else 1))
-    return chans, reds
+            chans.append(width); reds.append(reds[-1] * (stride if j == 0 else 1)); dils.append(dilation)
+    return chans, reds, dils
 
 
 class ResNetX(nn.Module):
@@ -97,14 +139,16 @@ class ResNetX(nn.Module):
         plan = fold_plan(cfg.num_nodes, cfg.fold, cfg.start_id, cfg.end_id)
         block, act = get_block(cfg.unit), get_act(cfg.act)
         stem = resnet_stem if cfg.stem == 'resnet' else deep_stem
-        chans, reds = _output_shapes(cfg)
+        chans, reds, dils = _output_shapes(cfg)
         unit_kwargs, stages, l = {'act': act, **cfg.unit_kwargs}, [], 0
         for n in cfg.num_nodes:
             units = []
             for _ in range(n):
                 l += 1
                 src = plan.sources[l - 1]
-                branch = block(chans[l - 1], chans[l], reds[l] // reds[l - 1], **unit_kwargs)
+                # a dilated unit (output_stride < 32) takes timm's keywords; others get none, so any block class fits
+                dilated = dict(dilation=dils[l], first_dilation=dils[l - 1]) if dils[l] > 1 else {}
+                branch = block(chans[l - 1], chans[l], reds[l] // reds[l - 1], **dilated, **unit_kwargs)
                 shortcut = projection(chans[src], chans[l], reds[l] // reds[src], kind=cfg.shortcut)
                 post = act_layer(act) if getattr(block, 'post_act', True) else nn.Identity()
                 # stochastic depth grows linearly with depth, from 0 at the first unit (timm's ResNet rule)
@@ -130,7 +174,7 @@ class ResNetX(nn.Module):
             self.stage_names.append(f'stage{s}')
         self.num_features, self.drop_rate = cfg.widths[-1], cfg.drop_rate
         red, self.feature_info = 4, [dict(num_chs=cfg.stem_width, reduction=2, module='act1')]
-        for s, (width, stride) in enumerate(zip(cfg.widths, cfg.strides), start=1):
+        for s, (width, stride) in enumerate(zip(cfg.widths, cfg.stage_strides()[0]), start=1):
             red *= stride
             self.feature_info.append(dict(num_chs=width, reduction=red, module=f'stage{s}'))
 
@@ -144,6 +188,12 @@ class ResNetX(nn.Module):
         model.global_pool, model.fc = global_pool, fc
         model.num_classes, model.head_hidden_size = cfg.num_classes, model.num_features * global_pool.feat_mult()
         return model
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError("torch.jit.script cannot compile a ResNetX (its forward is plain Python over a precomputed "
+                           "plan, and TorchScript, deprecated since torch 2.14, cannot type it). What works: "
+                           "torch.jit.trace(model, example), torch.export.export(model, (example,)), "
+                           "torch.onnx.export, torch.compile")
 
     @property
     def cfg(self) -> ResNetXConfig:
@@ -200,6 +250,8 @@ class ResNetX(nn.Module):
         for i, stage in enumerate(self.stages[:max_index] if stop_early else self.stages, start=1):
             x = stage(x)
             if i in take: intermediates.append(x)
+        for t in intermediates:   # the stages are done with them: the caller's taps keep no earlier outputs alive
+            if hasattr(t, CARRY): delattr(t, CARRY)
         return intermediates if intermediates_only else (x, intermediates)
 
     def prune_intermediate_layers(self, indices=1, prune_norm:bool=False, prune_head:bool=True) -> list:

@@ -108,29 +108,39 @@ def _hub_file(url:str) -> Path:
     return Path(torch.hub.get_dir()) / 'checkpoints' / os.path.basename(urlparse(url).path)
 
 
-def _hf_file(cfg, download:bool=False):
+HF_NAMES = ('model.safetensors', 'pytorch_model.bin')   # timm's weights files in a Hugging Face folder, in its order
+
+
+def _hf_file(cfg, download:bool=False, cache_dir=None):
     "The cfg's file in the Hugging Face cache (None if not there), or downloaded there when `download`."
     import huggingface_hub
     repo, _, revision = cfg.hf_hub_id.partition('@')
-    names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ['model.safetensors', 'pytorch_model.bin']   # timm's order
-    if download: return huggingface_hub.hf_hub_download(repo, names[0], revision=revision or None)
-    found = (huggingface_hub.try_to_load_from_cache(repo, n, revision=revision or None) for n in names)
+    names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else HF_NAMES
+    if download: return huggingface_hub.hf_hub_download(repo, names[0], revision=revision or None, cache_dir=cache_dir)
+    found = (huggingface_hub.try_to_load_from_cache(repo, n, revision=revision or None, cache_dir=cache_dir) for n in names)
     return next((f for f in found if isinstance(f, str)), None)
 
 
-def checkpoint_file(cfg) -> str:
+def _folder_file(folder:Path) -> str:
+    "The weights file in a folder written by timm's `save_for_hf` (a `local-dir:` source)."
+    found = [folder / n for n in HF_NAMES if (folder / n).is_file()]
+    if not found: raise CheckpointError(f"folder {str(folder)!r} holds none of the weights files {list(HF_NAMES)}")
+    return str(found[0])
+
+
+def checkpoint_file(cfg, cache_dir=None) -> str:
     "A local file with the weights of pretrained cfg `cfg`: its `file`, a cached copy (no network), else a download."
     # a cached copy first: timm would ask the Hugging Face hub for a newer revision even when the file is cached
-    if cfg.file: return str(cfg.file)
+    if cfg.file: return _folder_file(Path(cfg.file)) if Path(cfg.file).is_dir() else str(cfg.file)
     if cfg.url and _hub_file(cfg.url).is_file(): return str(_hub_file(cfg.url))
-    if cfg.hf_hub_id and _hf_file(cfg): return _hf_file(cfg)
+    if cfg.hf_hub_id and _hf_file(cfg, cache_dir=cache_dir): return _hf_file(cfg, cache_dir=cache_dir)
     name = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture
     if not (cfg.hf_hub_id or cfg.url):
         raise CheckpointError(f"{name} has no pretrained weights: pass a file saved from this very architecture "
                               f"(weights='path/to/file.pth' or pretrained_cfg_overlay=dict(file=...))")
     where = f"the Hugging Face cache ($HF_HOME) as {cfg.hf_hub_id}" if cfg.hf_hub_id else repr(str(_hub_file(cfg.url)))
     try:
-        if cfg.hf_hub_id: return _hf_file(cfg, download=True)
+        if cfg.hf_hub_id: return _hf_file(cfg, download=True, cache_dir=cache_dir)
         dst = _hub_file(cfg.url)
         dst.parent.mkdir(parents=True, exist_ok=True)
         digest = torch.hub.HASH_REGEX.search(dst.name)   # torchvision's file names carry their hash: check it, as it does
