@@ -111,9 +111,8 @@ def _hold_signals():
 
 
 class OutputFolder:
-    """A run's hold on `--out`: created if missing, locked against a second run into it, outputs written in place
-    (each through a temporary file in the folder, then renamed over the old one: a mount point works), and, on leaving,
-    the lock and whatever this run created but did not finish removed."""
+    "A run's hold on `--out`: created if missing, locked, outputs written in place (temp file, rename), cleaned up on leaving."
+    # in place, file by file: a mount point cannot be renamed (EBUSY), and a user's files in the folder stay where they are
     def __init__(self, out): self.out, self.created, self.fd = Path(out), [], None
 
     def __enter__(self):
@@ -123,11 +122,15 @@ class OutputFolder:
         for d in reversed(missing):
             try: d.mkdir()
             except FileExistsError: continue
-            except OSError as e: self._remove_created(); raise ValueError(f"`--out` {str(self.out)!r} cannot be created: {e.strerror}") from None
+            except OSError as e:
+                self._remove_created()
+                raise ValueError(f"`--out` {str(self.out)!r} cannot be created: {e.strerror}") from None
             self.created.append(d)
         lock = self.out / LOCK
         try: self.fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e: self._remove_created(); raise ValueError(f"`--out` {str(self.out)!r} cannot be written: {e.strerror}") from None
+        except OSError as e:
+            self._remove_created()
+            raise ValueError(f"`--out` {str(self.out)!r} cannot be written: {e.strerror}") from None
         import fcntl
         try: fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

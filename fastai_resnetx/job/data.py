@@ -55,7 +55,8 @@ def _upright(img:Image.Image) -> Image.Image:
     except Exception: return img                  # a broken EXIF block: the pixels as stored
 
 def open_image(fn:Path|str|Image.Image) -> PILImage:   # the input types let `test_dl` start here for paths and images
-    "An upright (EXIF orientation applied) RGB `PILImage` from an 8- or 16-bit image file or PIL image (`PILImage.create` would clip 16-bit values)."
+    "An upright (EXIF orientation applied) RGB `PILImage` from an 8- or 16-bit image file or PIL image."
+    # not `PILImage.create`: it would clip 16-bit values to white and leave phone photos on their side
     if isinstance(fn, Image.Image): return PILImage(_to_8bit(_upright(fn)).convert('RGB'))
     with Image.open(fn) as img:
         img.load()
@@ -113,7 +114,7 @@ def _unreadable(e:OSError):
 
 
 def find_images(root:Path, seen:set, skip=(), outputs:set=None) -> list:
-    "Image files under `root`, each real file once (`seen`: real paths so far); an unreadable folder is refused; `outputs` collects skipped folders."
+    "Image files under `root`, each real file once (`seen`: real paths so far); `outputs` collects the folders skipped."
     real_root, skip = os.path.realpath(root), {os.path.realpath(p) for p in skip}
     found, dirs_seen = [], set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=_unreadable):
@@ -174,7 +175,7 @@ def _what_is_in(folder:Path) -> str:
 
 
 def _class_images(folder:Path, seen:set, skip) -> dict:
-    "{class: image files} of `folder`'s top-level class folders; images outside class folders, and class folders without images, are refused."
+    "{class: image files} of `folder`'s class folders; loose images, and class folders without images, are refused."
     outputs = set()
     files = find_images(folder, seen, skip, outputs)
     loose = [f for f in files if f.parent == folder]
@@ -300,7 +301,8 @@ def read_csv_labels(path, labels, valid_pct:float=0.2, seed:int=42) -> FolderIte
         notes.append(_holdout_note(by_class, valid_by_class, seed).replace('no valid/ folder', 'no is_valid column'))
     else:
         extra = sorted(set(valid_by_class) - set(by_class))
-        if extra: raise ValueError(f"label {extra[0]!r} has only is_valid rows in `--labels` {str(labels)!r}: it has nothing to train on")
+        if extra:
+            raise ValueError(f"label {extra[0]!r} has only is_valid rows in `--labels` {str(labels)!r}: nothing to train on")
         if not valid_by_class: raise ValueError(f"`--labels` {str(labels)!r}: no row has is_valid true")
     train, valid = by_class, valid_by_class
     files = [f for c in sorted(train) for f in train[c]] + [f for c in sorted(valid) for f in valid[c]]
