@@ -177,7 +177,7 @@ def test_log_to_a_file_one_line_per_epoch_and_the_process_clock(tmp_path):
 @pytest.mark.slow
 def test_train_writes_outputs_and_records_the_precision(tmp_path):
     m = train(n_items=240, epochs=1, size=16, bs=32, out=tmp_path, show=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['confusion_matrix.png', 'export.pkl', 'loss.png', 'metrics.json']
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MARKER, 'confusion_matrix.png', 'export.pkl', 'loss.png', 'metrics.json']
     metrics = json.loads((tmp_path / 'metrics.json').read_text())
     assert metrics['arch'] == 'resnetx18' and metrics['fold'] == 2 and 0 <= metrics['valid_accuracy'] <= 1
     assert metrics['n_train'] + metrics['n_valid'] == 240 and metrics['precision'] == pick_precision('resnetx18', 16)
