@@ -98,7 +98,7 @@ def test_summary_ours_torchvision_timm(capsys):
     (['summary', 'resnetx18', '--fold', '8'], ('fold', '<= 7')),    # the model's own message names the largest fold
     (['plot', 'resnetx18', '--fold', '8', '--out', 'unused.png'], ('fold', '<= 7')),
     (['summary', 'resnetx51'], "'resnetx51' is not known"),
-    (['summary', 'resnet18', '--fold', '2'], '`fold` only applies to ResNetX archs'),
+    (['summary', 'convnext_atto', '--fold', '2'], '`fold` only applies to ResNetX archs'),
 ])
 def test_sizes_and_folds_an_arch_cannot_take(capsys, argv, words):
     line = one_error_line(capsys, argv)

@@ -33,7 +33,12 @@ def test_every_tool_reads_names_the_same_way():
     assert model_summary('timm/resnet18', (1, 3, 32, 32)).rows.filter(lambda r: r.name == 'global_pool')
     assert resolve_arch('vit_b_16') is torchvision.models.vit_b_16
     assert resolve_arch('timm/resnet50') == 'resnet50' and isinstance(resolve_arch('timm/resnet50'), TimmName)
-    with pytest.raises(ValueError, match='`fold` only applies to ResNetX'): resolve_arch('resnet18', fold=2)
+    with pytest.raises(ValueError, match='`fold` only applies to ResNetX'): resolve_arch('convnext_atto', fold=2)
+    # a ResNet at fold > 1 is its folded arch, by the same rule: torchvision's for a torchvision name, else timm's
+    for name, folded in [('resnet18', 'folded_tv_resnet18'), ('timm/resnet18', 'folded_resnet18'),
+                         ('seresnext26d_32x4d', 'folded_seresnext26d_32x4d')]:
+        arch = resolve_arch(name, fold=2)
+        assert arch.func.__name__ == folded and arch.keywords['fold'] == 2, name
 
 def test_cli_summary_of_a_torchvision_and_a_timm_name(capsys):
     assert main(['summary', 'mobilenet_v3_small', '--size', '64']) == 0   # a torchvision name neither timm nor fastai has

@@ -40,16 +40,29 @@ def fused_adamw(params, **kwargs):
 from ..integration.fastai_meta import resnetx_arch   # one `model_meta` entry per configuration
 
 
+def _folded_name(name:str, arch) -> str:
+    "The folded arch of ResNet `name` as `arch_from_name` reads it (torchvision's or timm's), or None if it cannot fold."
+    from ..model.family_archs import PREFIX, TV_PREFIX, TIMM_SOURCES, TV_SOURCES
+    base = name.removeprefix('timm/')
+    if getattr(arch, '__module__', '').startswith('torchvision') and base in TV_SOURCES: return TV_PREFIX + base
+    if base in TIMM_SOURCES and not getattr(arch, '__module__', '').startswith('torchvision'): return PREFIX + base
+    return None
+
+
 def resolve_arch(name:str, fold:int=None):
     "The arch a name means (`arch_from_name`'s rule): ours (with `fold`), torchvision's, or timm's (a name fastai passes to timm)."
     from ..inspection.build import arch_from_name
     arch = arch_from_name(name)
     if name in RESNETX_CONFIGS: return resnetx_arch(name, **({} if fold is None else {'fold': fold}))
-    if name.startswith('folded_'):   # a folded timm/torchvision ResNet (issue 20): `fold` applies too
+    if name.startswith('folded_'):   # a folded timm/torchvision ResNet: `fold` applies too
         from ..integration.fastai_meta import folded_arch
         return folded_arch(name, **({} if fold is None else {'fold': fold}))
+    if fold not in (None, 1) and _folded_name(name, arch):   # a timm/torchvision ResNet at fold > 1: its folded arch
+        from ..integration.fastai_meta import folded_arch
+        return folded_arch(_folded_name(name, arch), fold=fold)
     if fold not in (None, 1):
-        raise ValueError(f"`fold` only applies to ResNetX archs ({sorted(RESNETX_CONFIGS)}), not to {name!r}")
+        raise ValueError(f"`fold` only applies to ResNetX archs ({sorted(RESNETX_CONFIGS)}) and to timm's and "
+                         f"torchvision's ResNets (folded: timm.list_models('folded_*')), not to {name!r}")
     return arch
 
 
@@ -275,7 +288,7 @@ def _fit_and_evaluate(learn, s:TrainSettings, show:bool, progress) -> tuple:
 
 
 def _metrics(s:TrainSettings, data, dls, learn, loss:float, acc:float, fit_s:float) -> dict:
-    return dict(arch=s.arch, fold=s.fold if s.arch in RESNETX_CONFIGS else None, epochs=s.epochs, size=s.size, bs=dls.bs,
+    return dict(arch=s.arch, fold=s.fold, epochs=s.epochs, size=s.size, bs=dls.bs,
                 lr=s.lr, pretrained=s.pretrained, precision=s.precision, seed=s.seed,
                 data=display_name(str(data)) if data is not None else 'digits', n_train=len(dls.train_ds), n_valid=len(dls.valid_ds),
                 valid_loss=loss, valid_accuracy=acc, params=num_params(learn.model), fit_seconds=round(fit_s, 2))
