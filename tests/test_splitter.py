@@ -302,3 +302,31 @@ def test_rule_a_single_stage_gives_one_stage_per_child():
     model = nn.Sequential(OrderedDict(embed=nn.Conv2d(3, 4, 1), blocks=stage(3), head=head()))
     assert names(model) == [('stem', ['embed']), ('stage 1', ['blocks.0']), ('stage 2', ['blocks.1']),
                             ('stage 3', ['blocks.2']), ('head', ['head'])]
+
+def test_rule_repeated_blocks_without_a_stage_container():
+    "No container of one block class (mobilenet_v2's `features`): the most repeated blocks are the stages, found even "
+    "after a module with no blocks in it."
+    features = nn.Sequential(ConvNormAct(), conv_block(), conv_block(), conv_block(), nn.Conv2d(4, 4, 1))
+    model = nn.Sequential(OrderedDict(stem=nn.Conv2d(3, 4, 1), features=features, head=head()))
+    assert names(model) == [('stem', ['stem', 'features.0']), ('stage 1', ['features.1']), ('stage 2', ['features.2']),
+                            ('stage 3', ['features.3', 'features.4']), ('head', ['head'])]
+
+def test_rule_repeated_blocks_tie_goes_to_the_first():
+    "Two flat containers with 3 blocks each: the first one's blocks are the stages, the second goes with the last."
+    flat = lambda: nn.Sequential(ConvNormAct(), conv_block(), conv_block(), conv_block())
+    model = nn.Sequential(OrderedDict(a=flat(), b=flat(), head=head()))
+    assert names(model) == [('stem', ['a.0']), ('stage 1', ['a.1']), ('stage 2', ['a.2']), ('stage 3', ['a.3', 'b']),
+                            ('head', ['head'])]
+
+def test_rule_a_head_that_starts_with_a_pool():
+    "What follows the last stage: from the first pooling layer on is the head, also a pool inside a container."
+    pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    model = nn.Sequential(OrderedDict(stem=nn.Conv2d(3, 4, 1), s1=stage(), s2=stage(), norm=nn.BatchNorm2d(4),
+                                      pool=pool, fc=nn.Linear(4, 2)))
+    assert names(model) == [('stem', ['stem']), ('stage 1', ['s1']), ('stage 2', ['s2', 'norm']), ('head', ['pool', 'fc'])]
+
+def test_too_many_groups_for_a_body_without_head():
+    body = nn.Sequential(*list(tvm.resnet18().children())[:-2])
+    with pytest.raises(ValueError, match=r"^n_groups=6 is more than Sequential can be split into: found a stem, 4 stages "
+                                         r"\(containers of repeated blocks\) and no head with parameters, so at most 5 groups$"):
+        arch_splitter(body, 6)

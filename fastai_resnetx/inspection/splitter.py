@@ -30,7 +30,7 @@ def _is_leaf(m): return next(m.children(), None) is None
 
 def _n_weighted(m):
     "How many layers in `m` hold a weight matrix or kernel (a conv or linear; a norm's weight is a vector)."
-    return sum(any(p.dim() >= 2 for p in c.parameters(recurse=False)) for c in m.modules() if _is_leaf(c))
+    return sum(any(p.dim() >= 2 for p in c.parameters()) for c in m.modules() if _is_leaf(c))
 
 def _is_block(m):
     "A unit a stage can repeat: two or more conv/linear layers (one conv with its norm and activation is a layer)."
@@ -57,7 +57,7 @@ def _stage_names(module, prefix='', root=True):
     return sum((_stage_names(c, _join(prefix, n), False) for n,c in module.named_children()), [])
 
 def _repeated_blocks(module):
-    "Fallback with no stage container: the blocks of the module that repeats one block class most (3 times or more)."
+    "No stage container: the blocks of the module repeating one block class most (3 times or more; the first on a tie)."
     best,best_n = [],2
     for name,m in module.named_modules():
         blocks = [(_join(name, n), c) for n,c in m.named_children() if _is_block(c)]
@@ -93,7 +93,7 @@ def _parts(module, prefix=''):
 
 def _is_pool(m):
     "A pooling layer, or a module (a head) that starts with one."
-    first_leaf = next((c for c in m.modules() if _is_leaf(c)), m)
+    first_leaf = next(c for c in m.modules() if _is_leaf(c))   # `m` itself when it is a leaf
     return any(_POOL.search(type(o).__name__) for o in (m, first_leaf))
 
 def _split_head(trailing):
@@ -101,7 +101,7 @@ def _split_head(trailing):
     with_params = [i for i,p in enumerate(trailing) if isinstance(p.module, nn.Module) and p.params]
     if not with_params: return trailing,[]
     pools = [i for i,p in enumerate(trailing) if isinstance(p.module, nn.Module) and _is_pool(p.module)]
-    start = pools[0] if pools and pools[0] <= with_params[-1] else with_params[-1]
+    start = min(pools[:1] + with_params[-1:])   # the first pool, unless it comes after the last module with parameters
     return trailing[:start],trailing[start:]
 
 @dataclass
@@ -163,7 +163,7 @@ def _too_many(model, n_groups, stages, has_head, head_role='head'):
     "The error for a model that cannot give `n_groups` groups."
     found = f"a stem, {len(stages)} stages (containers of repeated blocks)" if stages else "no stages (containers of repeated blocks)"
     found += f" and a {head_role}" if has_head else " and no head with parameters"
-    most = (len(stages) + 1 if stages else 1) + has_head
+    most = len(stages) + 1 + has_head
     return ValueError(f"n_groups={n_groups} is more than {type(model).__name__} can be split into: found {found}, "
                       f"so at most {most} group{'s' if most > 1 else ''}")
 
