@@ -22,7 +22,7 @@ from .inspection.arch_summary import *
 from .inspection.splitter import *
 from .inspection.flops import *
 from .integration.fastai_meta import *
-from .integration import timm_registry  # registers every arch with timm (its entry points share our names: no star-import)
+from .integration import timm_registry  # registers every arch with timm (its entry points share our names)
 from .integration.learner_summary import *
 from .integration.distributed import *
 from .integration.precision import *
@@ -36,8 +36,8 @@ from .job.plots import plot_topology
 __all__ = [
     'fold_resnet', 'folded', 'folded_arch',   # fold timm's and torchvision's ResNets (issue 20)
     # the archs and the model
-    'resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152', 'resnetx_mbconv', 'resnetx_fused', 'RESNETX_ARCHS',
-    'ResNetX', 'ResNetXConfig', 'create_resnetx', 'num_params',
+    'resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152', 'resnetx_mbconv', 'resnetx_fused',
+    'RESNETX_ARCHS', 'ResNetX', 'ResNetXConfig', 'create_resnetx', 'num_params',
     # blocks (fastai's `ResBlock` keeps its name: ours is `AvgPoolResBlock`)
     'Block', 'BasicBlock', 'Bottleneck', 'LinearBottleneck', 'InvertedResidual', 'DepthwiseSeparableConv', 'MBConv',
     'FusedMBConv', 'AvgPoolResBlock', 'ConvNormAct', 'SqueezeExcitation',

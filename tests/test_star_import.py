@@ -7,10 +7,12 @@ import fastai_resnetx
 
 # the modules whose `__all__` the package imports from; each keeps its own `__all__`
 SUBMODULES = ['model.topology', 'model.layers', 'model.blocks', 'model.config', 'model.resnetx', 'model.archs',
-              'model.family', 'model.family_archs', 'model.weights', 'inspection.build', 'inspection.arch_summary', 'inspection.splitter', 'inspection.flops',
+              'model.family', 'model.family_archs', 'model.weights', 'inspection.build', 'inspection.arch_summary',
+              'inspection.splitter', 'inspection.flops',
               'integration.fastai_meta', 'integration.learner_summary', 'integration.distributed',
               'integration.precision', 'job.data', 'job.plots', 'job.train']
-# The user API, written out here (not read from the package): archs, blocks, the fold rule, inspection, fastai entry points.
+# The user API, written out here (not read from the package): archs, blocks, the fold rule, inspection, fastai's
+# entry points.
 API = {'resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152', 'resnetx_mbconv', 'resnetx_fused',
        'RESNETX_ARCHS', 'ResNetX', 'ResNetXConfig', 'create_resnetx', 'num_params',
        'Block', 'BasicBlock', 'Bottleneck', 'LinearBottleneck', 'InvertedResidual', 'DepthwiseSeparableConv', 'MBConv',

@@ -110,7 +110,8 @@ def test_stage_of_bounds():
     "Output 16 is the last of (3, 4, 6, 3); 17 does not exist; -1 neither."
     assert stage_of(16, (3, 4, 6, 3)) == 4
     for bad in (17, -1):
-        with pytest.raises(ValueError, match=rf"^`output` must be an integer in \[0, 16\], got {bad}$"): stage_of(bad, (3, 4, 6, 3))
+        with pytest.raises(ValueError, match=rf"^`output` must be an integer in \[0, 16\], got {bad}$"):
+            stage_of(bad, (3, 4, 6, 3))
 
 
 def test_stage_distance_needs_an_earlier_source():
@@ -122,8 +123,9 @@ def test_stage_distance_needs_an_earlier_source():
 
 @pytest.mark.parametrize('bad', [5.5, '6', True])
 def test_end_id_must_be_an_integer(bad):
-    with pytest.raises(ValueError, match=rf"^`end_id` must be an integer >= 1, got {bad!r}$"): fold_plan((3, 4, 6, 3), 2, end_id=bad)
-    with pytest.raises(ValueError, match=rf"^`end_id` must be an integer >= 1, got {bad!r}$"): skip_source(4, 2, end_id=bad)
+    msg = rf"^`end_id` must be an integer >= 1, got {bad!r}$"
+    with pytest.raises(ValueError, match=msg): fold_plan((3, 4, 6, 3), 2, end_id=bad)
+    with pytest.raises(ValueError, match=msg): skip_source(4, 2, end_id=bad)
 
 
 def test_skip_source_checks_its_arguments():
@@ -143,8 +145,9 @@ def test_layouts_at_the_edges():
     assert fold_plan((1, 1, 1), 1).sources == (0, 1, 2) and fold_plan((1, 1, 1), 1).stages == (1, 2, 3)
     plan = fold_plan((2, 2), 3)          # units 1-2 plain, then skip lengths 2, 4
     assert (plan.sources, plan.num_nodes, plan.fold, plan.start_id, plan.end_id) == ((0, 1, 1, 0), (2, 2), 3, 3, 4)
-    with pytest.raises(ValueError, match=r"^`fold` must be <= 3 for num_nodes=\(2, 2\) \(4 units; the folded window runs "
-                                         r"from unit `fold` to the last unit and needs 2 units at least\), got 4$"):
+    with pytest.raises(ValueError, match=r"^`fold` must be <= 3 for num_nodes=\(2, 2\) \(4 units; the folded window "
+                                         r"runs from unit `fold` to the last unit and needs 2 units at least\), "
+                                         r"got 4$"):
         fold_plan((2, 2), 4)
     for bad in ((), [], 16, None):
         with pytest.raises(ValueError, match=rf"^`num_nodes` must be a non-empty tuple of units per stage, got "):

@@ -125,7 +125,8 @@ def _group(parts, role, seen):
 
 def _encoder_decoder(model):
     "fastai's two-part models as (body, the modules after it, their role): `Sequential(body, head)` or a `DynamicUnet`."
-    if isinstance(model, DynamicUnet):   # its layers: encoder, then BatchNorm, ReLU, middle conv, UnetBlocks, ... final conv
+    # a DynamicUnet's layers: the encoder, then BatchNorm, ReLU, middle conv, UnetBlocks, ... final conv
+    if isinstance(model, DynamicUnet):
         return ('layers.0', model.layers[0]), [(f'layers.{i}', m) for i,m in enumerate(model.layers) if i], 'decoder'
     if isinstance(model, nn.Sequential) and len(model) == 2:
         (nb,body),(nh,head) = model.named_children()
@@ -161,14 +162,15 @@ def _stage_role(a, b): return f'stage {a+1}' if b == a+1 else f'stages {a+1}-{b}
 
 def _too_many(model, n_groups, stages, has_head, head_role='head'):
     "The error for a model that cannot give `n_groups` groups."
-    found = f"a stem, {len(stages)} stages (containers of repeated blocks)" if stages else "no stages (containers of repeated blocks)"
+    found = f"a stem, {len(stages)} stages" if stages else "no stages"
+    found += " (containers of repeated blocks)"
     found += f" and a {head_role}" if has_head else " and no head with parameters"
     most = len(stages) + 1 + has_head
     return ValueError(f"n_groups={n_groups} is more than {type(model).__name__} can be split into: found {found}, "
                       f"so at most {most} group{'s' if most > 1 else ''}")
 
 def arch_groups(model, n_groups=3):
-    "`n_groups` `LayerGroup`s of `model` from input to output (stem and stages, then head or decoder); `None`: one per stage."
+    "`n_groups` `LayerGroup`s of `model`, input to output (stem, stages, head or decoder); `None`: one per stage."
     if not isinstance(model, nn.Module):
         raise TypeError(f"model={_describe(model)} (a {type(model).__name__}) is not an nn.Module; "
                         f"a splitter takes the built model (use `build_model(arch)` for an arch)")
@@ -182,7 +184,8 @@ def arch_groups(model, n_groups=3):
     stem_has_params = any(p.params for p in stem)
     if n_groups is None: n_body = len(stages) + stem_has_params if stages else 1
     else: n_body = n_groups - has_head
-    if n_body > len(stages) + 1 or (not stages and n_body > 1): raise _too_many(model, n_groups, stages, has_head, head_role)
+    if n_body > len(stages) + 1 or (not stages and n_body > 1):
+        raise _too_many(model, n_groups, stages, has_head, head_role)
     if not stages: plan = [(stem, 'body')]
     elif n_body == len(stages) + 1: plan = [(stem, 'stem')] + [(s, _stage_role(i, i+1)) for i,s in enumerate(stages)]
     else: plan = [((stem if i == 0 else []) + sum(stages[a:b], []), ('stem + ' if i == 0 else '') + _stage_role(a, b))

@@ -1,4 +1,4 @@
-"`Learner.summary` with a FLOPs column (integration/patches.py): fastai's table and footer, FLOPs of every module call."
+"`Learner.summary` with a FLOPs column (patched in by integration/patches.py): fastai's table, FLOPs per module call."
 import torch
 from fastcore.basics import PrettyString
 from fastai.learner import Learner

@@ -107,8 +107,8 @@ def fold_plan(num_nodes:tuple, fold:int=1, start_id:int=None, end_id:int=None) -
     # `start_id` is checked before `end_id` gets its default, so an error names the argument the caller passed
     _check_window(fold, start_id, None)
     if end_id is None and start_id >= total:
-        raise ValueError(f"`start_id` must be <= {total - 1} for num_nodes={num_nodes} ({total} units; the folded window "
-                         f"runs from `start_id` to the last unit and needs 2 units at least), got {start_id}")
+        raise ValueError(f"`start_id` must be <= {total - 1} for num_nodes={num_nodes} ({total} units; the folded "
+                         f"window runs from `start_id` to the last unit and needs 2 units at least), got {start_id}")
     if end_id is None: end_id = total
     _check_window(fold, start_id, end_id)
     if end_id > total:
