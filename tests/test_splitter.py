@@ -121,6 +121,10 @@ def test_group_sizes_and_roles():
     assert [x.role for x in g] == ['stem + stages 1-2', 'stages 3-4', 'head']
     assert [x.n_params for x in g] == [683_072, 10_493_440, 513_000]
     assert g[0].names == ['conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2'] and g[2].names == ['avgpool', 'fc']
+    # more than 4 names: the first two, '...', the last; counts with thousands separators
+    assert [repr(x) for x in g] == ['LayerGroup(stem + stages 1-2: conv1, bn1, ..., layer2; 683,072 params)',
+                                    'LayerGroup(stages 3-4: layer3, layer4; 10,493,440 params)',
+                                    'LayerGroup(head: avgpool, fc; 513,000 params)']
     fine = arch_groups(tvm.convnext_tiny(), None)
     assert [x.role for x in fine] == ['stem', 'stage 1', 'stage 2', 'stage 3', 'stage 4', 'head']
     assert fine[2].names == ['features.2', 'features.3']       # a downsample goes with the stage after it
