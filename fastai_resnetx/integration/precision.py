@@ -121,10 +121,16 @@ def to_bf16(self:Learner, channels_last:bool=None):
 # channels_last, as `BF16MixedPrecision` runs it on CPU. Median of per-round paired ratios from bench/throughput.py.
 # 'cpu-amx': issue 15's measurements (2-core Xeon with AVX-512 and AMX bf16, resnetx50 bs 16 at 64 px: 1.42x fold 1,
 #   1.51x fold 2; resnetx18 at 24-32 px about 1/1.05-1/1.1); to be replaced by the quiet run (bench/throughput.py docstring).
+#   (Issue 22: the 2-core Xeon of that session showed no AMX to torch, oneDNN or lscpu; still unmeasured on real AMX.)
 # 'cpu-avx512-bf16': ours, 2-core AMD EPYC with avx512_bf16 (no AMX), quiet machine, 9-15 rounds (bench/cpu_bf16_*.md,
 #   2026-11-27): resnetx18 fold 2 at 24 px bs 64 (the digits run) 1.20x (ratio of medians 1.13x, IQR 23%); resnetx50
 #   fold 1 bs 16 at 64 px 1.50x, bs 8 at 128 px 1.90x. The digits run end to end: bf16 36.0 s, 99.50% (5 seeds);
 #   fp32 36.3 s, 99.33%.
+#   Issue 22, not taken into the values: a 2-core Intel Xeon of this kind (avx512_bf16; torch and oneDNN see no AMX)
+#   on a shared, busy machine, 1 thread, CPU-time clock, 9-11 rounds (bench/fold_cost.md): resnetx50 fold 1 bs 16 at
+#   64 px 0.90-0.94x with the NaN/inf check on (0.91-0.97x without; the check is 1.6% of the step). Only one
+#   thread and a loaded machine, against the EPYC's quiet 2-thread run: a quiet 2-thread rerun on this Xeon
+#   (command in bench/fold_cost.md) decides whether Intel avx512_bf16 without AMX needs its own kind.
 # 'cpu-no-bf16': ours, 2-core AMD EPYC (AVX2, no avx512_bf16/amx_bf16: oneDNN falls back to slow_conv2d in bf16),
 #   `--threads 1 --clock process` smoke on a busy machine (2-3 rounds; bench/throughput_results.md, 2026-11-23):
 #   resnetx18 fold 2 at 24 px bs 64 0.21x; resnetx50 fold 1 at 64 px bs 16 0.12x, at 128 px bs 8 0.10x.
