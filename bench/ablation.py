@@ -18,6 +18,11 @@ init RNG state for every model it trains):
    saved to a file; or a path to a ResNet `.pth`/`.safetensors` file. Projections that a fold adds have no ResNet
    counterpart and keep their random init (their count is recorded). All warm-start runs use ImageNet normalisation,
    the checkpoint's own training included.
+   `--warm-arch NAME` (a timm resnet.py arch, or `tv:` + a torchvision ResNet) warm-starts from that model instead:
+   at each warm fold the package's folded arch (`folded_arch('folded_<NAME>', fold)`: fold 1 is the source itself)
+   reads the checkpoint through timm's/torchvision's loader (`auto`: its pretrained weights if cached, nothing is
+   downloaded; `random`: a random-init source per seed; or a file of the source's state dict; not `local`). Each run
+   records `new_keys`: the folded model's tensors that are not the source's (the projections the fold adds).
 
 Per run the JSON records validation accuracy and loss, the final (smoothed) training loss, parameters and FLOPs of
 the model as trained (fastai body + head, one image of `size` px, `model_summary(..., device='meta')`), training
@@ -37,8 +42,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path: sys.path.insert(0, str(HERE))   # its parts sit beside this script, one concern each
-from ablation_runs import (RUN_FIELDS, _record, cached_real_checkpoint, machine_info, make_dls,  # noqa: E402
-                           make_local_checkpoint, match_cost, pick_device, resnet_name, run_resnetx, valid_folds)
+from ablation_runs import (RUN_FIELDS, _record, cached_real_checkpoint, cached_source_checkpoint,  # noqa: E402
+                           machine_info, make_dls, make_local_checkpoint, make_source_checkpoint, match_cost,
+                           pick_device, resnet_name, run_resnetx, valid_folds, warm_folds, warm_source)
 from ablation_stats import analyse, paired_diff   # noqa: E402,F401  (paired_diff: tests call it from here)
 from ablation_report import to_markdown           # noqa: E402
 
@@ -68,6 +74,10 @@ def parse_args(argv=None):
     p.add_argument('--equal-cost-folds', default='2', help='the folded models to match at equal cost')
     p.add_argument('--warm-folds', default='1,2,3', help='the folds of the warm-start experiment (fold 1 always added)')
     p.add_argument('--checkpoint', default='auto', help="warm start: 'auto', 'local', 'random' or a ResNet checkpoint file")
+    p.add_argument('--warm-arch', default=None,
+                   help="warm start from this timm resnet.py arch ('resnet50d', 'seresnext26d_32x4d.gluon_in1k') or "
+                        "torchvision ResNet ('tv:resnet50'), folded by the package at each warm fold; default: the "
+                        "torchvision counterpart of --arch loaded into a ResNetX")
     p.add_argument('--skip-equal-cost', action='store_true')
     p.add_argument('--skip-pretrained', action='store_true', help='skip the warm-start experiment')
     p.add_argument('--quick', action='store_true',
@@ -122,7 +132,9 @@ class Ablation:
         self.device = pick_device(args.device)
         self.threads = args.threads or (1 if self.device.type == 'cpu' else torch.get_num_threads())
         self.folds, skipped = valid_folds(args.arch, args.folds)
-        self.warm_folds, warm_skipped = valid_folds(args.arch, args.warm_folds)
+        self.warm = warm_source(args.warm_arch) if args.warm_arch else None
+        self.warm_folds, warm_skipped = warm_folds(self.warm, args.warm_folds) if self.warm else \
+            valid_folds(args.arch, args.warm_folds)
         skipped.update(warm_skipped)
         self.notes = [f'fold {f} skipped: the {args.arch} layout does not allow it ({why})' for f, why in skipped.items()]
         self.eq_folds = [f for f in args.equal_cost_folds if f in self.folds and f > 1]
@@ -139,7 +151,8 @@ class Ablation:
                                 bs=args.bs, lr=args.lr, data=args.data, n_items=args.n_items,
                                 equal_cost_folds=[] if args.skip_equal_cost else self.eq_folds,
                                 checkpoint=None if args.skip_pretrained else args.checkpoint,
-                                warm_folds=[] if args.skip_pretrained else self.warm_folds),
+                                warm_folds=[] if args.skip_pretrained else self.warm_folds,
+                                warm_arch=None if args.skip_pretrained else args.warm_arch),
                     run_fields=list(RUN_FIELDS))
 
     def save(self):
@@ -159,8 +172,9 @@ class Ablation:
         try: rec = fn()
         except Exception as e: rec = fallback(); rec['error'] = f'{type(e).__name__}: {e}'
         self.runs.append(rec); self.save()
-        status = rec['error'] or f"acc {rec['valid_accuracy'] * 100:.2f}% loss {rec['valid_loss']:.4f} " \
-                                 f"{rec['images_per_s']:.0f} img/s"
+        status = rec['error'] or ('saved untrained' if rec['valid_accuracy'] is None else   # a random checkpoint
+                                  f"acc {rec['valid_accuracy'] * 100:.2f}% loss {rec['valid_loss']:.4f} "
+                                  f"{rec['images_per_s']:.0f} img/s")
         print(f'[{(time.time() - self.t_start) / 60:5.1f} min] {label}: {status} ({time.time() - t:.0f} s)', flush=True)
         return rec
 
@@ -180,6 +194,7 @@ class Ablation:
         "The warm start's checkpoint: a given or cached real one (a dict), or None to make one per seed."
         args, real = self.args, None
         if args.skip_pretrained: return None
+        if self.warm: return self._pick_source_checkpoint()
         if resnet_name(args.arch) is None:
             self.notes.append(f'warm start skipped: {args.arch} has no torchvision ResNet counterpart')
             args.skip_pretrained = True
@@ -197,6 +212,27 @@ class Ablation:
             if args.checkpoint == 'local' else f"a random-init torchvision {name} per seed (not trained); NOT ImageNet")
         return real
 
+    def _pick_source_checkpoint(self):
+        "The --warm-arch source's checkpoint: cached pretrained weights, a file of its state dict, or None (random)."
+        args, warm, real = self.args, self.warm, None
+        if args.checkpoint == 'local':
+            raise SystemExit("--checkpoint local does not apply with --warm-arch: use 'auto' (cached pretrained "
+                             "weights), 'random' or a state-dict file")
+        if args.checkpoint == 'auto':
+            real = cached_source_checkpoint(warm)
+            if real is None: raise SystemExit(f"--checkpoint auto: the pretrained weights of --warm-arch "
+                                              f"{warm['name']!r} are not in the local cache (nothing is downloaded); "
+                                              f"pass 'random' or a state-dict file")
+        elif args.checkpoint != 'random':
+            if not Path(args.checkpoint).is_file(): raise SystemExit(f'--checkpoint {args.checkpoint!r}: no such file')
+            real = dict(file=Path(args.checkpoint),
+                        description=f"the file {args.checkpoint} ({warm['source']}'s state dict)")
+        if real: args.checkpoint = 'real'
+        self.result['meta']['checkpoint_kind'] = (real['description'] if real else
+            f"a random-init {warm['family']} {warm['source']} per seed (not trained); NOT ImageNet") + \
+            f"; folded at each warm fold by the package ({warm['folded']})"
+        return real
+
     def run_seed(self, seed, real, workdir):
         "Every model of one seed, close in time (fairer img/s): the folds, the matched models, the warm starts."
         args, dev = self.args, self.device
@@ -212,17 +248,26 @@ class Ablation:
         ckpt = real if real is not None else self._local_checkpoint(seed, workdir)
         if ckpt is None: return
         for f in self.warm_folds:
-            self.attempt(lambda: run_resnetx(args, dev, seed, 'warm_start', f'fold={f}', f, checkpoint=ckpt),
-                         lambda: _record(args, dev, seed, 'warm_start', f'fold={f}', f, {}, ckpt['description']),
-                         f'seed {seed} warm fold={f}')
+            self.attempt(lambda: run_resnetx(args, dev, seed, 'warm_start', f'fold={f}', f, checkpoint=ckpt,
+                                             warm=self.warm),
+                         lambda: self._warm_record(seed, f, ckpt), f'seed {seed} warm fold={f}')
+
+    def _warm_record(self, seed, fold, ckpt):
+        "The record of a failed warm-start run."
+        rec = _record(self.args, self.device, seed, 'warm_start', f'fold={fold}', fold, {}, ckpt['description'])
+        if self.warm: rec['arch'] = self.warm['name']
+        return rec
 
     def _local_checkpoint(self, seed, workdir):
         "Train (or save untrained) this seed's torchvision ResNet checkpoint, recording the run; None if it failed."
         args, box = self.args, {}
         def make():
-            box['ckpt'], rec = make_local_checkpoint(args, self.device, seed, workdir, train=args.checkpoint == 'local')
+            if self.warm: box['ckpt'], rec = make_source_checkpoint(args, self.device, seed, workdir, self.warm)
+            else: box['ckpt'], rec = make_local_checkpoint(args, self.device, seed, workdir,
+                                                           train=args.checkpoint == 'local')
             return rec
-        self.attempt(make, lambda: _record(args, self.device, seed, 'checkpoint', f'torchvision {resnet_name(args.arch)}',
+        name = f"{self.warm['family']} {self.warm['source']}" if self.warm else f'torchvision {resnet_name(args.arch)}'
+        self.attempt(make, lambda: _record(args, self.device, seed, 'checkpoint', name,
                                            None, {}, 'random'), f'seed {seed} checkpoint')
         return box.get('ckpt')
 

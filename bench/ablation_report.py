@@ -91,7 +91,9 @@ def to_markdown(result):
     rows = [[r['experiment'], r['model'], r['seed'], 'failed: ' + r['error'] if r['error'] else
              f"{r['valid_accuracy'] * 100:.2f}", '' if r['error'] else f"{r['valid_loss']:.4f}",
              '' if r['error'] else f"{r['train_loss']:.4f}", '' if r['error'] else f"{r['images_per_s']:.0f}",
-             '' if r['error'] else f"{r['train_seconds']:.1f}"] for r in runs]
+             '' if r['error'] else f"{r['train_seconds']:.1f}"] if r['error'] or r['valid_accuracy'] is not None else
+            [r['experiment'], r['model'], r['seed'], 'not trained', '', '', '', '']   # a random checkpoint, saved as is
+            for r in runs]
     lines += _table(['experiment', 'model', 'seed', 'valid acc %', 'valid loss', 'train loss', 'img/s', 'train s'], rows)
     return '\n'.join(lines) + '\n'
 

@@ -119,8 +119,8 @@ def _finish(learn, timer, t_fit):
                 fit_seconds=round(time.time() - t_fit, 3))
 
 
-def run_resnetx(args, device, seed, experiment, model, fold, overrides=None, checkpoint=None):
-    "One training run of a ResNetX (random init, or warm-started from `checkpoint`); returns its record."
+def run_resnetx(args, device, seed, experiment, model, fold, overrides=None, checkpoint=None, warm=None):
+    "A training run of a ResNetX (random init, or warm-started from `checkpoint`, a folded `warm` source): its record."
     from fastai.vision.all import vision_learner, accuracy, set_seed, Normalize, imagenet_stats
     from fastai_resnetx.job.train import resnetx_arch
     overrides = dict(overrides or {})
@@ -129,8 +129,12 @@ def run_resnetx(args, device, seed, experiment, model, fold, overrides=None, che
     rec['schedule'] = f'fit_one_cycle({args.epochs}, {args.lr})' if checkpoint is None else \
                       f'fine_tune({max(args.epochs - 1, 1)}, base_lr={args.lr}, freeze_epochs=1)'
     dls = make_dls(args, seed, device)
-    arch_fn = resnetx_arch(args.arch, fold=fold, **overrides)
-    if checkpoint is not None: dls.add_tfms([Normalize.from_stats(*imagenet_stats)], 'after_batch')
+    if warm is not None:   # fastai adds the source's own normalisation stats (its `model_meta` entry) itself
+        arch_fn = folded_warm_arch(warm, fold, checkpoint['file'])
+        rec.update(arch=warm['name'], new_keys=new_keys(warm['folded'], fold))
+        rec['new_tensors'] = len(rec['new_keys'])
+    else: arch_fn = resnetx_arch(args.arch, fold=fold, **overrides)
+    if checkpoint is not None and warm is None: dls.add_tfms([Normalize.from_stats(*imagenet_stats)], 'after_batch')
     set_seed(seed, reproducible=True)                       # same init RNG state for every model of this seed
     timer = TrainTimer(device)
     with warnings.catch_warnings():
@@ -143,7 +147,7 @@ def run_resnetx(args, device, seed, experiment, model, fold, overrides=None, che
     rec.update(n_train=len(dls.train_ds), n_valid=len(dls.valid_ds))
     rec['params'], rec['flops'] = _model_cost(learn.model, args.size)
     rec['body_params'] = sum(p.numel() for p in learn.model[0].parameters())
-    if checkpoint is not None:   # fastai keeps only the body's layers: count on a model loaded the same way
+    if checkpoint is not None and warm is None:   # fastai keeps only the body's layers: count on a model loaded alike
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='.*projections have no counterpart.*')
             rec['new_tensors'] = len(arch_fn(weights=str(checkpoint['file'])).new_keys)   # projections kept at their init
@@ -212,3 +216,90 @@ def make_local_checkpoint(args, device, seed, workdir, train=True):
     return dict(file=file, description=description), rec
 
 
+
+
+# -------------------------------------------------------------------- warm start from a folded timm/torchvision ResNet
+def warm_source(name):
+    "The --warm-arch `name` (a timm resnet.py arch, 'tv:' + a torchvision ResNet, an optional '.tag') as a dict."
+    from fastai_resnetx.model.family_archs import PREFIX, TV_PREFIX, folded_source
+    base, _, tag = name.partition('.')
+    folded = TV_PREFIX + base[3:] if base.startswith('tv:') else PREFIX + base
+    try: family, src = folded_source(folded)
+    except ValueError: raise SystemExit(f"--warm-arch must be one of timm's resnet.py archs (timm.list_models("
+                                        f"module='resnet')) or 'tv:' + a torchvision ResNet, got {name!r}")
+    return dict(name=name, folded=folded, family=family, source=src, tag=tag or None)
+
+
+def warm_folds(warm, folds):
+    "The folds the warm source's layout allows (checked on the meta device), and {fold: reason} for those it does not."
+    from fastai_resnetx.integration.fastai_meta import folded_arch
+    ok, skipped = [], {}
+    for f in folds:
+        try: folded_arch(warm['folded'], fold=f); ok.append(f)
+        except ValueError as e: skipped[f] = str(e)
+    return ok, skipped
+
+
+def _source_model(warm):
+    "The warm source, random init, built by its own library (timm or torchvision), with its 1000-class head."
+    import timm, torchvision
+    if warm['family'] == 'timm': return timm.create_model(warm['source'])
+    return torchvision.models.get_model(warm['source'], weights=None)
+
+
+def new_keys(folded, fold):
+    "The state-dict keys of `folded` at `fold` whose tensors are not the source's own (the projections the fold adds)."
+    from fastai_resnetx.model.family import fold_resnet
+    from fastai_resnetx.model.family_archs import folded_source
+    family, src = folded_source(folded)
+    with torch.device('meta'): source = _source_model(dict(family=family, source=src))
+    # the fold moves the source's modules: a tensor of the folded model that is not one of the source's objects is new
+    ids = {id(t) for t in source.state_dict(keep_vars=True).values()}
+    return [k for k, t in fold_resnet(source, fold).state_dict(keep_vars=True).items() if id(t) not in ids]
+
+
+def folded_warm_arch(warm, fold, file):
+    "The package's folded arch of the warm source at `fold`, for fastai, its pretrained weights read from `file`."
+    from functools import partial
+    from fastai.vision.learner import model_meta
+    from fastai_resnetx.integration.fastai_meta import folded_arch
+    arch = folded_arch(warm['folded'], fold=fold)
+    # fastai calls arch(pretrained=True); the entry point reads `file` through timm's/torchvision's loader
+    fn = partial(arch, pretrained_cfg=warm['tag'], pretrained_cfg_overlay=dict(file=str(file)))
+    model_meta[fn] = model_meta[arch]   # a new entry for this arch: the shared ones stay as they are
+    return fn
+
+
+def cached_source_checkpoint(warm):
+    "The warm source's pretrained weights file if it is already cached (nothing is downloaded), else None."
+    from fastai_resnetx.model.weights import _hf_file, _hub_file
+    if warm['family'] == 'timm':
+        from timm.models import resolve_pretrained_cfg
+        cfg = resolve_pretrained_cfg(warm['source'], warm['tag'])
+        file = (str(_hub_file(cfg.url)) if cfg.url and _hub_file(cfg.url).is_file() else None) or \
+               (_hf_file(cfg) if cfg.hf_hub_id else None)
+        what = f"timm {warm['source']}.{cfg.tag}"
+    else:
+        from torchvision.models import get_model_weights
+        enum = get_model_weights(warm['source'])
+        weights = next((w for w in enum if w.name.lower() == warm['tag']), None) if warm['tag'] else enum.DEFAULT
+        if weights is None: raise SystemExit(f"--warm-arch {warm['name']!r}: torchvision's {warm['source']} has the "
+                                             f"tags {[w.name.lower() for w in enum]}")
+        file = str(_hub_file(weights.url)) if _hub_file(weights.url).is_file() else None
+        what = f"torchvision {warm['source']} {weights}"
+    return dict(file=file, description=f'{what} (pretrained, from the local cache)') if file else None
+
+
+def make_source_checkpoint(args, device, seed, workdir, warm):
+    "A random-init warm source (this seed's init RNG state) saved as a state-dict file, and its record."
+    from fastai.vision.all import set_seed
+    rec = _record(args, device, seed, 'checkpoint', f"{warm['family']} {warm['source']}", None, {}, 'random')
+    rec.update(arch=warm['name'], schedule='none (random init, saved untrained)', epochs_run=0)
+    set_seed(seed, reproducible=True)
+    model = _source_model(warm)
+    rec['params'], rec['flops'] = _model_cost(model, args.size)
+    file = Path(workdir) / f"{warm['source']}_seed{seed}.pth"
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, file)
+    rec['checkpoint_file'] = file.name
+    description = f"{warm['family']} {warm['source']}, random init (not trained), seed {seed}"
+    return dict(file=file, description=description), rec

@@ -111,3 +111,36 @@ def test_args_and_stats():
     d = abl.paired_diff(runs, 'folds', 'fold=2', 'fold=1')
     assert d['acc_diff_mean'] == pytest.approx(0.0066667, abs=1e-6) and (d['wins'], d['ties'], d['losses']) == (2, 0, 1)
     assert d['acc_diff_ci95'][0] < 0 < d['acc_diff_ci95'][1] and d['verdict'] == 'no difference within noise'
+
+
+@pytest.mark.slow
+def test_warm_start_from_a_folded_timm_resnet(tmp_path):
+    "`--warm-arch resnet10t --checkpoint random`: warm runs at folds 1 and 2 of the folded source; new tensors at fold 2."
+    import subprocess, sys
+    js, md = tmp_path / 'a.json', tmp_path / 'a.md'
+    cmd = [sys.executable, str(SCRIPT), '--quick', '--device', 'cpu', '--folds', '1', '--skip-equal-cost',
+           '--warm-arch', 'resnet10t', '--checkpoint', 'random', '--out', str(js), '--md', str(md)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads(js.read_text())
+    assert res['meta']['config']['warm_arch'] == 'resnet10t' and 'folded_resnet10t' in res['meta']['checkpoint_kind']
+    for r in res['runs']: assert r['error'] is None, r['error']
+    ck = [r for r in res['runs'] if r['experiment'] == 'checkpoint']
+    assert [(r['arch'], r['model']) for r in ck] == [('resnet10t', 'timm resnet10t')]
+    warm = {r['fold']: r for r in res['runs'] if r['experiment'] == 'warm_start'}
+    assert sorted(warm) == [1, 2] and {r['arch'] for r in warm.values()} == {'resnet10t'}
+    for r in warm.values():
+        assert r['init'] == 'timm resnet10t, random init (not trained), seed 0' and math.isfinite(r['valid_loss'])
+    assert warm[1]['new_tensors'] == 0 and warm[1]['new_keys'] == []      # fold 1 is the source itself
+    # by hand: resnet10t has one block per stage (64, 128, 256, 512 channels); at fold 2 stage2's skip comes from the
+    # stem (64 ch, /4: its input's shape, the source's own shortcut), stage3's from stage1 and stage4's from stage2
+    # (other shapes): two new avg-pool + 1x1 conv + BN projections, 6 tensors each
+    expected = {f'stage{s}.0.shortcut.{t}' for s in (3, 4) for t in ('1.weight', '2.weight', '2.bias', '2.running_mean',
+                                                                     '2.running_var', '2.num_batches_tracked')}
+    assert warm[2]['new_tensors'] == 12 and set(warm[2]['new_keys']) == expected
+
+
+def test_warm_arch_bad_name_is_a_clear_error():
+    abl = _load_script()
+    with pytest.raises(SystemExit, match=r"--warm-arch must be one of timm's resnet.py archs .* got 'vit_base'"):
+        abl.Ablation(abl.parse_args(['--quick', '--device', 'cpu', '--warm-arch', 'vit_base']))
