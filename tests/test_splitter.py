@@ -334,3 +334,21 @@ def test_too_many_groups_for_a_body_without_head():
     with pytest.raises(ValueError, match=r"^n_groups=6 is more than Sequential can be split into: found a stem, 4 stages "
                                          r"\(containers of repeated blocks\) and no head with parameters, so at most 5 groups$"):
         arch_splitter(body, 6)
+
+def test_rule_a_nested_stem_is_the_stem():
+    "A backbone that is a container of same-class blocks, its first one named `stem`: opened up, the stem stays the stem."
+    backbone = nn.Sequential(OrderedDict(stem=stage(), stage1=stage(), stage2=stage()))
+    model = nn.Sequential(OrderedDict(backbone=backbone, head=head()))
+    assert names(model) == [('stem', ['backbone.stem']), ('stage 1', ['backbone.stage1']),
+                            ('stage 2', ['backbone.stage2']), ('head', ['head'])]
+
+class TwoBlocks(nn.Module):
+    "A stage that is neither Sequential nor ModuleList (densenet's `_DenseBlock` is a ModuleDict): two same-class blocks."
+    def __init__(self):
+        super().__init__()
+        self.a,self.b = conv_block(),conv_block()
+    def forward(self, x): return self.b(self.a(x))
+
+def test_rule_a_custom_container_of_two_blocks_is_a_stage():
+    model = nn.Sequential(OrderedDict(stem=nn.Conv2d(3, 4, 1), s1=TwoBlocks(), s2=TwoBlocks(), head=head()))
+    assert names(model) == [('stem', ['stem']), ('stage 1', ['s1']), ('stage 2', ['s2']), ('head', ['head'])]

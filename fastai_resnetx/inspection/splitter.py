@@ -36,9 +36,9 @@ def _is_block(m):
     "A unit a stage can repeat: two or more conv/linear layers (one conv with its norm and activation is a layer)."
     return not _is_leaf(m) and _n_weighted(m) >= 2
 
-def _is_stem(name, m):
-    "The model's stem, by its name or class: never a stage, even when it is a chain of blocks (timm's fastvit)."
-    return name.rsplit('.', 1)[-1] == 'stem' or 'Stem' in type(m).__name__
+def _is_stem(name):
+    "A module named `stem` (timm's and torchvision's convention): never a stage, even as a chain of blocks (fastvit)."
+    return name.rsplit('.', 1)[-1] == 'stem'
 
 def _is_stage(m):
     "A container of repeated blocks, or a module that calls itself a stage."
@@ -52,7 +52,7 @@ def _join(prefix, name): return f'{prefix}.{name}' if prefix else name
 
 def _stage_names(module, prefix='', root=True):
     "Qualified names of the outermost stages inside `module`."
-    if not root and _is_stem(prefix, module): return []
+    if not root and _is_stem(prefix): return []
     if not root and _is_stage(module): return [prefix]
     return sum((_stage_names(c, _join(prefix, n), False) for n,c in module.named_children()), [])
 
@@ -87,7 +87,7 @@ def _parts(module, prefix=''):
     "Parts of `module` in forward order; a single stage is opened up: each of its children is a stage."
     stages = _stage_names(module) or _repeated_blocks(module)
     if len(stages) == 1:
-        kids = [_join(stages[0], n) for n,_ in module.get_submodule(stages[0]).named_children()]
+        kids = [_join(stages[0], n) for n,_ in module.get_submodule(stages[0]).named_children() if not _is_stem(n)]
         if len(kids) > 1: stages = kids
     return [_Part(_join(prefix, p.name), p.module, p.is_stage) for p in _flatten(module, set(stages))]
 
