@@ -160,3 +160,10 @@ def test_window_slots_and_fields():
     plan = fold_plan((3, 4, 6, 3), fold=2, start_id=5, end_id=10)
     assert (plan.fold, plan.start_id, plan.end_id, plan.n_alive, plan.n_units) == (2, 5, 10, 2, 16)
     assert get_pred(l=8, d=2, start_id=5, end_id=6) == 7 and get_pred(5) == 4 and get_pred(5, 2) == 3
+
+
+def test_messages_name_the_argument():
+    "Each refusal names the argument the caller passed, exactly."
+    with pytest.raises(ValueError, match=r"^`unit` must be an integer >= 1, got 0$"): skip_source(0)
+    with pytest.raises(ValueError, match=r"^`fold` must be an integer >= 1, got 0$"): fold_plan((3, 4, 6, 3), 0)
+    with pytest.raises(ValueError, match=r"^`fold` must be <= 1 for num_nodes=\(1, 1\) \(2 units; "): fold_plan((1, 1), 2)
