@@ -2,6 +2,7 @@
 import inspect
 from collections import OrderedDict
 from functools import partial
+from typing import Optional, Tuple
 
 import torch
 from torch import nn, Tensor
@@ -71,7 +72,7 @@ class SqueezeExcitation(_TVSqueezeExcitation):
         super().__init__(nc, squeeze, activation=get_act(act))
 
 
-def conv1x1_gemm(x:Tensor, weight:Tensor, bias:Tensor=None, stride=(1, 1)) -> Tensor:
+def conv1x1_gemm(x:Tensor, weight:Tensor, bias:Optional[Tensor]=None, stride:Tuple[int, int]=(1, 1)) -> Tensor:
     "`F.conv2d(x, weight, bias, stride)` for a 1x1 `weight` as a strided slice and one matmul, in `x`'s memory layout."
     cl = x.is_contiguous(memory_format=torch.channels_last)
     if stride != (1, 1): x = x[:, :, ::stride[0], ::stride[1]]   # a 1x1 conv reads only these
