@@ -6,7 +6,8 @@ import pytest, timm, torch
 import torchvision.models as tvm
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
-from fastai.vision.all import (Callback, CrossEntropyLossFlat, DataLoaders, create_body, create_timm_model, create_vision_model,
+from fastai.vision.all import (Callback, CrossEntropyLossFlat, DataLoaders, create_body, create_timm_model,
+                               create_vision_model,
                                norm_bias_params, vision_learner, xresnet18)
 from fastai.vision.learner import _resnet_split
 from fastai.vision.models.unet import DynamicUnet
@@ -21,10 +22,13 @@ def one_thread():
     yield
     torch.set_num_threads(n)
 
-def tiny_vit(): return VisionTransformer(image_size=32, patch_size=8, num_layers=4, num_heads=2, hidden_dim=32, mlp_dim=64)
+def tiny_vit():
+    "A 4-block torchvision ViT on 32 px."
+    return VisionTransformer(image_size=32, patch_size=8, num_layers=4, num_heads=2, hidden_dim=32, mlp_dim=64)
 def fastai_model(arch): return create_vision_model(arch, 2, pretrained=False)   # model_meta's cut, as vision_learner
 def fastai_timm_model(name, **kw): return create_timm_model(name, 2, pretrained=False, **kw)[0]
 
+TINY_VIT = dict(img_size=32, patch_size=8, depth=4)
 # name: (builder, the number of stages the per-stage mode finds)
 ZOO = {
     'tv_resnet18':           (tvm.resnet18, 4),
@@ -40,11 +44,11 @@ ZOO = {
     'timm_convnext_atto':    (partial(timm.create_model, 'convnext_atto'), 4),
     'timm_efficientnet_b0':  (partial(timm.create_model, 'efficientnet_b0'), 7),
     'timm_regnetx_002':      (partial(timm.create_model, 'regnetx_002'), 4),
-    'timm_vit':              (partial(timm.create_model, 'vit_tiny_patch16_224', img_size=32, patch_size=8, depth=4), 4),
+    'timm_vit':              (partial(timm.create_model, 'vit_tiny_patch16_224', **TINY_VIT), 4),
     'fastai_xresnet18':      (xresnet18, 4),
     'fastai_learner_resnet18': (partial(fastai_model, tvm.resnet18), 4),
     'fastai_learner_timm_convnext': (partial(fastai_timm_model, 'convnext_atto'), 4),
-    'fastai_learner_timm_vit': (partial(fastai_timm_model, 'vit_tiny_patch16_224', img_size=32, patch_size=8, depth=4), 4),
+    'fastai_learner_timm_vit': (partial(fastai_timm_model, 'vit_tiny_patch16_224', **TINY_VIT), 4),
     'resnetx18':             (resnetx18, 4),
     'resnetx18_fold3':       (partial(resnetx18, fold=3), 4),
     'fastai_learner_resnetx18': (partial(fastai_model, resnetx18), 4),
@@ -84,7 +88,7 @@ def test_groups_partition_the_model_in_forward_order(zoo_model, n_groups):
 
 @pytest.mark.parametrize('arch', [tvm.resnet18, resnetx18], ids=['torchvision', 'resnetx'])
 def test_resnet_groups_are_fastais_own(arch):
-    "For a resnet (and ResNetX, whose body fastai cuts the same way), the groups fastai's hand-written `_resnet_split` gives."
+    "For a resnet (and ResNetX, whose body fastai cuts alike): the groups of fastai's hand-written `_resnet_split`."
     model = fastai_model(arch)
     ours,theirs = arch_splitter(model), _resnet_split(model)
     assert [[id(p) for p in g] for g in ours] == [[id(p) for p in g] for g in theirs]
@@ -154,17 +158,20 @@ def test_cannot_split_as_asked():
     with pytest.raises(ValueError, match=r"at most 1 group$"): arch_splitter(nn.Linear(2, 2), None)
 
 def test_bad_input():
-    with pytest.raises(TypeError, match=r"model=.*resnet18 \(a function\) is not an nn.Module"): arch_splitter(tvm.resnet18)
+    with pytest.raises(TypeError, match=r"model=.*resnet18 \(a function\) is not an nn.Module"):
+        arch_splitter(tvm.resnet18)
     with pytest.raises(TypeError, match=r"model='resnet18' \(a str\) is not an nn.Module"): arch_splitter('resnet18')
     for bad in (1, 0, 2.5, '3', True):
-        with pytest.raises(ValueError, match=r"`n_groups` must be an integer >= 2 \(or None: one group per stage\)"): arch_splitter(nn.Linear(1, 1), bad)
+        with pytest.raises(ValueError, match=r"`n_groups` must be an integer >= 2 \(or None: one group per stage\)"):
+            arch_splitter(nn.Linear(1, 1), bad)
 
 def tiny_dls(n=16, bs=4, size=32):
     x = torch.randn(n, 3, size, size); y = torch.randint(0, 2, (n,))
     return DataLoaders.from_dsets(list(zip(x, y)), list(zip(x[:bs], y[:bs])), bs=bs, device='cpu')
 
 def learner(arch, **kwargs):
-    return vision_learner(tiny_dls(), arch, pretrained=False, normalize=False, n_out=2, loss_func=CrossEntropyLossFlat(),
+    return vision_learner(tiny_dls(), arch, pretrained=False, normalize=False, n_out=2,
+                          loss_func=CrossEntropyLossFlat(),
                           splitter=arch_splitter, **kwargs)
 
 @pytest.mark.parametrize('arch', [tvm.resnet18, 'convnext_atto', resnetx18, tvm.mobilenet_v3_small],
@@ -207,7 +214,8 @@ FAMILY_EXCEPTIONS = {
     'volo': 'order',             # aux_head is registered before the final norm and head
     'vgg': 'too few groups',     # a flat chain of conv/ReLU/pool layers: no blocks, so a body and a head only
 }
-SIZE_WORDS = ['atto', 'femto', 'pico', 'nano', 'xxxs', 'xxs', 'tiny', 'xs', 't8', 't0', 'small', 's0', 'b0', 'mini', '18',
+SIZE_WORDS = ['atto', 'femto', 'pico', 'nano', 'xxxs', 'xxs', 'tiny', 'xs', 't8', 't0', 'small', 's0', 'b0', 'mini',
+              '18',
               '10', 'light']
 
 def small_arch(family):
@@ -223,7 +231,8 @@ def meta_forward_order(model):
     hooks = [m.register_forward_pre_hook(lambda m,i: order.append(m) if m not in order else None)
              for m in model.modules() if next(m.parameters(recurse=False), None) is not None]
     try:
-        with torch.no_grad(): model.eval()(torch.empty(1, *model.pretrained_cfg.get('input_size', (3, 224, 224)), device='meta'))
+        size = model.pretrained_cfg.get('input_size', (3, 224, 224))
+        with torch.no_grad(): model.eval()(torch.empty(1, *size, device='meta'))
     finally:
         for h in hooks: h.remove()
     return order
@@ -262,7 +271,9 @@ def test_fastvit_stem_and_stages_are_separate_groups():
         (model.stem, *model.stages[:3], nn.Sequential(model.stages[3], model.final_conv), model.head)]
 
 # One small synthetic model per splitter rule: each fails if its rule is removed.
-def conv_block(c=4): return nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c, 1))
+def conv_block(c=4):
+    "A block: two convs."
+    return nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c, 1))
 class ConvNormAct(nn.Module):
     "One conv with its norm and activation: a layer, not a block."
     def __init__(self, c=4):
@@ -327,23 +338,25 @@ def test_rule_a_head_that_starts_with_a_pool():
     pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
     model = nn.Sequential(OrderedDict(stem=nn.Conv2d(3, 4, 1), s1=stage(), s2=stage(), norm=nn.BatchNorm2d(4),
                                       pool=pool, fc=nn.Linear(4, 2)))
-    assert names(model) == [('stem', ['stem']), ('stage 1', ['s1']), ('stage 2', ['s2', 'norm']), ('head', ['pool', 'fc'])]
+    assert names(model) == [('stem', ['stem']), ('stage 1', ['s1']), ('stage 2', ['s2', 'norm']),
+                            ('head', ['pool', 'fc'])]
 
 def test_too_many_groups_for_a_body_without_head():
     body = nn.Sequential(*list(tvm.resnet18().children())[:-2])
-    with pytest.raises(ValueError, match=r"^n_groups=6 is more than Sequential can be split into: found a stem, 4 stages "
-                                         r"\(containers of repeated blocks\) and no head with parameters, so at most 5 groups$"):
+    with pytest.raises(ValueError, match=r"^n_groups=6 is more than Sequential can be split into: found a stem, "
+                                         r"4 stages \(containers of repeated blocks\) and no head with parameters, "
+                                         r"so at most 5 groups$"):
         arch_splitter(body, 6)
 
 def test_rule_a_nested_stem_is_the_stem():
-    "A backbone that is a container of same-class blocks, its first one named `stem`: opened up, the stem stays the stem."
+    "A backbone that is a container of same-class blocks, the first named `stem`: opened up, the stem stays the stem."
     backbone = nn.Sequential(OrderedDict(stem=stage(), stage1=stage(), stage2=stage()))
     model = nn.Sequential(OrderedDict(backbone=backbone, head=head()))
     assert names(model) == [('stem', ['backbone.stem']), ('stage 1', ['backbone.stage1']),
                             ('stage 2', ['backbone.stage2']), ('head', ['head'])]
 
 class TwoBlocks(nn.Module):
-    "A stage that is neither Sequential nor ModuleList (densenet's `_DenseBlock` is a ModuleDict): two same-class blocks."
+    "A stage neither Sequential nor ModuleList (densenet's `_DenseBlock` is a ModuleDict): two same-class blocks."
     def __init__(self):
         super().__init__()
         self.a,self.b = conv_block(),conv_block()

@@ -166,5 +166,6 @@ def test_messages_name_the_argument():
     "Each refusal names the argument the caller passed, exactly."
     with pytest.raises(ValueError, match=r"^`unit` must be an integer >= 1, got 0$"): skip_source(0)
     with pytest.raises(ValueError, match=r"^`fold` must be an integer >= 1, got 0$"): fold_plan((3, 4, 6, 3), 0)
-    with pytest.raises(ValueError, match=r"^`fold` must be <= 1 for num_nodes=\(1, 1\) \(2 units; "): fold_plan((1, 1), 2)
+    with pytest.raises(ValueError, match=r"^`fold` must be <= 1 for num_nodes=\(1, 1\) \(2 units; "):
+        fold_plan((1, 1), 2)
     assert fold_plan((3, 4, 6, 3)).sources == SKIPS_3463[1]       # the default fold is 1: a plain ResNet
