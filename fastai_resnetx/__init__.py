@@ -31,8 +31,8 @@ from .job.plots import plot_topology
 
 # The star import is the user API alone: none of it replaces a fastai or fastcore name after
 # `from fastai.vision.all import *`, and no module objects (tests/test_star_import.py checks both). Everything else is
-# importable from its module: the helpers (`fastai_resnetx.model.layers.conv_norm_act`), the seed names of the fold
-# rule (`fastai_resnetx.model.topology.get_pred`) and the training job (`fastai_resnetx.job.train.train`).
+# importable from its module: the helpers (`fastai_resnetx.model.layers.conv_norm_act`), the fold rule's original
+# names (`fastai_resnetx.model.topology.get_pred`) and the training job (`fastai_resnetx.job.train.train`).
 __all__ = [
     'fold_resnet', 'folded', 'folded_arch',   # fold timm's and torchvision's ResNets (issue 20)
     # the archs and the model

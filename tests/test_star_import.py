@@ -21,7 +21,8 @@ API = {'resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152', 'resne
        'arch_summary', 'get_module', 'model_summary', 'arch_splitter', 'arch_groups', 'stage_splitter',
        'plot_topology', 'resnetx_arch', 'load_pretrained', 'BF16MixedPrecision', 'pick_precision', 'distrib_kwargs',
        'fold_resnet', 'folded', 'folded_arch'}   # fold timm's and torchvision's ResNets
-# what the star import must not hold: seed aliases, the duplicate arch table, the training job's generic names
+# what the star import must not hold: the fold rule's old names (get_pred, layer_diff), the duplicate arch table,
+# the training job's generic names
 NOT_API = {'get_pred', 'layer_diff', 'ARCHS', 'train', 'digits_dls', 'folder_dls', 'TrainSettings', 'TRAIN_DEFAULTS',
            'read_folder', 'open_image'}
 
@@ -60,7 +61,7 @@ def test_fastai_resblock_still_builds_an_xresnet():
 
 
 def test_all_is_the_api_alone():
-    "`__all__` is the API; the seed aliases and the job are not in it, and every module keeps its public names."
+    "`__all__` is the API; the fold rule's old names and the job are not in it; every module keeps its public names."
     names = fastai_resnetx.__all__
     assert isinstance(names, list) and len(names) == len(set(names)) and set(names) == API
     assert not NOT_API & set(names)

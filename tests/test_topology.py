@@ -31,7 +31,7 @@ def test_skip_table(fold):
 
 
 def test_resnet18_layout_fold3_by_hand():
-    # start_id = 3: units 1-2 plain; from unit 3 the skip length alternates 2, 4 (worked out from the seed's formula)
+    # start_id = 3: units 1-2 plain; from unit 3 the skip length alternates 2, 4 (worked out by hand)
     plan = fold_plan((2, 2, 2, 2), fold=3)
     assert plan.sources == (0, 1, 1, 0, 3, 2, 5, 4)
     crossing = [(s, l) for s, l in plan.skips() if s != l - 1 and stage_distance(l, s, (2, 2, 2, 2)) >= 1]
@@ -47,7 +47,7 @@ def test_window():
 
 
 def test_cross_stage_skips_allowed():
-    # the seed refuses a skip of more than one stage; ours projects across it
+    # a skip may cross more than one stage: a projection adapts the earlier output's shape
     plan = fold_plan((3, 4, 6, 3), fold=4)
     assert plan.sources[8] == 3 and stage_distance(9, 3, (3, 4, 6, 3)) == 2  # unit 9 (stage 3) reads output 3 (stage 1)
     assert plan.sources[5] == 0 and stage_distance(6, 0, (3, 4, 6, 3)) == 2  # unit 6 (stage 2) reads the stem

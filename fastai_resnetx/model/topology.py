@@ -119,10 +119,10 @@ def fold_plan(num_nodes:tuple, fold:int=1, start_id:int=None, end_id:int=None) -
 
 
 def get_pred(l:int, d:int=1, start_id:int=None, end_id:int=None) -> int:
-    "Seed name of `skip_source`: the predecessor layer id of layer `l` at fold depth `d`."
+    "The original (ResNetX source) name of `skip_source`: the predecessor layer id of layer `l` at fold depth `d`."
     return skip_source(l, d, start_id, end_id)
 
 
 def layer_diff(cur:int, pred:int, num_nodes:tuple) -> int:
-    "Seed name of `stage_distance`: stages between layer `cur` and its predecessor `pred`."
+    "The original (ResNetX source) name of `stage_distance`: stages between layer `cur` and its predecessor `pred`."
     return stage_distance(cur, pred, num_nodes)
