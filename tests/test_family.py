@@ -268,12 +268,12 @@ def test_compile_and_export():
 @pytest.mark.slow
 def test_resnetx_train_command(tmp_path):
     out = tmp_path / 'run'
-    res = subprocess.run([sys.executable, '-m', 'fastai_resnetx', 'train', '--arch', 'folded_resnet18d', '--fold', '2',
-                          '--epochs', '1', '--size', '32', '--bs', '32', '--out', str(out)],
+    res = subprocess.run([sys.executable, '-m', 'fastai_resnetx', 'train', '--arch', 'folded_resnet10t', '--fold', '2',
+                          '--epochs', '1', '--size', '24', '--bs', '64', '--precision', 'fp32', '--out', str(out)],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     metrics = json.loads((out / 'metrics.json').read_text())
-    assert metrics['arch'] == 'folded_resnet18d' and (out / 'export.pkl').is_file()
+    assert metrics['arch'] == 'folded_resnet10t' and metrics['fold'] == 2 and (out / 'export.pkl').is_file()
     assert load_learner(out / 'export.pkl').model[0][4].__class__.__name__ == 'Stage'
 
 
