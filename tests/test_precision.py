@@ -145,6 +145,9 @@ def test_pick_precision_reads_the_table(monkeypatch):
     monkeypatch.setattr(precision, '_cpu_kind', lambda: 'cpu-avx512-bf16')
     assert pick_precision('resnetx18', 24, 'cpu') == 'bf16'  # the digits run: 1.20x measured on an EPYC with avx512_bf16
     assert pick_precision('resnetx18', 16, 'cpu') == 'fp32'  # a 1x1 map into a stride-2 conv: NaN grads in bf16 on CPU
+    monkeypatch.setattr(precision, '_cpu_kind', lambda: 'cpu-intel-avx512-bf16')
+    assert pick_precision('resnetx18', 24, 'cpu') == 'fp32'  # the same instructions on a Xeon without AMX: 0.90x measured
+    assert pick_precision('resnetx50', 64, 'cpu') == 'fp32'
     monkeypatch.setattr(precision, '_cpu_kind', lambda: 'cpu-no-bf16')
     assert pick_precision('resnetx50', 128, 'cpu') == 'fp32'
     assert pick_precision('resnetx50', 128, 'meta') == 'fp32'
@@ -195,3 +198,16 @@ def test_bf16_never_leaves_non_finite_weights_on_a_1x1_map():
         try: learn.fit(3, 1e-3)
         except NonFiniteGradientsError as e: print('stopped:', str(e).splitlines()[-1].strip()[:120])
     assert all(torch.isfinite(p).all() for p in learn.model.parameters())
+
+
+@pytest.mark.parametrize('amx,bf16,vendor,kind', [
+    (True, True, 'GenuineIntel', 'cpu-amx'), (False, True, 'GenuineIntel', 'cpu-intel-avx512-bf16'),
+    (False, True, 'AuthenticAMD', 'cpu-avx512-bf16'), (False, False, 'GenuineIntel', 'cpu-no-bf16'),
+    (False, False, 'AuthenticAMD', 'cpu-no-bf16')])
+def test_cpu_kind_from_flags_and_vendor(monkeypatch, amx, bf16, vendor, kind):
+    "Which row of the measured table a CPU reads: AMX first, then avx512_bf16 by vendor (they measured opposite)."
+    monkeypatch.setattr(precision, '_cpu_flag', lambda name: {'amx_tile': amx, 'avx512_bf16': bf16}[name])
+    monkeypatch.setattr(precision, '_cpu_vendor', lambda: vendor)
+    precision._cpu_kind.cache_clear()
+    try: assert precision._cpu_kind() == kind
+    finally: precision._cpu_kind.cache_clear()
