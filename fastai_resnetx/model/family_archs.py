@@ -8,7 +8,6 @@ import re, sys
 from functools import partial
 
 import timm, torch, torchvision
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, get_arch_pretrained_cfgs, resolve_pretrained_cfg
 from timm.models import adapt_input_conv
 from timm.layers import DropPath
