@@ -256,3 +256,17 @@ def test_a_folded_timm_resnet_under_the_same_wrappers():
         out, grads = logits_and_grads(m, x, WRAPPERS[name])
         assert close(out, ref) and all(close(g, r) for g, r in zip(grads, ref_grads)), name
     with pytest.raises(CarryError): reentrant_checkpoint_sequential(m, x)
+
+
+def test_a_frozen_prefix_under_no_grad_is_refused_and_requires_grad_false_works():
+    "A prefix under no_grad then the rest with grad is refused at fold > 1 (reentrant checkpointing looks the same)."
+    m = tiny((2, 2, 2, 2), fold=3)
+    x = torch.randn(2, 3, 32, 32)
+    ref = m(x)
+    with torch.no_grad(): f = m.stage1(m.forward_stem(x))
+    with pytest.raises(CarryError, match=r'requires_grad_\(False\)'): m.stage4(m.stage3(m.stage2(f)))
+    for layer in [m.conv1, m.bn1, m.stage1]: layer.requires_grad_(False)
+    out = m(x)
+    out.square().sum().backward()
+    assert close(out, ref) and m.stage1[0].branch.conv1.weight.grad is None
+    assert m.stage4[0].branch.conv1.weight.grad.abs().sum() > 0
