@@ -270,3 +270,6 @@ def test_a_frozen_prefix_under_no_grad_is_refused_and_requires_grad_false_works(
     out.square().sum().backward()
     assert close(out, ref) and m.stage1[0].branch.conv1.weight.grad is None
     assert m.stage4[0].branch.conv1.weight.grad.abs().sum() > 0
+    m.requires_grad_(False)   # nothing needs gradients: the same prefix under no_grad is fine, whatever the grad mode
+    with torch.no_grad(): f = m.stage1(m.forward_stem(x))
+    assert close(m.forward_head(m.stage4(m.stage3(m.stage2(f)))), ref)
