@@ -106,7 +106,9 @@ class Stage(nn.ModuleList):
         "The stage on the previous stage's output `x` (the stem's for stage 1); earlier outputs come along on `x`."
         carry = _carry if _carry is not None else getattr(x, CARRY, None)
         slots = self._check(x, carry) if self._needs else None
-        if isinstance(x, Tensor) and hasattr(x, CARRY):   # an alias without the incoming carry, so carries never nest (fastai's tensors copy it)
+        # compute on an alias without the incoming carry: carries never nest, and fastai's tensors, which copy their
+        # attributes onto every result, leave none on this stage's outputs
+        if isinstance(x, Tensor) and hasattr(x, CARRY):
             x = x.view_as(x)
             if hasattr(x, CARRY): delattr(x, CARRY)
         out, slots = self.run(x, slots)
@@ -117,7 +119,6 @@ class Stage(nn.ModuleList):
             out_carry = (self._key, self.index, kept, no_grad)
             setattr(out, CARRY, out_carry)
             if _box is not None: _box.append(out_carry)
-        elif isinstance(out, Tensor) and hasattr(out, CARRY): delattr(out, CARRY)   # a copy fastai's tensors made of an earlier carry
         return out
 
 
