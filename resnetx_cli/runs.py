@@ -98,10 +98,10 @@ def check_out_folder(out:Path, data:Path=None):
             if foreign:
                 raise ValueError(f"`--out` {str(out)!r} holds files `resnetx train` did not write ({_listing(foreign)}): "
                                  f"choose a new or empty folder (only a folder it marked as a run folder is written into)")
-        else:
-            not_files = [n for n in OUTPUTS if (out / n).exists() and not (out / n).is_file()]
-            if not_files:
-                raise ValueError(f"`--out` {str(out)!r}: {not_files[0]!r} is not a file the earlier run wrote; move it away")
+        else:   # an output name the marker does not list, or not a file, is someone else's: it would be replaced
+            others = [n for n in OUTPUTS if (out / n).exists() and (n not in listed or not (out / n).is_file())]
+            if others:
+                raise ValueError(f"`--out` {str(out)!r}: {others[0]!r} is not a file the earlier run wrote; move it away")
     check_writable(out if out.is_dir() else out.parent, '--out')
 
 

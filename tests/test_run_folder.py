@@ -61,6 +61,16 @@ def test_a_marker_that_is_not_the_tools_does_not_make_a_run_folder(tmp_path, cap
     assert "did not write ('a.txt'" in one_line(capsys, ['train', '--data', str(data), '--out', str(out), *FAST])
 
 
+
+def test_an_output_name_the_marker_does_not_list_is_refused_untouched(tmp_path, capsys, data):
+    "In a run folder, only the files its marker lists are the tool's: a user's own loss.png there is not replaced."
+    out = tmp_path / 'out'
+    out.mkdir(); (out / MARKER).write_text('{"files": ["export.pkl", "metrics.json"]}'); (out / 'loss.png').write_text('mine')
+    before = tree(out)
+    line = one_line(capsys, ['train', '--data', str(data), '--out', str(out), *FAST])
+    assert "'loss.png' is not a file the earlier run wrote" in line, line
+    assert tree(out) == before
+
 @pytest.mark.slow
 def test_run_folder_keeps_the_users_files_long_names_dot_closed_stdout_broken_pipe(tmp_path, data):
     "First run: a 250-byte --out name, stdout closed (`>&-`); user files added; second run `--out .` piped to `head -1`."
