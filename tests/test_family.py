@@ -292,3 +292,10 @@ def test_fold1_runs_the_source_ops():
         with Record() as r: m(x).logsumexp(1).sum().backward()
         runs.append(r.ops)
     assert len(runs[0]) > 500 and runs[0] == runs[1]
+
+
+def test_folded_arch_takes_only_folded_names_and_their_entry_points():
+    def folded_resnet18(): pass   # the name of an entry point, but another function
+    for wrong in (folded_resnet18, 'resnet18', 'folded_nonexistent'):
+        with pytest.raises(ValueError, match='`name` must be a folded arch name'): folded_arch(wrong)
+    assert folded_arch('folded_resnet18', fold=2) is folded_arch(timm.models.model_entrypoint('folded_resnet18'), fold=2)

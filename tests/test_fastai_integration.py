@@ -223,3 +223,10 @@ def test_vision_learner_pretrained_grayscale(cached_resnet18):
     assert conv.in_channels == 1                                                    # fastai adapted the first conv
     assert torch.allclose(conv.weight, cached_resnet18.conv1.weight.sum(1, keepdim=True))
     assert learn.model(dls.one_batch()[0]).shape == (32, 10)
+
+
+def test_resnetx_arch_takes_only_our_names_and_entry_points():
+    def resnetx18(): pass   # an arch's name, but another function: fastai would build something else
+    for wrong in (resnetx18, 'resnet18', 'resnetx19'):
+        with pytest.raises(ValueError, match='`name` must be one of'): resnetx_arch(wrong)
+    assert resnetx_arch('resnetx18', fold=2) is resnetx_arch(RESNETX_ARCHS[0], fold=2)
