@@ -14,7 +14,7 @@ from timm.layers import DropPath
 
 from .family import fold_resnet
 from .resnetx import ResNetX
-from .weights import checkpoint_file
+from .weights import checkpoint_file, read_checkpoint
 
 __all__ = ['folded', 'FOLDED_ARCHS', 'TIMM_SOURCES', 'TV_SOURCES', 'folded_source']
 
@@ -91,7 +91,7 @@ def _tv_source(src:str, pretrained:bool, pretrained_cfg, overlay, num_classes:in
         if weights is None: raise ValueError(f"`pretrained_cfg`={tag!r}: torchvision's {src} has the tags "
                                              f"{[_tv_tag(w.name) for w in enum]}")
     model = torchvision.models.get_model(src, weights=None if pretrained and file else weights, **kwargs)
-    if pretrained and file: model.load_state_dict(torch.load(file, map_location='cpu', weights_only=True))
+    if pretrained and file: model.load_state_dict(read_checkpoint(file))   # safely, NaN refused, safetensors too
     return model, dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
                        global_pool=global_pool)
 
