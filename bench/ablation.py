@@ -1,4 +1,4 @@
-"""Does folding help? A reproducible ablation of ResNetX's `fold`, every run reported (issue 8).
+"""Does folding help? A reproducible ablation of ResNetX's `fold`, every run reported.
 
 Three experiments, each over the same seeds (seed s: the same data split, data order, augmentation stream and
 init RNG state for every model it trains):

@@ -53,7 +53,7 @@ def valid_folds(arch, folds):
     from fastai_resnetx.model.topology import fold_plan
     cfg, ok, skipped = RESNETX_CONFIGS[arch], [], {}
     for f in folds:
-        try: fold_plan(cfg.num_nodes, f); ok.append(f)
+        try: fold_plan(cfg.num_units, f); ok.append(f)
         except ValueError as e: skipped[f] = str(e)
     return ok, skipped
 

@@ -1,4 +1,4 @@
-"""Speed of folded family models at fold 1 against their sources (issue 20; not a test).
+"""Speed of folded family models at fold 1 against their sources (not a test).
 
 For each variant the source (timm's or torchvision's model, random init) and `fold_resnet` of an identical copy of it
 live in one process and are timed *interleaved*: every round times every (variant, model, mode) once, in a freshly

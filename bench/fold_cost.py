@@ -1,4 +1,4 @@
-"""What folding and bf16's safety check cost (issue 22), both tables in one run (a benchmark, not a test).
+"""What folding and bf16's safety check cost, both tables in one run (a benchmark, not a test).
 
 (a) Fold cost: training-step and inference time of timm `resnet50` and `resnetx50` at folds 1-4 as ratios to
     torchvision's `resnet50`, next to their FLOPs ratios (`fastai_resnetx.model_summary`). All models live in one
@@ -17,7 +17,7 @@ resnetx50_f2,resnetx50_f3,resnetx50_f4,resnetx50_f3_convproj --out bench/fold_co
     python bench/fold_cost.py --profile --rounds 0            # only the by-op profile of fold 1 vs fold 3 (train step)
 
 What-ifs (same weights, same function; for the profile's suspects): a model name ending `_convproj` runs the projection
-shortcuts as torch's conv (as before issue 22: `fastai_resnetx.model.layers.Conv1x1Gemm` runs them as a matmul now),
+shortcuts as torch's conv (as before 2026-12: `fastai_resnetx.model.layers.Conv1x1Gemm` runs them as a matmul now),
 `_gemmproj` runs torchvision's/timm's `downsample` that way, `_gemmall` every 1x1 conv, e.g.
 `--models tv_resnet50,resnetx50_f3,resnetx50_f3_convproj,tv_resnet50_gemmall --modes train`.
 
@@ -55,7 +55,7 @@ def gemm_1x1(self, x):
 
 def with_gemm(m, which:str):
     """The what-ifs, in place: `which` 'gemmproj' runs the projection shortcuts' 1x1 convs as `gemm_1x1`, 'gemmall'
-    every 1x1 conv, 'convproj' the projections as torch's conv again (what `projection` built before issue 22)."""
+    every 1x1 conv, 'convproj' the projections as torch's conv again (what `projection` built before 2026-12)."""
     import types
     if which not in ('gemmproj', 'gemmall', 'convproj'):
         raise ValueError(f"what-if: 'gemmproj', 'gemmall' or 'convproj', got {which!r}")
@@ -95,7 +95,7 @@ def flops_ratios(names, size:int) -> dict:
 
 
 def old_non_finite(model) -> list:
-    "The check before issue 22 (reproduced for the before/after): per-parameter `isfinite().all()`, then a stack."
+    "The check before 2026-12 (reproduced for the before/after): per-parameter `isfinite().all()`, then a stack."
     named = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
     if not named or bool(torch.stack([g.isfinite().all() for _, g in named]).all()): return []
     return [n for n, g in named if not bool(g.isfinite().all())]

@@ -10,7 +10,7 @@ resnet50 and the median of the per-round (paired) ratios. Random data in memory,
     python bench/throughput.py --device cuda                # bs 64 at 224 px, channels_last + bf16 autocast
     python bench/throughput.py --device cuda --amp fp16 --bs 256 --out cuda_fp16.md
 
-Mixed precision (issue 15): `--precisions` times every model once per precision in the same interleaved rounds and
+Mixed precision: `--precisions` times every model once per precision in the same interleaved rounds and
 adds each row's ratio to the same model's first precision ("vs fp32", paired per round). `bf16_cl` = bf16 autocast
 with model and batch in channels_last (what `learn.to_bf16()` does on CPU); `fp32_cl` measures channels_last alone.
 The quiet-machine run (minutes on 2 cores with AMX bf16; without bf16 instructions bf16 is 5-30x slower and the 64 and
@@ -24,7 +24,7 @@ The quiet-machine run (minutes on 2 cores with AMX bf16; without bf16 instructio
 `pick_precision`'s default for it: see `fastai_resnetx/integration/precision.py`).
 
 What folding costs against its FLOPs (folds 1-4 with FLOPs ratios, interquartile spread of the paired ratios) and what
-bf16's NaN/inf gradient check costs in a step, both in one run: `bench/fold_cost.py` (issue 22), built on this script.
+bf16's NaN/inf gradient check costs in a step, both in one run: `bench/fold_cost.py`, built on this script.
 
 Training step = zero_grad, forward, cross-entropy, backward, SGD (momentum 0.9) step (with a GradScaler for fp16).
 Inference = forward in eval mode under `torch.inference_mode()`.

@@ -14,7 +14,7 @@ from .model.blocks import *
 from .model.config import *
 from .model.resnetx import *
 from .model.archs import *
-from .model.family import fold_resnet          # issue 20: fold any timm/torchvision ResNet
+from .model.family import fold_resnet          # fold any timm/torchvision ResNet
 from .model.family_archs import folded
 from .model.weights import *
 from .inspection.build import *
@@ -34,7 +34,7 @@ from .job.plots import plot_topology
 # importable from its module: the helpers (`fastai_resnetx.model.layers.conv_norm_act`), the fold rule's original
 # names (`fastai_resnetx.model.topology.get_pred`) and the training job (`fastai_resnetx.job.train.train`).
 __all__ = [
-    'fold_resnet', 'folded', 'folded_arch',   # fold timm's and torchvision's ResNets (issue 20)
+    'fold_resnet', 'folded', 'folded_arch',   # fold timm's and torchvision's ResNets
     # the archs and the model
     'resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152', 'resnetx_mbconv', 'resnetx_fused',
     'RESNETX_ARCHS', 'ResNetX', 'ResNetXConfig', 'create_resnetx', 'num_params',

@@ -1,4 +1,4 @@
-"arch_summary and get_module: seed 000's outputs to the character, rows as data, and clear errors."
+"arch_summary and get_module: the documented outputs to the character, rows as data, and clear errors."
 import re
 import pytest, torch
 from torch import nn
@@ -120,7 +120,7 @@ def same_text(actual, expected):
     assert strip(actual) == strip(expected)
 
 def seed_repr(module):
-    "A module's repr as the seed printed it: newer torch adds `bias=True` to BatchNorm's repr."
+    "A module's repr as the original arch_summary printed it: newer torch adds `bias=True` to BatchNorm's repr."
     return re.sub(r'affine=True, bias=True', 'affine=True', repr(module))
 
 @pytest.fixture(scope='module')
@@ -171,7 +171,7 @@ def test_resnetx_children_are_named_and_reachable_by_name():
         assert str(arch_summary(model, r.name)) == str(arch_summary(model, r.idx))
 
 def test_long_names_widen_their_column():
-    "As in the seed, the longest name keeps two spaces after it."
+    "As in the original arch_summary, the longest name keeps two spaces after it."
     m = nn.Sequential()
     m.add_module('classifier_head', nn.Linear(2, 2)); m.add_module('x', nn.Identity())
     m.add_module('y', nn.TransformerEncoderLayer(8, 2, 16))

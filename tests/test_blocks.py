@@ -30,7 +30,7 @@ def test_residual_add():
 
 
 def test_depthwise_is_really_depthwise():
-    # seed 003's blog swallows `groups`, so its depthwise conv is dense; here a depthwise 3x3 on C channels has 9*C weights
+    # a common write-up of these blocks swallows `groups`, so its depthwise conv is dense; here a depthwise 3x3 on C channels has 9*C weights
     m = DepthwiseSeparableConv(32, 64)
     assert m(x).shape == (1, 64, 56, 56)                # the blog loses two pixels of padding (54)
     assert n_weights(m.conv_dw) == 9 * 32 and n_weights(m.conv_pw) == 32 * 64
@@ -67,11 +67,11 @@ def test_post_act():
     assert isinstance(residual_block('basic', 32, 32).shortcut, nn.Identity)
 
 
-def test_resblock_seed001():
+def test_avgpool_resblock_pools_the_shortcut():
     m = AvgPoolResBlock(8, 16, stride=2)
     assert m(torch.randn(2, 8, 28, 28)).shape == (2, 16, 14, 14)
     assert isinstance(m.shortcut[0], nn.AvgPool2d)
-    assert AvgPoolResBlock(8, 16, stride=2)(torch.randn(2, 8, 7, 7)).shape == (2, 16, 4, 4)  # ceil_mode as the seed
+    assert AvgPoolResBlock(8, 16, stride=2)(torch.randn(2, 8, 7, 7)).shape == (2, 16, 4, 4)  # ceil_mode: 7 -> 4, as fastai's ResBlock
     assert isinstance(AvgPoolResBlock(16, 16).shortcut, nn.Identity)
 
 

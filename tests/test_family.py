@@ -84,7 +84,7 @@ def test_fold1_exact_every_arch(name):
 
 
 def reference_forward(m:ResNetX, x, keep:bool=False):
-    "An obviously correct forward from the unit table: every output kept, skip sources from the seed's `get_pred`."
+    "An obviously correct forward from the unit table: every output kept, skip sources from the original ResNetX code's `get_pred`."
     plan = m.plan
     out = {0: m.maxpool(m.act1(m.bn1(m.conv1(x))))}
     for l, unit in enumerate(m.units, start=1):

@@ -46,7 +46,7 @@ def test_config_holds_every_setting_that_differs_however_the_model_was_built(tmp
         timm.models.save_for_hf(m, tmp_path / how)
         args = json.loads((tmp_path / how / 'config.json').read_text())['model_args']
         assert {k: args.get(k) for k in want} == want, how
-        assert 'num_nodes' not in args and 'unit' not in args, how   # the arch's own values are not repeated
+        assert 'num_units' not in args and 'unit' not in args, how   # the arch's own values are not repeated
         back = timm.create_model(f'local-dir:{tmp_path / how}', pretrained=True)
         assert back.cfg == m.cfg and same_logits(m, back), how
 
@@ -73,7 +73,7 @@ def test_a_folder_without_weights_is_a_clear_error(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(RESNETX_CONFIGS))
 def test_every_arch_folded(tmp_path, name):
-    total = sum(RESNETX_CONFIGS[name].num_nodes)
+    total = sum(RESNETX_CONFIGS[name].num_units)
     m = timm.create_model(name, fold=3, end_id=total - 1, num_classes=4)
     back = round_trip(m, tmp_path / name)
     assert (back.cfg.fold, back.cfg.end_id) == (3, total - 1) and same_logits(m, back, 32)

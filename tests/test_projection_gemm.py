@@ -1,4 +1,4 @@
-"A projection's 1x1 conv runs as a matmul (issue 22): the same function, gradients and parameters as torch's conv."
+"A projection's 1x1 conv runs as a matmul (faster on CPU for small maps): the same function, gradients and parameters as torch's conv."
 import pytest
 import torch
 from torch import nn

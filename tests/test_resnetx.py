@@ -45,7 +45,7 @@ def test_fold1_is_a_resnet(ours, theirs):
 
 
 def reference_forward(m:ResNetX, x):
-    "An obviously correct forward: every unit's output kept in a dict, skip sources from the seed's `get_pred`."
+    "An obviously correct forward: every unit's output kept in a dict, skip sources from the original ResNetX code's `get_pred`."
     cfg, plan = m.cfg, m.plan
     out = {0: m.maxpool(m.act1(m.bn1(m.conv1(x))))}
     for l, unit in enumerate(m.units, start=1):
@@ -69,7 +69,7 @@ def test_every_fold_matches_reference_and_sequential_body(cfg, fold):
         assert (m(x) - m.fc(m.global_pool(ref[n]))).abs().max() <= 1e-5
         body = nn.Sequential(*list(m.children())[:-2])                 # what fastai's create_body makes
         assert (body(x) - ref[n]).abs().max() <= 1e-5
-    if fold > 1: assert any(s < sum(cfg.num_nodes[:m.plan.stages[l] - 1]) for l, s in enumerate(m.plan.sources))
+    if fold > 1: assert any(s < sum(cfg.num_units[:m.plan.stages[l] - 1]) for l, s in enumerate(m.plan.sources))
 
 
 def test_hooks_on_stages_see_their_feature_maps():
@@ -153,14 +153,18 @@ def test_timm_and_fastai_spellings():
     assert resnetx18(in_chans=1, num_classes=3)(torch.randn(2, 1, 32, 32)).shape == (2, 3)
     assert resnetx18(c_in=1, n_out=3).cfg == resnetx18(in_chans=1, num_classes=3).cfg     # fastai's names are aliases
     with pytest.raises(ValueError, match='pass only `num_classes`'): resnetx18(n_out=3, num_classes=3)
+    # the original ResNetX code's `num_nodes` (units per stage) is an alias of `num_units` (e.g. an older config.json)
+    assert resnetx18(num_nodes=(1, 2, 1, 1)).cfg == resnetx18(num_units=(1, 2, 1, 1)).cfg
+    assert resnetx18(num_nodes=(1, 2, 1, 1)).plan.n_units == 5
+    with pytest.raises(ValueError, match='pass only `num_units`'): resnetx18(num_nodes=(1, 1, 1, 1), num_units=(1, 1, 1, 1))
     assert resnetx50(fold=2, start_id=5, end_id=10).plan.sources[4] == 3
 
 
 def test_config_dict_yaml_overrides(tmp_path):
-    (tmp_path / 'm.yaml').write_text('num_nodes: [2, 2]\nunit: basic\nwidths: [16, 32]\nstrides: [1, 2]\nfold: 2\n')
+    (tmp_path / 'm.yaml').write_text('num_units: [2, 2]\nunit: basic\nwidths: [16, 32]\nstrides: [1, 2]\nfold: 2\n')
     cfg = ResNetXConfig.from_yaml(tmp_path / 'm.yaml', n_out=7)
-    assert cfg.num_nodes == (2, 2) and cfg.fold == 2 and cfg.num_classes == 7
-    m, m2 = ResNetX(cfg), ResNetX(cfg, fold=1)           # building twice works (the seed's frozen yacs node did not)
+    assert cfg.num_units == (2, 2) and cfg.fold == 2 and cfg.num_classes == 7
+    m, m2 = ResNetX(cfg), ResNetX(cfg, fold=1)           # building twice works (the original code's frozen yacs node did not)
     assert m(torch.randn(2, 3, 32, 32)).shape == (2, 7) and m2.plan.fold == 1
     assert ResNetXConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match=r"unknown ResNetX config keys \['nope'\]"): ResNetXConfig.from_dict({'nope': 1})
@@ -176,9 +180,9 @@ def test_config_dict_yaml_overrides(tmp_path):
     ('unit: resnet', "`unit` must be one of"),
     ('drop_rate: 1.5', "`drop_rate` must be a number in \\[0, 1\\)"),
     ('fold: [2]', "`fold` must be an integer >= 1, got \\[2\\]"),
-    ('fold: 16', "`fold` must be <= 15 for num_nodes=\\(3, 4, 6, 3\\)"),
+    ('fold: 16', "`fold` must be <= 15 for num_units=\\(3, 4, 6, 3\\)"),
     ('global_pool: mean', "`global_pool` must be one of"),
-    ('num_nodes: 4', "`num_nodes` must be a non-empty list"),
+    ('num_units: 4', "`num_units` must be a non-empty list"),
 ])
 def test_yaml_config_checked_when_read(tmp_path, text, message):
     (tmp_path / 'bad.yaml').write_text(text + '\n')
@@ -187,7 +191,7 @@ def test_yaml_config_checked_when_read(tmp_path, text, message):
 
 
 def test_largest_fold_is_named():
-    with pytest.raises(ValueError, match=r'`fold` must be <= 7 for num_nodes=\(2, 2, 2, 2\).*got 8'): resnetx18(fold=8)
+    with pytest.raises(ValueError, match=r'`fold` must be <= 7 for num_units=\(2, 2, 2, 2\).*got 8'): resnetx18(fold=8)
     assert resnetx18(fold=7).plan.fold == 7
 
 

@@ -1,5 +1,5 @@
 """`resnetx train --out`: a run never destroys what it did not write, checks before training what it can, and every
-failure after training starts is one line with the earlier outputs intact (issue 19). Through the real command."""
+failure after training starts is one line with the earlier outputs intact. Through the real command."""
 import errno, json, os, re, shlex, signal, subprocess, sys, time
 from pathlib import Path
 

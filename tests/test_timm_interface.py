@@ -1,4 +1,4 @@
-"Issue 12's by-hand list: what timm's train.py passes to a model, on a ResNetX, checked against independent references."
+"What timm's train.py passes to a model, on a ResNetX, checked against independent references."
 import copy
 
 import pytest, timm, torch, torch.nn.functional as F, torchvision

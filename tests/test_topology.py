@@ -82,15 +82,15 @@ def test_bad_input(kwargs, words):
 
 
 def test_bad_layout():
-    with pytest.raises(ValueError, match=r'num_nodes\[1\].*no empty stage'): fold_plan((3, 0, 6, 3))
-    with pytest.raises(ValueError, match='num_nodes'): fold_plan(())
+    with pytest.raises(ValueError, match=r'num_units\[1\].*no empty stage'): fold_plan((3, 0, 6, 3))
+    with pytest.raises(ValueError, match='num_units'): fold_plan(())
     with pytest.raises(ValueError, match='unit'): skip_source(0)
 
 
 def test_start_id_past_the_last_unit_names_start_id():
     "The user passed `start_id`, not `end_id`: the error names what was passed."
     for bad in (16, 20):
-        with pytest.raises(ValueError, match=rf"^`start_id` must be <= 15 for num_nodes=\(3, 4, 6, 3\) \(16 units; "
+        with pytest.raises(ValueError, match=rf"^`start_id` must be <= 15 for num_units=\(3, 4, 6, 3\) \(16 units; "
                                              rf".*needs 2 units at least\), got {bad}$"):
             fold_plan((3, 4, 6, 3), 2, start_id=bad)
     assert fold_plan((3, 4, 6, 3), 2, start_id=15).sources[-3:] == (13, 13, 14)   # units 15-16 folded: two back
@@ -140,19 +140,19 @@ def test_skip_source_checks_its_arguments():
 
 
 def test_layouts_at_the_edges():
-    "A single stage, one-unit stages, fold == units - 1; `num_nodes` that is not a non-empty tuple is refused."
+    "A single stage, one-unit stages, fold == units - 1; `num_units` that is not a non-empty tuple is refused."
     assert fold_plan((16,), 2).sources == SKIPS_3463[2] and fold_plan((16,), 2).stages == (1,) * 16
     assert fold_plan((1, 1, 1), 1).sources == (0, 1, 2) and fold_plan((1, 1, 1), 1).stages == (1, 2, 3)
     plan = fold_plan((2, 2), 3)          # units 1-2 plain, then skip lengths 2, 4
-    assert (plan.sources, plan.num_nodes, plan.fold, plan.start_id, plan.end_id) == ((0, 1, 1, 0), (2, 2), 3, 3, 4)
-    with pytest.raises(ValueError, match=r"^`fold` must be <= 3 for num_nodes=\(2, 2\) \(4 units; the folded window "
+    assert (plan.sources, plan.num_units, plan.fold, plan.start_id, plan.end_id) == ((0, 1, 1, 0), (2, 2), 3, 3, 4)
+    with pytest.raises(ValueError, match=r"^`fold` must be <= 3 for num_units=\(2, 2\) \(4 units; the folded window "
                                          r"runs from unit `fold` to the last unit and needs 2 units at least\), "
                                          r"got 4$"):
         fold_plan((2, 2), 4)
     for bad in ((), [], 16, None):
-        with pytest.raises(ValueError, match=rf"^`num_nodes` must be a non-empty tuple of units per stage, got "):
+        with pytest.raises(ValueError, match=rf"^`num_units` must be a non-empty tuple of units per stage, got "):
             fold_plan(bad)
-    assert fold_plan([2, 2], 1).num_nodes == (2, 2)
+    assert fold_plan([2, 2], 1).num_units == (2, 2)
 
 
 def test_window_slots_and_fields():
@@ -166,6 +166,6 @@ def test_messages_name_the_argument():
     "Each refusal names the argument the caller passed, exactly."
     with pytest.raises(ValueError, match=r"^`unit` must be an integer >= 1, got 0$"): skip_source(0)
     with pytest.raises(ValueError, match=r"^`fold` must be an integer >= 1, got 0$"): fold_plan((3, 4, 6, 3), 0)
-    with pytest.raises(ValueError, match=r"^`fold` must be <= 1 for num_nodes=\(1, 1\) \(2 units; "):
+    with pytest.raises(ValueError, match=r"^`fold` must be <= 1 for num_units=\(1, 1\) \(2 units; "):
         fold_plan((1, 1), 2)
     assert fold_plan((3, 4, 6, 3)).sources == SKIPS_3463[1]       # the default fold is 1: a plain ResNet

@@ -14,10 +14,10 @@ LAYOUTS = {'resnetx18': (2, 2, 2, 2), 'resnetx34/50': (3, 4, 6, 3), 'resnetx101'
            'resnetx152': (3, 8, 36, 3), 'resnetx_mbconv/fused': (2, 3, 4, 2)}
 
 
-def tiny(num_nodes, fold=1, start_id=None, end_id=None):
+def tiny(num_units, fold=1, start_id=None, end_id=None):
     "A ResNetX with this layout and fold window, 4-7 channels wide, in eval mode."
     torch.manual_seed(0)
-    cfg = ResNetXConfig(num_nodes, 'basic', (4, 5, 6, 7), stem_width=4, fold=fold, start_id=start_id, end_id=end_id,
+    cfg = ResNetXConfig(num_units, 'basic', (4, 5, 6, 7), stem_width=4, fold=fold, start_id=start_id, end_id=end_id,
                         num_classes=3)
     m = ResNetX(cfg).eval()
     with torch.no_grad():   # BN statistics away from 0/1, so that a wrong skip shows in the logits
@@ -27,9 +27,9 @@ def tiny(num_nodes, fold=1, start_id=None, end_id=None):
     return m
 
 
-def windows(num_nodes):
+def windows(num_units):
     "Every fold the layout allows, and a few custom windows."
-    total = sum(num_nodes)
+    total = sum(num_units)
     yield from ((f, None, None) for f in range(1, total))
     yield from [(3, 4, None), (2, 3, total - 1), (4, 5, total - 2), (3, total - 3, None)]
 
@@ -86,16 +86,16 @@ def close(a, b, tol=1e-4):
     return (a - b).abs().max() <= tol * b.abs().max() + 1e-6
 
 
-def check_all_wrappers(num_nodes, fold, start_id, end_id):
-    m = tiny(num_nodes, fold, start_id, end_id)
+def check_all_wrappers(num_units, fold, start_id, end_id):
+    m = tiny(num_units, fold, start_id, end_id)
     x = torch.randn(2, 3, 32, 32, requires_grad=False)
     ref, ref_grads = logits_and_grads(m, x, plain)
     for name, wrapper in WRAPPERS.items():
         try: out, grads = logits_and_grads(m, x, wrapper)
         except CarryError:
-            assert name == 'reentrant checkpoint_sequential', (num_nodes, fold, start_id, name)
+            assert name == 'reentrant checkpoint_sequential', (num_units, fold, start_id, name)
             continue
-        where = (num_nodes, fold, start_id, end_id, name)
+        where = (num_units, fold, start_id, end_id, name)
         assert close(out, ref), where
         for g, r in zip(grads, ref_grads): assert close(g, r), where
     # a hook that cuts the graph on purpose: the logits still equal the plain model's
@@ -147,9 +147,9 @@ def test_a_module_inserted_between_stages_is_an_error():
     with pytest.raises(CarryError, match='stage2'): body(torch.randn(1, 3, 32, 32))
 
 
-def needed_outputs(num_nodes, fold, stage):
+def needed_outputs(num_units, fold, stage):
     "Outputs up to the end of `stage` that a unit of a later stage reads (by the fold rule, not the model)."
-    hi, total = sum(num_nodes[:stage]), sum(num_nodes)
+    hi, total = sum(num_units[:stage]), sum(num_units)
     return sorted({skip_source(l, fold) for l in range(hi + 1, total + 1)} - {hi} & set(range(hi)))
 
 

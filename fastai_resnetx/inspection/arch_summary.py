@@ -10,7 +10,7 @@ from .build import random_init_kwargs, build_by_name
 
 __all__ = ['ArchRow', 'ArchSummary', 'build_model', 'get_module', 'n_layers', 'arch_summary']
 
-# Column widths of seed `000`'s table; longer names widen the column rather than break the alignment.
+# Column widths of the original arch_summary table; longer names widen the column rather than break the alignment.
 _IDX_W, _NAME_W, _CLS_W, _N_W = 2, 10, 17, 3
 
 def _describe(o):

@@ -128,9 +128,9 @@ def to_bf16(self:Learner, channels_last:bool=None):
 
 # bf16/fp32 ratio of training images/s (> 1: bf16 faster), per machine kind, for (arch, image size in px); bf16 with
 # channels_last, as `BF16MixedPrecision` runs it on CPU. Median of per-round paired ratios from bench/throughput.py.
-# 'cpu-amx': issue 15's measurements (2-core Xeon with AVX-512 and AMX bf16, resnetx50 bs 16 at 64 px: 1.42x fold 1,
+# 'cpu-amx': measured 2026-11 on a 2-core Xeon with AVX-512 and AMX bf16 (resnetx50 bs 16 at 64 px: 1.42x fold 1,
 #   1.51x fold 2; resnetx18 at 24-32 px about 1/1.05-1/1.1); to be replaced by the quiet run (bench/throughput.py docstring).
-#   (Issue 22: the 2-core Xeon of that session showed no AMX to torch, oneDNN or lscpu; still unmeasured on real AMX.)
+#   (A later 2-core Xeon showed no AMX to torch, oneDNN or lscpu; still unmeasured on real AMX.)
 # 'cpu-avx512-bf16': ours, 2-core AMD EPYC with avx512_bf16 (no AMX), quiet machine, 9-15 rounds (bench/cpu_bf16_*.md,
 #   2026-11-27): resnetx18 fold 2 at 24 px bs 64 (the digits run) 1.20x (ratio of medians 1.13x, IQR 23%); resnetx50
 #   fold 1 bs 16 at 64 px 1.50x, bs 8 at 128 px 1.90x. The digits run end to end: bf16 36.0 s, 99.50% (5 seeds);

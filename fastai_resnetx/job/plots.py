@@ -40,7 +40,7 @@ def plot_topology(model_or_arch, figsize=None, dpi:int=100, out=None, title:str=
     fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
     # stages as shaded spans; output 0 is the stem
     bounds, start = [], 1
-    for s, k in enumerate(plan.num_nodes, start=1):
+    for s, k in enumerate(plan.num_units, start=1):
         bounds.append((s, start, start + k - 1)); start += k
     for s, a, b in bounds:
         ax.axvspan(a - 0.45, b + 0.45, color='0.93' if s % 2 else '0.86', zorder=0)
@@ -61,7 +61,7 @@ def plot_topology(model_or_arch, figsize=None, dpi:int=100, out=None, title:str=
     ax.tick_params(axis='x', labelsize=7)
     for side in ('left', 'right', 'top'): ax.spines[side].set_visible(False)
     cfg = model.cfg
-    ax.set_title(title or f'ResNetX {cfg.unit} {cfg.num_nodes}, fold={cfg.fold}, window {plan.start_id}..{plan.end_id}',
+    ax.set_title(title or f'ResNetX {cfg.unit} {cfg.num_units}, fold={cfg.fold}, window {plan.start_id}..{plan.end_id}',
                  fontsize=10)
     ax.legend(handles=[Line2D([], [], color=_COLORS['identity'], label='identity skip'),
                        Line2D([], [], color=_COLORS['projection'], ls='--', label='projection skip (1x1 conv + BN)')],

@@ -3,8 +3,8 @@
 Each block is the *residual branch* F(x): on its own it maps `(N, ni, H, W)` to `(N, nf, H/stride, W/stride)`;
 as a ResNetX unit, ResNetX adds the skip and applies `post_act` after the add. Layers are named as torchvision's
 and timm's (`conv1`, `bn1`, `act1`, ..., `conv_dw`, `se`, `conv_pwl`), so checkpoints map by name.
-`residual_block` wraps any of them into a stand-alone residual block with the right shortcut; `AvgPoolResBlock` is seed
-001's `ResBlock` (renamed: fastai's `ResBlock` keeps its name after `from fastai_resnetx import *`)."""
+`residual_block` wraps any of them into a stand-alone residual block with the right shortcut; `AvgPoolResBlock` is a
+ResNet-D block with an average-pool shortcut (not named `ResBlock`, which stays fastai's after the star import)."""
 from collections import OrderedDict
 
 from torch import nn

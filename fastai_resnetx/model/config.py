@@ -12,8 +12,9 @@ from .blocks import get_block
 
 __all__ = ['ResNetXConfig', 'RESNETX_CONFIGS', 'UnknownConfigKeyError']
 
-# fastai's spellings (xresnet's `n_out`, `c_in`) are accepted; timm's names are the canonical ones
-ALIASES = {'n_out': 'num_classes', 'c_in': 'in_chans', 'drop': 'drop_rate'}
+# fastai's spellings (xresnet's `n_out`, `c_in`) and the original ResNetX code's `num_nodes` are accepted;
+# timm's names (and `num_units`) are the canonical ones
+ALIASES = {'n_out': 'num_classes', 'c_in': 'in_chans', 'drop': 'drop_rate', 'num_nodes': 'num_units'}
 POOL_TYPES = ('avg', 'max', 'avgmax', 'catavgmax', '')   # timm's `SelectAdaptivePool2d` types ('': no pooling)
 
 
@@ -30,7 +31,7 @@ def _int_tuple(name, value, minimum=1):
 @dataclass(frozen=True)
 class ResNetXConfig:
     "Everything that defines a ResNetX: layout, unit, widths, fold window, stem, shortcut and head."
-    num_nodes: tuple = (3, 4, 6, 3)       # units per stage
+    num_units: tuple = (3, 4, 6, 3)       # units per stage
     unit: str = 'bottleneck'              # a name in `blocks.BLOCKS` (or a block class)
     widths: tuple = (256, 512, 1024, 2048)  # output channels of each stage
     strides: tuple = (1, 2, 2, 2)         # stride of the first unit of each stage
@@ -39,7 +40,7 @@ class ResNetXConfig:
     fold: int = 1
     start_id: int = None                  # default: `fold`
     end_id: int = None                    # default: the last unit
-    shortcut: str = 'conv'                # projection kind: 'conv' (torchvision) or 'avgpool' (seed 001, ResNet-D)
+    shortcut: str = 'conv'                # projection kind: 'conv' (torchvision) or 'avgpool' (ResNet-D)
     act: str = 'relu'                     # activation after each add (and default in the units)
     num_classes: int = 1000               # 0: no classifier (features out); fastai's name `n_out` is accepted
     in_chans: int = 3                     # input channels; fastai's name `c_in` is accepted
@@ -51,13 +52,13 @@ class ResNetXConfig:
     unit_kwargs: dict = field(default_factory=dict)  # passed to every unit, e.g. {'expansion': 4}
 
     def __post_init__(self):
-        for name in ('num_nodes', 'widths', 'strides'): object.__setattr__(self, name, _int_tuple(name, getattr(self, name)))
-        if len(self.widths) != len(self.num_nodes) or len(self.strides) != len(self.num_nodes):
+        for name in ('num_units', 'widths', 'strides'): object.__setattr__(self, name, _int_tuple(name, getattr(self, name)))
+        if len(self.widths) != len(self.num_units) or len(self.strides) != len(self.num_units):
             raise ValueError(f"`widths` {self.widths} and `strides` {self.strides} need one entry per stage "
-                             f"of `num_nodes` {self.num_nodes}")
+                             f"of `num_units` {self.num_units}")
         get_block(self.unit); get_act(self.act)
         check_choice('stem', self.stem, ('resnet', 'deep')); check_int('stem_width', self.stem_width, 1)
-        fold_plan(self.num_nodes, self.fold, self.start_id, self.end_id)   # checks fold, start_id and end_id
+        fold_plan(self.num_units, self.fold, self.start_id, self.end_id)   # checks fold, start_id and end_id
         check_choice('shortcut', self.shortcut, ('conv', 'avgpool'))
         check_int('num_classes', self.num_classes, 0); check_int('in_chans', self.in_chans, 1)
         check_choice('global_pool', self.global_pool, POOL_TYPES)

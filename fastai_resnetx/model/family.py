@@ -118,8 +118,8 @@ def fold_resnet(model:nn.Module, fold:int=1, start_id:int=None, end_id:int=None)
     "A ResNetX at `fold` of `model`'s own modules (a built timm or torchvision ResNet); at fold 1 it computes the same."
     family = resnet_family(model)
     stages = _blocks(model)
-    num_nodes = tuple(len(blocks) for blocks in stages)
-    plan = fold_plan(num_nodes, fold, start_id, end_id)   # checks fold, start_id and end_id
+    num_units = tuple(len(blocks) for blocks in stages)
+    plan = fold_plan(num_units, fold, start_id, end_id)   # checks fold, start_id and end_id
     blocks = [b for bs in stages for b in bs]
     # channels and reduction of every output: 0 is the stem's (a ResNet stem reduces 4 times), then one per block
     chans, reds = [blocks[0].conv1.in_channels], [4]
@@ -146,8 +146,8 @@ def fold_resnet(model:nn.Module, fold:int=1, start_id:int=None, end_id:int=None)
     conv1 = next(m for m in model.conv1.modules() if isinstance(m, nn.Conv2d))
     # the config describes the result (its unit is the source's block class): `ResNetX(cfg)` cannot rebuild it
     cfg = ResNetXConfig(
-        num_nodes=num_nodes, unit=unit_classes.pop() if len(unit_classes) == 1 else Block,
-        widths=tuple(c[-1] for c in _stage_chans(chans, num_nodes)), strides=tuple(bs[0].stride for bs in stages),
+        num_units=num_units, unit=unit_classes.pop() if len(unit_classes) == 1 else Block,
+        widths=tuple(c[-1] for c in _stage_chans(chans, num_units)), strides=tuple(bs[0].stride for bs in stages),
         stem='deep' if isinstance(model.conv1, nn.Sequential) else 'resnet', stem_width=chans[0], fold=plan.fold,
         start_id=start_id, end_id=end_id, shortcut=kind, act=type(_post_act(blocks[-1])), num_classes=num_classes,
         in_chans=conv1.in_channels, global_pool=pool_type, drop_rate=float(drop_rate),
@@ -160,10 +160,10 @@ def fold_resnet(model:nn.Module, fold:int=1, start_id:int=None, end_id:int=None)
     return folded
 
 
-def _stage_chans(chans, num_nodes):
+def _stage_chans(chans, num_units):
     "The output channels of each stage's units."
     out, lo = [], 1
-    for n in num_nodes:
+    for n in num_units:
         out.append(chans[lo:lo + n])
         lo += n
     return out

@@ -86,7 +86,7 @@ torch.fx.wrap('conv1x1_gemm')   # a leaf for FX (timm's feature extraction): the
 
 class Conv1x1Gemm(nn.Conv2d):
     "`nn.Conv2d(ni, nf, 1, stride)` (same parameters, same function) run as a strided slice and one matmul."
-    # Why (issue 22): oneDNN's CPU conv backward is slow on small maps. resnet50's stage-4 projection (1024->2048,
+    # Why: oneDNN's CPU conv backward is slow on small maps. resnet50's stage-4 projection (1024->2048,
     # stride 2, 4x4 in at 64 px, batch 16) took 36-48 ms forward+backward as a conv, 12.6 ms as this matmul (2-core
     # Xeon, fp32, 1 thread; bf16 channels_last 40 vs 21 ms); at 8x8 and 16x16 the matmul is as fast or faster. A fold-3
     # resnetx50 has 9 such projections where a ResNet has 3.
@@ -101,7 +101,7 @@ def projection(ni:int, nf:int, stride:int=1, kind:str='conv', norm=nn.BatchNorm2
     if ni == nf and stride == 1: return nn.Identity()
     if kind == 'conv':  # torchvision's `downsample`: 1x1 conv with the stride, then norm
         return nn.Sequential(Conv1x1Gemm(ni, nf, stride=stride), norm(nf))
-    if kind == 'avgpool':  # seed 001 / ResNet-D: average-pool away the stride, then 1x1 conv and norm
+    if kind == 'avgpool':  # ResNet-D (timm's avg_down): average-pool away the stride, then 1x1 conv and norm
         pool = [nn.AvgPool2d(stride, ceil_mode=True, count_include_pad=False)] if stride > 1 else []
         return nn.Sequential(*pool, Conv1x1Gemm(ni, nf), norm(nf))
     raise ValueError(f"`kind` must be 'conv' or 'avgpool', got {kind!r}")

@@ -54,12 +54,12 @@ class Stage(nn.ModuleList):
     graph cut by reentrant checkpointing) the stage raises `CarryError` instead of computing something else."""
     def __init__(self, units, index:int, plan:FoldPlan):
         super().__init__(units)
-        lo = sum(plan.num_nodes[:index - 1])
-        hi = lo + plan.num_nodes[index - 1]   # units lo+1..hi; input = output lo
+        lo = sum(plan.num_units[:index - 1])
+        hi = lo + plan.num_units[index - 1]   # units lo+1..hi; input = output lo
         self.index, self.grad_checkpointing = index, False
         self._in, self._skip, self._out = plan.in_slots[lo:hi], plan.skip_slots[lo:hi], plan.out_slots[lo:hi]
         self._n_alive, self._fold = plan.n_alive, plan.fold
-        self._key = (plan.num_nodes, plan.fold, plan.start_id, plan.end_id)
+        self._key = (plan.num_units, plan.fold, plan.start_id, plan.end_id)
         # outputs from before this stage's input that this stage or a later one reads: they must come with the input
         self._needs = tuple(sorted({s for s in plan.sources[lo:] if s < lo}))
         # slots of the outputs up to this stage's last but one that later stages read: only those are passed on
@@ -125,7 +125,7 @@ class Stage(nn.ModuleList):
 def _output_shapes(cfg:ResNetXConfig):
     "Channels, reduction (total stride) and dilation of every output: 0 is the stem's, then one per unit."
     chans, reds, dils = [cfg.stem_width], [4], [1]
-    for n, width, stride, dilation in zip(cfg.num_nodes, cfg.widths, *cfg.stage_strides()):
+    for n, width, stride, dilation in zip(cfg.num_units, cfg.widths, *cfg.stage_strides()):
         for j in range(n):
             chans.append(width); reds.append(reds[-1] * (stride if j == 0 else 1)); dils.append(dilation)
     return chans, reds, dils
@@ -137,12 +137,12 @@ class ResNetX(nn.Module):
         super().__init__()
         cfg = ResNetXConfig() if cfg is None else cfg
         if overrides: cfg = cfg.replace(**overrides)
-        plan = fold_plan(cfg.num_nodes, cfg.fold, cfg.start_id, cfg.end_id)
+        plan = fold_plan(cfg.num_units, cfg.fold, cfg.start_id, cfg.end_id)
         block, act = get_block(cfg.unit), get_act(cfg.act)
         stem = resnet_stem if cfg.stem == 'resnet' else deep_stem
         chans, reds, dils = _output_shapes(cfg)
         unit_kwargs, stages, l = {'act': act, **cfg.unit_kwargs}, [], 0
-        for n in cfg.num_nodes:
+        for n in cfg.num_units:
             units = []
             for _ in range(n):
                 l += 1
@@ -163,9 +163,9 @@ class ResNetX(nn.Module):
     def _assemble(self, cfg:ResNetXConfig, stem:dict, stages:list):
         "Add the stem layers and one `Stage` per list of units, wired by `cfg`'s fold plan: the one construction path."
         self._cfg = cfg
-        self.plan: FoldPlan = fold_plan(cfg.num_nodes, cfg.fold, cfg.start_id, cfg.end_id)
+        self.plan: FoldPlan = fold_plan(cfg.num_units, cfg.fold, cfg.start_id, cfg.end_id)
         got = tuple(len(units) for units in stages)
-        if got != cfg.num_nodes: raise ValueError(f"`stages` must hold {cfg.num_nodes} units per stage, got {got}")
+        if got != cfg.num_units: raise ValueError(f"`stages` must hold {cfg.num_units} units per stage, got {got}")
         if list(stem) != ['conv1', 'bn1', 'act1', 'maxpool']:
             raise ValueError(f"`stem` must name its layers conv1, bn1, act1, maxpool, got {list(stem)}")
         for name, layer in stem.items(): self.add_module(name, layer)

@@ -29,37 +29,37 @@ def skip_source(unit:int, fold:int=1, start_id:int=None, end_id:int=None) -> int
     return unit - 2 * (1 + remainder)
 
 
-def _check_num_nodes(num_nodes):
-    if not isinstance(num_nodes, (tuple, list)) or len(num_nodes) == 0:
-        raise ValueError(f"`num_nodes` must be a non-empty tuple of units per stage, got {num_nodes!r}")
-    for i, n in enumerate(num_nodes):
-        try: _check_int(f'num_nodes[{i}]', n, 1)
-        except ValueError as e: raise ValueError(f"{e} in {tuple(num_nodes)} (no empty stage)") from None
-    return tuple(num_nodes)
+def _check_num_units(num_units):
+    if not isinstance(num_units, (tuple, list)) or len(num_units) == 0:
+        raise ValueError(f"`num_units` must be a non-empty tuple of units per stage, got {num_units!r}")
+    for i, n in enumerate(num_units):
+        try: _check_int(f'num_units[{i}]', n, 1)
+        except ValueError as e: raise ValueError(f"{e} in {tuple(num_units)} (no empty stage)") from None
+    return tuple(num_units)
 
 
-def stage_of(output:int, num_nodes:tuple) -> int:
-    "Stage (0 = stem, 1.. = the stages of `num_nodes`) that output `output` belongs to."
-    num_nodes = _check_num_nodes(num_nodes)
-    total = sum(num_nodes)
+def stage_of(output:int, num_units:tuple) -> int:
+    "Stage (0 = stem, 1.. = the stages of `num_units`) that output `output` belongs to."
+    num_units = _check_num_units(num_units)
+    total = sum(num_units)
     _check_int('output', output, 0, total)
     if output == 0: return 0
     last = 0
-    for stage, n in enumerate(num_nodes, start=1):
+    for stage, n in enumerate(num_units, start=1):
         last += n
         if output <= last: return stage
 
 
-def stage_distance(unit:int, source:int, num_nodes:tuple) -> int:
+def stage_distance(unit:int, source:int, num_units:tuple) -> int:
     "How many stage boundaries the skip from output `source` to unit `unit` crosses."
     if source >= unit: raise ValueError(f"`source` ({source}) must come before `unit` ({unit})")
-    return stage_of(unit, num_nodes) - stage_of(source, num_nodes)
+    return stage_of(unit, num_units) - stage_of(source, num_units)
 
 
 @dataclass(frozen=True)
 class FoldPlan:
     "The wiring of a ResNetX, computed once: per unit its stage, skip source and buffer slots."
-    num_nodes: tuple
+    num_units: tuple
     fold: int
     start_id: int
     end_id: int
@@ -95,27 +95,27 @@ def _allocate_slots(sources):
     return tuple(in_slots), tuple(skip_slots), tuple(out_slots), n_slots
 
 
-def fold_plan(num_nodes:tuple, fold:int=1, start_id:int=None, end_id:int=None) -> FoldPlan:
+def fold_plan(num_units:tuple, fold:int=1, start_id:int=None, end_id:int=None) -> FoldPlan:
     "Validate a layout and compute its whole skip plan: sources, stages and buffer slots."
-    num_nodes = _check_num_nodes(num_nodes)
-    total = sum(num_nodes)
+    num_units = _check_num_units(num_units)
+    total = sum(num_units)
     _check_int('fold', fold, 1)
     if start_id is None and end_id is None and fold > 1 and fold >= total:
-        raise ValueError(f"`fold` must be <= {total - 1} for num_nodes={num_nodes} ({total} units; the folded window "
+        raise ValueError(f"`fold` must be <= {total - 1} for num_units={num_units} ({total} units; the folded window "
                          f"runs from unit `fold` to the last unit and needs 2 units at least), got {fold}")
     if start_id is None: start_id = fold
     # `start_id` is checked before `end_id` gets its default, so an error names the argument the caller passed
     _check_window(fold, start_id, None)
     if end_id is None and start_id >= total:
-        raise ValueError(f"`start_id` must be <= {total - 1} for num_nodes={num_nodes} ({total} units; the folded "
+        raise ValueError(f"`start_id` must be <= {total - 1} for num_units={num_units} ({total} units; the folded "
                          f"window runs from `start_id` to the last unit and needs 2 units at least), got {start_id}")
     if end_id is None: end_id = total
     _check_window(fold, start_id, end_id)
     if end_id > total:
-        raise ValueError(f"`end_id` must be <= the number of units ({total} for num_nodes={num_nodes}), got {end_id}")
+        raise ValueError(f"`end_id` must be <= the number of units ({total} for num_units={num_units}), got {end_id}")
     sources = tuple(skip_source(l, fold, start_id, end_id) for l in range(1, total + 1))
-    stages = tuple(stage_of(l, num_nodes) for l in range(1, total + 1))
-    return FoldPlan(num_nodes, fold, start_id, end_id, sources, stages, *_allocate_slots(sources))
+    stages = tuple(stage_of(l, num_units) for l in range(1, total + 1))
+    return FoldPlan(num_units, fold, start_id, end_id, sources, stages, *_allocate_slots(sources))
 
 
 def get_pred(l:int, d:int=1, start_id:int=None, end_id:int=None) -> int:
@@ -123,6 +123,6 @@ def get_pred(l:int, d:int=1, start_id:int=None, end_id:int=None) -> int:
     return skip_source(l, d, start_id, end_id)
 
 
-def layer_diff(cur:int, pred:int, num_nodes:tuple) -> int:
+def layer_diff(cur:int, pred:int, num_units:tuple) -> int:
     "The original (ResNetX source) name of `stage_distance`: stages between layer `cur` and its predecessor `pred`."
-    return stage_distance(cur, pred, num_nodes)
+    return stage_distance(cur, pred, num_units)

@@ -24,7 +24,7 @@ _UNIT_KEY = re.compile(r'^stage(\d+)\.(\d+)\.(branch|shortcut)\.(.+)$')
 CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.bin', '.ckpt', '.safetensors')
 _RESNETS = [n for n in RESNETX_CONFIGS if n.removeprefix('resnetx').isdigit()]   # resnetx50 has resnet50's layout
 # the fields that decide which tensors a ResNetX has (fold, num_classes, in_chans, act, ... do not make it another ResNet)
-_LAYOUT = ('num_nodes', 'unit', 'widths', 'strides', 'stem', 'stem_width', 'shortcut', 'unit_kwargs')
+_LAYOUT = ('num_units', 'unit', 'widths', 'strides', 'stem', 'stem_width', 'shortcut', 'unit_kwargs')
 _COUNTER = re.compile(r'(^|\.)num_batches_tracked$')
 FIRST_CONV, CLASSIFIER = 'conv1.weight', ('fc.weight', 'fc.bias')
 
@@ -201,8 +201,8 @@ def map_state_dict(state_dict:dict, model:nn.Module, source:str=None) -> dict:
     else:
         arch = resnet_counterpart(model.cfg)
         if arch is None:
-            raise CheckpointError(f"{source} has ResNet keys, but this ResNetX (unit={model.cfg.unit!r}, num_nodes="
-                                  f"{model.cfg.num_nodes}) has no ResNet counterpart: ResNet weights fit the layouts of "
+            raise CheckpointError(f"{source} has ResNet keys, but this ResNetX (unit={model.cfg.unit!r}, num_units="
+                                  f"{model.cfg.num_units}) has no ResNet counterpart: ResNet weights fit the layouts of "
                                   f"{list(_RESNETS)} only. Pass a file saved from this very architecture")
         key_of, expected = resnet_key, _resnet_shapes(model.cfg)
     problems = _problems(state_dict, expected, model.num_features, arch)
