@@ -120,7 +120,9 @@ def _group(parts, role, seen):
     "A `LayerGroup` of `parts`, with each parameter not already `seen` (a tied weight goes to its first group)."
     params = []
     for p in (q for part in parts for q in part.params):
-        if id(p) not in seen: seen.add(id(p)); params.append(p)
+        if id(p) not in seen:
+            seen.add(id(p))
+            params.append(p)
     return LayerGroup([p.name or '(model)' for p in parts], params, role)
 
 def _encoder_decoder(model):
@@ -146,7 +148,9 @@ def _structure(model):
     stem,stages,pending = body[:idx[0]],[],[]
     for p in body[idx[0]:idx[-1]+1]:
         pending.append(p)
-        if p.is_stage: stages.append(pending); pending = []
+        if p.is_stage:
+            stages.append(pending)
+            pending = []
     trailing = body[idx[-1]+1:]
     if not is_fastai: trailing,head = _split_head(trailing)
     stages[-1] += trailing

@@ -1,4 +1,4 @@
-"""ResNetX: stem layers -> stages of units wired by the fold plan -> pool and classifier. With `fold=1` it is exactly a ResNet.
+"""ResNetX: stem layers -> stages of units wired by the fold plan -> pool and classifier. At `fold=1`, exactly a ResNet.
 
 Its children read like a ResNet's (`conv1 bn1 act1 maxpool stage1 .. stageN global_pool fc`) and run in sequence:
 `nn.Sequential(*list(model.children())[:-2])` computes `forward_features`, and a hook on a stage sees its feature map,
@@ -89,17 +89,19 @@ class Stage(nn.ModuleList):
         "The earlier outputs on the input, or an error saying why they are missing."
         # a tuple test, not `is not None`: under torch.fx tracing a missing attribute reads as a Proxy, not None
         if not (isinstance(carry, tuple) and carry[0] == self._key and carry[1] == self.index - 1):
-            raise CarryError(f"stage{self.index} of this ResNetX (fold={self._fold}) needs outputs {list(self._needs)} "
-                             f"of earlier stages for its folded skips (or to pass them on); they travel with the output "
-                             f"of stage{self.index - 1}, and this input does not carry them. Run the layers in order "
-                             f"(the model, or nn.Sequential of its children, as fastai's create_body does), with no "
-                             f"module in between; a stage alone on a bare tensor cannot compute its skips")
+            raise CarryError(f"stage{self.index} of this ResNetX (fold={self._fold}) needs outputs "
+                             f"{list(self._needs)} of earlier stages for its folded skips (or to pass them on); "
+                             f"they travel with the output of stage{self.index - 1}, and this input does not carry "
+                             f"them. Run the layers in order (the model, or nn.Sequential of its children, as "
+                             f"fastai's create_body does), with no module in between; a stage alone on a bare tensor "
+                             f"cannot compute its skips")
         if carry[3] and torch.is_grad_enabled() and x.requires_grad:
-            raise CarryError(f"stage{self.index} of this ResNetX (fold={self._fold}) reads outputs {list(self._needs)} of "
-                             f"earlier stages that were computed under no_grad, while its input needs gradients: those "
-                             f"of the earlier outputs would be lost. Reentrant checkpointing does this (it runs a segment "
-                             f"under no_grad): use torch.utils.checkpoint with use_reentrant=False, or "
-                             f"`model.set_grad_checkpointing()`; to freeze the first stages use requires_grad_(False)")
+            raise CarryError(f"stage{self.index} of this ResNetX (fold={self._fold}) reads outputs "
+                             f"{list(self._needs)} of earlier stages that were computed under no_grad, while its input "
+                             f"needs gradients: those of the earlier outputs would be lost. Reentrant checkpointing "
+                             f"does this (it runs a segment under no_grad): use torch.utils.checkpoint with "
+                             f"use_reentrant=False, or `model.set_grad_checkpointing()`; to freeze the first stages "
+                             f"use requires_grad_(False)")
         return carry[2]
 
     def forward(self, x:Tensor, _carry=None, _box=None) -> Tensor:
@@ -114,7 +116,8 @@ class Stage(nn.ModuleList):
         out, slots = self.run(x, slots)
         if self._keep:
             kept = tuple(t if j in self._keep else None for j, t in enumerate(slots))
-            # computed under no_grad: a later stage whose input needs gradients must not read them (reentrant checkpoint)
+            # computed under no_grad: a later stage whose input needs gradients must not read them (reentrant
+            # checkpointing)
             no_grad = not torch.is_grad_enabled() or (bool(carry[3]) if self._needs else False)
             out_carry = (self._key, self.index, kept, no_grad)
             setattr(out, CARRY, out_carry)
@@ -127,7 +130,9 @@ def _output_shapes(cfg:ResNetXConfig):
     chans, reds, dils = [cfg.stem_width], [4], [1]
     for n, width, stride, dilation in zip(cfg.num_units, cfg.widths, *cfg.stage_strides()):
         for j in range(n):
-            chans.append(width); reds.append(reds[-1] * (stride if j == 0 else 1)); dils.append(dilation)
+            chans.append(width)
+            reds.append(reds[-1] * (stride if j == 0 else 1))
+            dils.append(dilation)
     return chans, reds, dils
 
 
@@ -181,7 +186,7 @@ class ResNetX(nn.Module):
 
     @classmethod
     def from_parts(cls, cfg:ResNetXConfig, stem:dict, stages:list, global_pool:nn.Module, fc:nn.Module) -> 'ResNetX':
-        "A ResNetX of given parts (stem layers `conv1 bn1 act1 maxpool`, `FoldUnit`s per stage, pool, classifier), wired by `cfg`."
+        "A ResNetX of given parts (stem layers, `FoldUnit`s per stage, pool, classifier), wired by `cfg`."
         # what `fold_resnet` uses: a foreign ResNet's own modules, moved (not copied), with no init run over them
         model = cls.__new__(cls)
         nn.Module.__init__(model)
@@ -242,7 +247,7 @@ class ResNetX(nn.Module):
 
     def forward_intermediates(self, x:Tensor, indices=None, norm:bool=False, stop_early:bool=False,
                               output_fmt:str='NCHW', intermediates_only:bool=False):
-        "timm's feature API: the stem's (`act1`, stride 2) and each stage's output; `indices` int = last n, list = these."
+        "timm's feature API: the stem's (`act1`) and each stage's output; `indices`: int = last n, list = these."
         check_choice('output_fmt', output_fmt, ('NCHW',))
         take, max_index = feature_take_indices(len(self.stage_names) + 1, indices)
         x = self.act1(self.bn1(self.conv1(x)))   # ResNets have no final norm: `norm` changes nothing
@@ -277,8 +282,10 @@ class ResNetX(nn.Module):
         if global_pool is None and num_classes and not pool: pool = 'avg'   # a classifier needs pooling (after `''`)
         self._cfg = self._cfg.replace(num_classes=num_classes, global_pool=pool)   # checks both
         # on the device and dtype of the rest of the model, in its train/eval mode
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool, **get_device_dtype(self))
-        self.global_pool.train(self.training); self.fc.train(self.training)
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool,
+                                                      **get_device_dtype(self))
+        self.global_pool.train(self.training)
+        self.fc.train(self.training)
         self.num_classes, self.head_hidden_size = num_classes, self.num_features * self.global_pool.feat_mult()
 
     def set_grad_checkpointing(self, enable:bool=True):

@@ -86,12 +86,14 @@ def _allocate_slots(sources):
     slot_of, free, n_slots = {0: 0}, [], 1
     in_slots, skip_slots, out_slots = [], [], []
     for l in range(1, n + 1):
-        in_slots.append(slot_of[l - 1]); skip_slots.append(slot_of[sources[l - 1]])
+        in_slots.append(slot_of[l - 1])
+        skip_slots.append(slot_of[sources[l - 1]])
         for o in {l - 1, sources[l - 1]}:  # release what unit l was the last reader of
             if last_use[o] == l: free.append(slot_of[o])
         if free: slot = free.pop()
         else: slot, n_slots = n_slots, n_slots + 1
-        slot_of[l] = slot; out_slots.append(slot)
+        slot_of[l] = slot
+        out_slots.append(slot)
     return tuple(in_slots), tuple(skip_slots), tuple(out_slots), n_slots
 
 
