@@ -1,8 +1,8 @@
 """The `resnetx` command's front door: parse and check every argument, then hand over to `fastai_resnetx.job`.
 
 It lives outside the package on purpose: importing anything in `fastai_resnetx` imports fastai and torch (seconds),
-and `resnetx --help` or a bad argument should answer at once. Only the standard library is imported here; `resnetx_cli.runs` holds
-the rules about run folders that the front door and the job (`fastai_resnetx.job`) share.
+and `resnetx --help` or a bad argument should answer at once. Only the standard library is imported here;
+`resnetx_cli.runs` holds the rules about run folders that the front door and the job (`fastai_resnetx.job`) share.
 """
 import argparse, math, os, signal, sys
 from pathlib import Path
@@ -55,12 +55,14 @@ class _PipeSafe:
 
 
 def _safe_streams():
-    "stdout/stderr that never fail a run: a closed one becomes /dev/null, a broken pipe is dropped, odd characters escaped."
+    "stdout/stderr that never fail a run: closed ones become /dev/null, a broken pipe dropped, odd characters escaped."
     for fd in (0, 1, 2):      # a closed fd 1 would be the next file opened (the lock, an image): C code writes there
         try: os.fstat(fd)
         except OSError:
             null = os.open(os.devnull, os.O_RDWR)
-            if null != fd: os.dup2(null, fd); os.close(null)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
     for name in ('stdout', 'stderr'):
         stream = getattr(sys, name)
         if stream is None or getattr(stream, 'closed', False): stream = open(os.devnull, 'w')
@@ -116,22 +118,26 @@ def _train_parser(sub):
     t.add_argument('--data', type=Path, help='image folder: train/ and valid/ (or val/, validation/) of class folders, '
                    'or class folders (a random 20%% of each class is held out, seed 42); default: the built-in digits')
     t.add_argument('--labels', type=Path, default=None,
-                   help='a CSV of labels (as fastai\'s ImageDataLoaders.from_csv reads it): first column the image file '
-                        '(relative to --data), second the label; an optional is_valid column chooses the validation images')
+                   help='a CSV of labels (as fastai\'s ImageDataLoaders.from_csv reads it): first column the image '
+                        'file (relative to --data), second the label; an optional is_valid column chooses the '
+                        'validation images')
     t.add_argument('--arch', default=D['arch'], help=f"ResNetX, torchvision or timm arch name (default {D['arch']})")
     _fold_arg(t, None, f"default {D['fold']}")
-    t.add_argument('--epochs', type=integer(*EPOCHS_RANGE), default=D['epochs'], help=f"in [1, 1000] (default {D['epochs']})")
+    t.add_argument('--epochs', type=integer(*EPOCHS_RANGE), default=D['epochs'],
+                   help=f"in [1, 1000] (default {D['epochs']})")
     _size_arg(t, D['size'])
     t.add_argument('--bs', type=integer(*BS_RANGE, why=' (BatchNorm needs 2 images per batch)'), default=D['bs'],
                    help=f"batch size in [{BS_RANGE[0]}, {BS_RANGE[1]}] (default {D['bs']}; more than the training "
                         "images: reduced, with a note)")
-    t.add_argument('--lr', type=number(0, 10), default=D['lr'], help=f"peak learning rate in (0, 10) (default {D['lr']:g})")
-    t.add_argument('--pretrained', action='store_true', help='start from ImageNet weights: 1 epoch on the head, then the rest unfrozen')
+    t.add_argument('--lr', type=number(0, 10), default=D['lr'],
+                   help=f"peak learning rate in (0, 10) (default {D['lr']:g})")
+    t.add_argument('--pretrained', action='store_true',
+                   help='start from ImageNet weights: 1 epoch on the head, then the rest unfrozen')
     t.add_argument('--precision', choices=('fp32', 'bf16'), default=None,
                    help="training precision (default: the faster of the two for this arch, size and machine)")
     t.add_argument('--out', type=Path, default=Path('runs/latest'), help='output folder: new, empty, or one an earlier '
-                   'run marked as its run folder (only the files that run wrote are replaced, when this run has written '
-                   'everything; anything else there is kept) (default runs/latest)')
+                   'run marked as its run folder (only the files that run wrote are replaced, when this run has '
+                   'written everything; anything else there is kept) (default runs/latest)')
     t.add_argument('--seed', type=integer(*SEED_RANGE), default=D['seed'],
                    help=f"random seed of initialisation, data order and augmentation (default {D['seed']})")
 
@@ -146,14 +152,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument('arch', help='ResNetX, torchvision or timm arch name')
     _size_arg(s, 224)
     _fold_arg(s, None, 'ResNetX archs only')
-    s.add_argument('--idx', type=integer(0, 10_000), nargs='*', default=None, help='drill into this child (index path, each >= 0)')
+    s.add_argument('--idx', type=integer(0, 10_000), nargs='*', default=None,
+                   help='drill into this child (index path, each >= 0)')
     s.add_argument('--verbose', action='store_true')
     g = sub.add_parser('plot', help='picture of a ResNetX topology (units and skips)')
     g.add_argument('arch', help='ResNetX arch name')
     _fold_arg(g, 1, 'default 1')
     g.add_argument('--start-id', type=integer(0, 10_000), default=None, help='first unit of the folded span (>= 0)')
     g.add_argument('--end-id', type=integer(1, 10_000), default=None, help='last unit of the folded span (>= 1)')
-    g.add_argument('--out', type=Path, default=Path('topology.png'), help=f"picture file, {', '.join(PLOT_FORMATS)} (default topology.png)")
+    g.add_argument('--out', type=Path, default=Path('topology.png'),
+                   help=f"picture file, {', '.join(PLOT_FORMATS)} (default topology.png)")
     return p
 
 
@@ -166,7 +174,8 @@ def check_paths(args):
         if args.labels is not None:
             if args.data is None: raise ValueError("`--labels` needs `--data`: the folder the CSV's file names are in")
             if not args.labels.is_file() and (args.data / args.labels).is_file():
-                args.labels = args.data / args.labels          # fastai's from_csv: the CSV's name relative to the folder
+                # fastai's from_csv: the CSV's name relative to the folder
+                args.labels = args.data / args.labels
             if not args.labels.is_file():
                 raise ValueError(f"`--labels` file {str(args.labels)!r} does not exist" if not args.labels.exists()
                                  else f"`--labels` {str(args.labels)!r} is not a file")
@@ -200,7 +209,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as e: return _stopped(e)
     except (ValueError, OSError, MemoryError) as e:
         lines = str(e).strip().splitlines()
-        if len(lines) > 1 and lines[0].startswith('Exception occured in `'): lines = lines[1:]   # fastai's callback prefix
+        # fastai's callback prefix
+        if len(lines) > 1 and lines[0].startswith('Exception occured in `'): lines = lines[1:]
         msg = lines[0].strip() if lines else type(e).__name__
         print(f'{prog}: error: {msg}', file=sys.stderr)
         return 2

@@ -48,8 +48,8 @@ def check_name_lengths(path:Path, arg:str):
         try: limit = os.pathconf(p, 'PC_NAME_MAX') if p.is_dir() else limit
         except (OSError, ValueError): pass
         if len(os.fsencode(part)) > limit:
-            raise ValueError(f"`{arg}` {str(path)!r}: the name {part[:20]!r}... is {len(os.fsencode(part))} bytes long, "
-                             f"the file system allows {limit}")
+            raise ValueError(f"`{arg}` {str(path)!r}: the name {part[:20]!r}... is {len(os.fsencode(part))} bytes "
+                             f"long, the file system allows {limit}")
         p = p / part
 
 
@@ -82,13 +82,14 @@ def _listing(names:list, n:int=4) -> str:
 
 
 def check_out_folder(out:Path, data:Path=None):
-    "`--out` of `train`: new, empty or a run folder, writable, names that fit, and neither the data folder nor above it."
+    "`--out` of `train`: new, empty or a run folder, writable, names that fit, neither the data folder nor above it."
     check_name_lengths(out, '--out')
     if out.exists() and not out.is_dir(): raise ValueError(f"`--out` {str(out)!r} is a file, not a folder")
     if data is not None:
         d, o = data.resolve(), out.resolve()
         if o == d or o in d.parents:
-            raise ValueError(f"`--out` {str(out)!r} holds the `--data` folder: the run would replace it; choose another folder")
+            raise ValueError(f"`--out` {str(out)!r} holds the `--data` folder: the run would replace it; "
+                             f"choose another folder")
     if out.is_dir():
         try: names = sorted(os.listdir(out))
         except OSError as e: raise ValueError(f"`--out` {str(out)!r} cannot be read: {e.strerror}") from None
@@ -96,12 +97,14 @@ def check_out_folder(out:Path, data:Path=None):
         if listed is None:
             foreign = [n for n in names if not _ours(n)]
             if foreign:
-                raise ValueError(f"`--out` {str(out)!r} holds files `resnetx train` did not write ({_listing(foreign)}): "
-                                 f"choose a new or empty folder (only a folder it marked as a run folder is written into)")
+                raise ValueError(f"`--out` {str(out)!r} holds files `resnetx train` did not write "
+                                 f"({_listing(foreign)}): choose a new or empty folder (only a folder it marked as a "
+                                 f"run folder is written into)")
         else:   # an output name the marker does not list, or not a file, is someone else's: it would be replaced
             others = [n for n in OUTPUTS if (out / n).exists() and (n not in listed or not (out / n).is_file())]
             if others:
-                raise ValueError(f"`--out` {str(out)!r}: {others[0]!r} is not a file the earlier run wrote; move it away")
+                raise ValueError(f"`--out` {str(out)!r}: {others[0]!r} is not a file the earlier run wrote; "
+                                 f"move it away")
     check_writable(out if out.is_dir() else out.parent, '--out')
 
 
@@ -111,14 +114,17 @@ def _hold_signals():
 
 
 class OutputFolder:
-    "A run's hold on `--out`: created if missing, locked, outputs written in place (temp file, rename), cleaned up on leaving."
-    # in place, file by file: a mount point cannot be renamed (EBUSY), and a user's files in the folder stay where they are
+    "A run's hold on `--out`: made if missing, locked, outputs written in place (temp file, rename), cleaned up after."
+    # in place, file by file: a mount point cannot be renamed (EBUSY),
+    # and a user's files in the folder stay where they are
     def __init__(self, out): self.out, self.created, self.fd = Path(out), [], None
 
     def __enter__(self):
         missing = []
         p = self.out.absolute()
-        while not p.exists(): missing.append(p); p = p.parent
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
         for d in reversed(missing):
             try: d.mkdir()
             except FileExistsError: continue
@@ -136,11 +142,13 @@ class OutputFolder:
         except BlockingIOError:
             try: pid = os.pread(self.fd, 32, 0).decode().strip() or '?'
             except OSError: pid = '?'
-            os.close(self.fd); self.fd = None
-            raise ValueError(f"`--out` {str(self.out)!r} is being written by another run (process {pid}): wait for it or "
-                             f"choose another folder") from None
+            os.close(self.fd)
+            self.fd = None
+            raise ValueError(f"`--out` {str(self.out)!r} is being written by another run (process {pid}): "
+                             f"wait for it or choose another folder") from None
         except OSError: pass                      # a file system without locks: the run goes on unlocked
-        os.ftruncate(self.fd, 0); os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
         self.discard(stale=True)
         return self
 
@@ -149,7 +157,8 @@ class OutputFolder:
         if self.fd is not None:
             try: os.unlink(self.out / LOCK)
             except OSError: pass
-            os.close(self.fd); self.fd = None
+            os.close(self.fd)
+            self.fd = None
         self._remove_created()
 
     def _remove_created(self):

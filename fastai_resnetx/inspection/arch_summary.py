@@ -24,7 +24,8 @@ def build_model(arch_or_model):
     if isinstance(arch_or_model, str): return build_by_name(arch_or_model, argname='arch_or_model')
     if not callable(arch_or_model):
         raise TypeError(f"arch_or_model={_describe(arch_or_model)} (a {type(arch_or_model).__name__}) is neither "
-                        f"an nn.Module nor an arch callable; allowed: a model, an arch such as `resnet50`, or a model name")
+                        f"an nn.Module nor an arch callable; allowed: a model, an arch such as `resnet50`, "
+                        f"or a model name")
     kwargs = random_init_kwargs(arch_or_model, lenient=True)
     try: model = arch_or_model(**kwargs)
     except Exception as e:
@@ -39,7 +40,8 @@ def _child(module, key, level):
     names = [n for n,_ in module.named_children()]
     where = f"{type(module).__name__} at level {level}"
     if isinstance(key, str):
-        if key not in names: raise IndexError(f"idx[{level}]={key!r}: {where} has no child named {key!r}; its children are {names}")
+        if key not in names: raise IndexError(f"idx[{level}]={key!r}: {where} has no child named {key!r}; "
+                                              f"its children are {names}")
         return module.get_submodule(key)
     if isinstance(key, bool) or not isinstance(key, int):
         raise TypeError(f"idx[{level}]={key!r} is a {type(key).__name__}; allowed: an int (or a child's name)")
@@ -107,7 +109,8 @@ class ArchSummary:
 
     def _repr_html_(self):
         th = ''.join(f'<th>{c}</th>' for c in self._columns())
-        trs = ''.join('<tr>' + ''.join(f'<td>{html.escape(c)}</td>' for c in self._cells(r)) + '</tr>' for r in self.rows)
+        trs = ''.join('<tr>' + ''.join(f'<td>{html.escape(c)}</td>' for c in self._cells(r)) + '</tr>'
+                      for r in self.rows)
         return f'<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>'
 
 def arch_summary(arch_or_model, idx=None, verbose=False):

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-__all__ = ['WEIGHTS_OFF', 'TimmName', 'weights_off_kwargs', 'random_init_kwargs', 'arch_from_name', 'build_by_name', 'build_arch',
-           'build_on_meta']
+__all__ = ['WEIGHTS_OFF', 'TimmName', 'weights_off_kwargs', 'random_init_kwargs', 'arch_from_name', 'build_by_name',
+           'build_arch', 'build_on_meta']
 
 # Every weights-like builder argument and the value that means "no weights": torchvision's `weights`/`weights_backbone`,
 # fastai's and timm's `pretrained`, torchvision's legacy `pretrained_backbone`.
@@ -20,7 +20,7 @@ _NOT_WEIGHTS = re.compile(r'pretrained_(cfg|strict)\w*')
 
 
 def weights_off_kwargs(arch) -> dict:
-    "Keyword arguments that turn off every weights-like argument in `arch`'s signature (`weights=None`, `pretrained=False`, ...)."
+    "Keyword arguments that turn off each weights-like argument of `arch` (`weights=None`, `pretrained=False`, ...)."
     try: ps = inspect.signature(arch).parameters
     except (TypeError, ValueError): return {}
     kwargs = {}
@@ -32,7 +32,7 @@ def weights_off_kwargs(arch) -> dict:
 
 
 def random_init_kwargs(arch, lenient:bool=False) -> dict:
-    "`weights_off_kwargs(arch)`; with `lenient`, `pretrained=False` too where the signature can't tell (unreadable, or **kwargs)."
+    "`weights_off_kwargs(arch)`; if `lenient`, `pretrained=False` when the signature can't tell (unreadable, **kwargs)."
     kwargs = weights_off_kwargs(arch)
     if not lenient or kwargs: return kwargs
     try: ps = inspect.signature(arch).parameters
@@ -51,7 +51,7 @@ class TimmName(str):
 
 
 def arch_from_name(name:str, argname:str='arch'):
-    "The arch `name` means: ResNetX names are ours, torchvision names torchvision's, other timm names (or `timm/NAME`) timm's."
+    "The arch `name` means: ours for ResNetX names, torchvision's for its names, else timm's (also for `timm/NAME`)."
     # Returns our entry point or torchvision's builder (functions), or a `TimmName` (a string, as fastai takes timm's).
     import timm, torchvision
     if not isinstance(name, str): raise TypeError(f'{argname}={name!r} is a {type(name).__name__}, not a model name')
@@ -63,9 +63,9 @@ def arch_from_name(name:str, argname:str='arch'):
     if name in ours: return ours[name]
     if name in torchvision.models.list_models(): return torchvision.models.get_model_builder(name)
     if timm.is_model(name): return TimmName(name)
-    raise ValueError(f'{argname}={name!r} is not known: allowed are our model names ({", ".join(sorted(ours))}), torchvision\'s '
-                     '(torchvision.models.list_models()) and timm\'s (timm.list_models(); `timm/NAME` for timm\'s where '
-                     'torchvision has the same name)')
+    raise ValueError(f'{argname}={name!r} is not known: allowed are our model names ({", ".join(sorted(ours))}), '
+                     'torchvision\'s (torchvision.models.list_models()) and timm\'s (timm.list_models(); `timm/NAME` '
+                     'for timm\'s where torchvision has the same name)')
 
 
 def _builder(arch):
@@ -86,18 +86,19 @@ def _checked(model, arch):
 
 
 class _InitOnMeta(TorchFunctionMode):
-    "In-place value changes of `meta` tensors (weight init: `normal_`, `uniform_`, `zero_`, ...) return at once: there are no values"
+    "In-place value changes of `meta` tensors (init's `normal_`, `zero_`, ...) return at once: there are no values"
     # Their meta kernels are Python decompositions: an efficientnet_b7 or densenet201 builds on meta in half the time.
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func in _VALUE_ONLY and isinstance(args[0], torch.Tensor) and args[0].device.type == 'meta': return args[0]
         return func(*args, **(kwargs or {}))
 
-_VALUE_ONLY = {getattr(torch.Tensor, name) for name in ('normal_', 'uniform_', 'zero_', 'fill_', 'copy_', 'mul_', 'add_', 'sub_',
-               'div_', 'clamp_', 'erfinv_', 'exp_', 'log_', 'sqrt_', 'bernoulli_', 'random_', 'exponential_', 'fill_diagonal_')}
+_VALUE_ONLY = {getattr(torch.Tensor, name) for name in ('normal_', 'uniform_', 'zero_', 'fill_', 'copy_', 'mul_',
+               'add_', 'sub_', 'div_', 'clamp_', 'erfinv_', 'exp_', 'log_', 'sqrt_', 'bernoulli_', 'random_',
+               'exponential_', 'fill_diagonal_')}
 
 
 def _building(*contexts):
-    "The contexts a build runs in: the same random weights every time, the user's random state untouched, init skipped on meta"
+    "A build's contexts: the same random weights every time, the user's random state untouched, init skipped on meta"
     # the same weights make a data-dependent count (detection heads) the same on every call
     stack = ExitStack()
     for c in (torch.random.fork_rng(devices=[]), *contexts, _InitOnMeta()): stack.enter_context(c)
@@ -106,7 +107,7 @@ def _building(*contexts):
 
 
 def build_arch(arch, device=None, **kwargs) -> nn.Module:
-    "Build the model of `arch` (a model function or name, see `arch_from_name`) on `device` with random weights, never downloading."
+    "Build `arch` (a model function or name, see `arch_from_name`) on `device` with random weights, never downloading."
     build = _builder(arch)
     with _building(torch.device(device or 'cpu')): return _checked(build(**kwargs), arch)
 
@@ -123,7 +124,8 @@ def build_on_meta(arch, **kwargs) -> nn.Module:
     # Some builders compute sizes with torch ops and read them back (RegNet's `BlockParams` calls `.tolist()`), which
     # a `meta` default device cannot do: accelerate's `init_empty_weights` puts only the parameters on `meta`.
     from accelerate import init_empty_weights
-    attempts = [lambda: torch.device('meta'), lambda: init_empty_weights(include_buffers=False), lambda: torch.device('cpu')]
+    attempts = [lambda: torch.device('meta'), lambda: init_empty_weights(include_buffers=False),
+                lambda: torch.device('cpu')]
     for i, context in enumerate(attempts):
         try:
             with _building(context()): return _checked(build(**kwargs), arch)

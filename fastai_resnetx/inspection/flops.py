@@ -1,4 +1,4 @@
-"Exact FLOPs and MACs per module call, counted by `torch.utils.flop_counter.FlopCounterMode`, on `meta` or real tensors."
+"Exact FLOPs and MACs per module call, counted by `torch.utils.flop_counter.FlopCounterMode` on `meta` or real tensors."
 from __future__ import annotations
 
 import copy, numbers
@@ -22,9 +22,9 @@ __all__ = ['CONVENTION', 'SummaryRow', 'ModelSummary', 'model_summary']
 
 aten = torch.ops.aten
 
-CONVENTION = ("FLOPs = 2 x MACs; MACs = multiply-adds of convolutions, linear layers, matmuls and attention, bias excluded "
-              "(as torchvision's `_ops`); norms, activations, pooling and elementwise ops such as the residual add count 0; "
-              "every call of a module is counted")
+CONVENTION = ("FLOPs = 2 x MACs; MACs = multiply-adds of convolutions, linear layers, matmuls and attention, "
+              "bias excluded (as torchvision's `_ops`); norms, activations, pooling and elementwise ops such as the "
+              "residual add count 0; every call of a module is counted")
 
 def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
     "FLOPs of the CPU attention kernel, which `FlopCounterMode` leaves out (it counts 0 for it on CPU)"
@@ -32,7 +32,8 @@ def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, *
 
 # On CPU `F.scaled_dot_product_attention` runs this kernel, missing from torch's registry: without it attention would
 # count 0 on CPU while `meta` (which decomposes to `bmm`) counts it.
-_EXTRA_FORMULAS = {op: _sdpa_cpu_flop for op in [getattr(aten, '_scaled_dot_product_flash_attention_for_cpu', None)] if op}
+_EXTRA_FORMULAS = {op: _sdpa_cpu_flop for op in [getattr(aten, '_scaled_dot_product_flash_attention_for_cpu', None)]
+                   if op}
 
 @dataclass(eq=False)
 class SummaryRow:
@@ -53,7 +54,8 @@ class SummaryRow:
     @property
     def self_macs(self): return self.self_flops // 2
     @property
-    def label(self): return (f'{self.name} ({self.module_type})' if self.name else self.module_type) + (f' #{self.call+1}' if self.call else '')
+    def label(self): return ((f'{self.name} ({self.module_type})' if self.name else self.module_type)
+                             + (f' #{self.call+1}' if self.call else ''))
 
 def _human(n):
     "`n` with a K/M/G/T suffix and 3 decimals"
@@ -78,9 +80,9 @@ def _shape_of(o):
 _COLS = ('Module', 'Input', 'Output', 'Params', 'MACs', 'FLOPs', 'Self FLOPs')
 
 class ModelSummary:
-    "Result of `model_summary`: `rows` (one `SummaryRow` per module call), `total_flops`, `total_macs`; prints as a table"
-    def __init__(self, model_name, rows, total_flops, total_params, trainable_params, input_size, device, max_depth=None,
-                 fallback=None):
+    "Result of `model_summary`: `rows` (a `SummaryRow` per module call), `total_flops`, `total_macs`; prints as a table"
+    def __init__(self, model_name, rows, total_flops, total_params, trainable_params, input_size, device,
+                 max_depth=None, fallback=None):
         store_attr(but='rows')  # `fallback`: why `meta` could not count it, when `device` is another one
         self.rows = L(rows)
 
@@ -97,18 +99,22 @@ class ModelSummary:
     def _header(self):
         inp = ', '.join(map(_shape_str, self.input_size))
         why = f" (meta could not run it: {self.fallback})" if self.fallback else ''
-        return (f'{self.model_name}: input {inp}, counted on {self.device}{why} by torch.utils.flop_counter.FlopCounterMode',
-                CONVENTION + '.', 'Module FLOPs/MACs include their children; the Self FLOPs column adds up to the total.')
+        return (f'{self.model_name}: input {inp}, counted on {self.device}{why} by '
+                'torch.utils.flop_counter.FlopCounterMode',
+                CONVENTION + '.',
+                'Module FLOPs/MACs include their children; the Self FLOPs column adds up to the total.')
 
     def _footer(self):
         return (f'Total params: {self.total_params:,} (trainable: {self.trainable_params:,})',
-                f'Total MACs: {_human(self.total_macs)} ({self.total_macs:,})   Total FLOPs: {_human(self.total_flops)} ({self.total_flops:,})')
+                f'Total MACs: {_human(self.total_macs)} ({self.total_macs:,})   '
+                f'Total FLOPs: {_human(self.total_flops)} ({self.total_flops:,})')
 
     def table(self, max_depth=None):
         "The summary as aligned text, rows down to `max_depth` (0: the model only)"
         cells = self._cells(max_depth)
         widths = [max(len(c[i]) for c in [_COLS, *cells]) for i in range(len(_COLS))]
-        def _line(c): return '  '.join(s.ljust(w) if i < 3 else s.rjust(w) for i,(s,w) in enumerate(zip(c, widths))).rstrip()
+        def _line(c):
+            return '  '.join(s.ljust(w) if i < 3 else s.rjust(w) for i,(s,w) in enumerate(zip(c, widths))).rstrip()
         bar = '=' * len(_line(_COLS))
         return '\n'.join([*self._header(), bar, _line(_COLS), bar, *map(_line, cells), bar, *self._footer()])
 
@@ -147,7 +153,8 @@ class _CallRecorder:
         self.params = _params_per_module(model, self.names)
 
     def _name(self, m):
-        if m not in self.names: self.names[m] = (self.stack[-1].name + '.' if self.stack else '') + f'<{type(m).__name__}>'
+        if m not in self.names:
+            self.names[m] = (self.stack[-1].name + '.' if self.stack else '') + f'<{type(m).__name__}>'
         return self.names[m]
 
     def _params(self, m):
@@ -185,28 +192,32 @@ def _check_sizes(input_size):
     if _is_shape(input_size): return (tuple(int(d) for d in input_size),)
     if isinstance(input_size, (tuple, list)) and input_size and all(map(_is_shape, input_size)):
         return tuple(tuple(int(d) for d in s) for s in input_size)
-    raise ValueError(f'input_size={input_size!r} is not a shape: pass a tuple of positive ints such as (1, 3, 224, 224) '
-                     '(batch, channels, height, width), or a list of such tuples for a model with several inputs')
+    raise ValueError(f'input_size={input_size!r} is not a shape: pass a tuple of positive ints such as '
+                     '(1, 3, 224, 224) (batch, channels, height, width), or a list of such tuples for a model with '
+                     'several inputs')
 
 def _check_device(device):
     "`device` as a `torch.device`, or a `ValueError` saying what is allowed"
     try: dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError) as e:
-        raise ValueError(f"device={device!r} is not a torch device: use 'meta' (no memory, no compute), 'cpu' or 'cuda'") from e
+        raise ValueError(f"device={device!r} is not a torch device: use 'meta' (no memory, no compute), "
+                         "'cpu' or 'cuda'") from e
     if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r}: CUDA is not available here; use 'meta' (same counts, no compute) or 'cpu'")
+        raise ValueError(f"device={device!r}: CUDA is not available here; use 'meta' (same counts, no compute) "
+                         "or 'cpu'")
     return dev
 
 
 class _LeftAsFound:
-    "On exit, every module of `model` has the attributes it had on entry: mode, parameters, buffers, hooks, plain attributes"
+    "On exit, each module of `model` has the attributes it had on entry: mode, params, buffers, hooks, plain attributes"
     # A forward may assign attributes (torchvision's AnchorGenerator caches `cell_anchors` on the input's device, so a
     # failed `meta` run would leave them on `meta`), register buffers or hooks, or switch modes; restoring each module's
     # attribute dict, and the contents of the dicts, lists and sets in it, undoes all of that, on success or failure.
     def __init__(self, model): self.model = model
 
     def __enter__(self):
-        self.saved = [(m, dict(vars(m)), {k: copy.copy(v) for k, v in vars(m).items() if isinstance(v, (dict, list, set))})
+        self.saved = [(m, dict(vars(m)),
+                       {k: copy.copy(v) for k, v in vars(m).items() if isinstance(v, (dict, list, set))})
                       for m in self.model.modules()]
         return self
 
@@ -218,13 +229,17 @@ class _LeftAsFound:
             for k, saved in contents.items():
                 v = attrs[k]
                 if isinstance(v, list): v[:] = saved
-                else: v.clear(); v.update(saved)
+                else:
+                    v.clear()
+                    v.update(saved)
 
 class _NormsOnMeta(TorchFunctionMode):
     "On `meta`, a norm's output is an empty tensor like its input: norms count 0 FLOPs either way"
-    # Their meta kernels are Python decompositions: without this, the 201 batch norms of a densenet201 take half its count.
+    # Their meta kernels are Python decompositions: without this, the 201 batch norms
+    # of a densenet201 take half its count.
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in _NORMS and isinstance(args[0], torch.Tensor) and args[0].device.type == 'meta': return torch.empty_like(args[0])
+        if func in _NORMS and isinstance(args[0], torch.Tensor) and args[0].device.type == 'meta':
+            return torch.empty_like(args[0])
         return func(*args, **(kwargs or {}))
 
 _NORMS = {F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm}
@@ -235,7 +250,8 @@ def _model_of(model_or_arch, dev, **kwargs):
         if kwargs: raise TypeError(f'model_summary got arch keyword arguments {list(kwargs)} with a model, not an arch')
         return model_or_arch, None
     if not (callable(model_or_arch) or isinstance(model_or_arch, str)):
-        raise TypeError(f'model_or_arch={model_or_arch!r}: expected an nn.Module, a function that builds one, or a model name')
+        raise TypeError(f'model_or_arch={model_or_arch!r}: expected an nn.Module, a function that builds one, '
+                        'or a model name')
     if dev.type != 'meta': return build_arch(model_or_arch, dev, **kwargs), None
     return build_on_meta(model_or_arch, **kwargs), lambda: build_arch(model_or_arch, 'cpu', **kwargs)
 
@@ -249,7 +265,8 @@ def _state_on(model, dev):
     "Parameters and buffers of `model` to swap in for a forward on `dev`: the forward can't change the model's own"
     if dev.type == 'meta': return {k: torch.empty_like(t, device='meta') for k, t in _all_named(model).items()}
     buffers = dict(model.named_buffers())  # copied: a forward that updates a buffer in place updates the copy
-    return {**{k: p.to(dev) for k, p in model.named_parameters()}, **{k: b.to(dev, copy=True) for k, b in buffers.items()}}
+    return {**{k: p.to(dev) for k, p in model.named_parameters()},
+            **{k: b.to(dev, copy=True) for k, b in buffers.items()}}
 
 def _all_named(model): return {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
@@ -267,20 +284,21 @@ def _failure(model, sizes, recorder, err):
         rank, size = len(conv.kernel_size) + 2, sizes[0]
         dims = {1: 'length', 2: 'height, width', 3: 'depth, height, width'}[rank - 2]
         if len(size) != rank:
-            msg += (f'. Its first convolution ({type(conv).__name__}) takes {rank}-dim input (batch, channels, {dims}); '
-                    f'input_size has {len(size)} dims')
+            msg += (f'. Its first convolution ({type(conv).__name__}) takes {rank}-dim input '
+                    f'(batch, channels, {dims}); input_size has {len(size)} dims')
         elif size[1] != conv.in_channels:
             msg += f'. Its first convolution takes {conv.in_channels} channels; input_size has {size[1]} at dim 1'
     return RuntimeError(msg)
 
 def _count(model, inputs, dev, sizes):
-    "Run `model` on `inputs` once under the counters, on `dev`, leaving it as it was; return the recorded rows and total"
+    "Run `model` on `inputs` once under the counters on `dev`, leaving it as it was; return the recorded rows and total"
     counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
     recorder = _CallRecorder(model, counter)
     with _LeftAsFound(model):
         state = _state_on(model, dev)
         model.eval()  # inference FLOPs; a train-mode forward would also move BatchNorm's running stats
-        with torch.no_grad(), torch.device(dev), counter, recorder, _NormsOnMeta() if dev.type == 'meta' else nullcontext():
+        with torch.no_grad(), torch.device(dev), counter, recorder, \
+             _NormsOnMeta() if dev.type == 'meta' else nullcontext():
             try: functional_call(model, state, tuple(inputs))
             except Exception as e: raise _failure(model, sizes, recorder, e) from e
     return recorder.rows, counter.get_total_flops()
@@ -293,14 +311,14 @@ def _meta_cannot_run(err) -> bool:
 def _inputs_on(inputs, sizes, dtype, dev):
     "The inputs on `dev`: empty on `meta`; elsewhere the given tensors, or a fixed random image in [0, 1) of each size"
     if inputs is not None:
-        return [torch.empty(t.shape, dtype=t.dtype, device=dev) if dev.type == 'meta' else t.as_subclass(torch.Tensor).to(dev)
-                for t in inputs]
+        return [torch.empty(t.shape, dtype=t.dtype, device=dev) if dev.type == 'meta'
+                else t.as_subclass(torch.Tensor).to(dev) for t in inputs]
     if dev.type == 'meta': return [torch.empty(s, dtype=dtype, device=dev) for s in sizes]
     g = torch.Generator().manual_seed(0)  # the same input every call, and the user's random state untouched
     return [torch.rand(s, generator=g, dtype=dtype).to(dev) for s in sizes]
 
 def _real_device(model):
-    "Where a model whose `meta` run failed can run: its parameters' device, CPU if it has none; None if they are on `meta`"
+    "Where a model whose `meta` run failed can run: its parameters' device, CPU if none; None if they are on `meta`"
     devs = {t.device for t in _tensors(model)}
     if any(d.type == 'meta' for d in devs): return None
     return next(iter(devs), torch.device('cpu'))
@@ -311,9 +329,9 @@ def _one_line(err, n=160):
 
 def model_summary(model_or_arch, input_size=(1, 3, 224, 224), device='meta', max_depth=None, inputs=None, fallback=True,
                   **kwargs):
-    "Exact FLOPs/MACs, shapes and params of every module call of a model or arch (built with random weights) on `input_size`"
-    # On `meta` by default; where `meta` can't run the model (data-dependent ops such as detection heads), and `fallback`,
-    # it counts on the model's own device (CPU for an arch) with a real input, and the header says so.
+    "Exact FLOPs/MACs, shapes and params of each module call of a model or arch (random weights) on `input_size`"
+    # On `meta` by default; where `meta` can't run the model (data-dependent ops such as detection heads), and
+    # `fallback`, it counts on the model's own device (CPU for an arch) with a real input, and the header says so.
     dev = _check_device(device)
     if inputs is None: sizes = _check_sizes(input_size)
     else:
@@ -331,8 +349,8 @@ def model_summary(model_or_arch, input_size=(1, 3, 224, 224), device='meta', max
         if rebuild is not None: model = rebuild()
         dev = _real_device(model)
         if dev is None:
-            raise RuntimeError(f"{e}. The model's weights are on 'meta', so it can't run elsewhere either: pass its arch "
-                               "(model_summary builds it on CPU then) or the model on a real device") from e
+            raise RuntimeError(f"{e}. The model's weights are on 'meta', so it can't run elsewhere either: pass "
+                               "its arch (model_summary builds it on CPU then) or the model on a real device") from e
         rows, total = _count(model, _inputs_on(inputs, sizes, dtype, dev), dev, sizes)
     params = {id(p): p for p in model.parameters()}.values()
     return ModelSummary(type(model).__name__, rows, total, sum(p.numel() for p in params),

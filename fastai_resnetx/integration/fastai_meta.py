@@ -1,4 +1,4 @@
-"""fastai integration data: `model_meta` entries (cut, split, stats, weights) for every ResNetX arch, by function and by name.
+"""fastai integration data: `model_meta` entries (cut, split, stats, weights) per ResNetX arch, by function and name.
 
 fastai looks up `model_meta.get(arch)` with whatever `arch` it was given: the entry point (`resnetx50`), its timm name
 (`'resnetx50'`, which `vision_learner` builds through timm), or an arch from `resnetx_arch('resnetx50', fold=3)`.
@@ -23,8 +23,8 @@ _BY_NAME = {arch.__name__: arch for arch in ARCHS}
 
 
 def _meta(arch) -> dict:
-    # cut=-2: the body is every child before `global_pool` and `fc` (stem layers and stages), as for torchvision's ResNet,
-    # so fastai's `create_body` and `DynamicUnet` see (and hook) each stem layer and stage
+    # cut=-2: the body is every child before `global_pool` and `fc` (stem layers and stages), as for torchvision's
+    # ResNet, so fastai's `create_body` and `DynamicUnet` see (and hook) each stem layer and stage
     meta = {'cut': -2, 'split': arch_splitter, 'stats': imagenet_stats}   # groups derived from the structure
     if pretrained_tags(arch.__name__): meta['weights'] = 'DEFAULT'   # fastai then calls arch(weights=...)
     return meta
@@ -40,14 +40,15 @@ def _input_channels_error(key):
                       f"weights) and normalizes the input only when it has 3 channels")
 
 def resnetx_arch(name, **overrides):
-    "A ResNetX arch with config overrides (e.g. `fold=3`) for fastai's learners; one `model_meta` entry per configuration."
+    "A ResNetX arch with config overrides (e.g. `fold=3`) for fastai's learners; one `model_meta` entry per config."
     base = _BY_NAME.get(getattr(name, '__name__', name))
     if base is None or (callable(name) and name is not base):
         raise ValueError(f"`name` must be one of {sorted(_BY_NAME)} (or its entry point), got {name!r}")
     for key in overrides:
         if ALIASES.get(key, key) == 'in_chans': raise _input_channels_error(key)
         if key in ('pretrained', 'weights'):
-            raise ValueError(f"resnetx_arch: `{key}` is chosen by fastai's learner (`pretrained=`, `weights=`), not the arch")
+            raise ValueError(f"resnetx_arch: `{key}` is chosen by fastai's learner (`pretrained=`, `weights=`), "
+                             "not the arch")
     base_cfg = RESNETX_CONFIGS[base.__name__]
     cfg = base_cfg.replace(**overrides)   # checks every key and value now, not when fastai builds the model
     if cfg == base_cfg: return base

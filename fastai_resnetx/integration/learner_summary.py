@@ -49,10 +49,10 @@ def learner_table(summary, bs=1, model_name=None):
     return res
 
 def model_inputs(learn, xb=None) -> list:
-    "The tensors `learn.model` is called with for the first item of a training batch: after batch transforms and callbacks"
-    # As fastai's `layer_info`: one item through the learner's own loop (callbacks that only train removed), in eval mode;
-    # a pre-hook records what reaches the model, so a callback that changes the batch (channels, dtype) is seen. The
-    # model is left as found (fastai's validation loop would leave it in eval mode).
+    "The tensors `learn.model` gets for the first item of a training batch: after batch transforms and callbacks"
+    # As fastai's `layer_info`: one item through the learner's own loop (callbacks that only train removed), in eval
+    # mode; a pre-hook records what reaches the model, so a callback that changes the batch (channels, dtype) is seen.
+    # The model is left as found (fastai's validation loop would leave it in eval mode).
     xb = learn.dls.train.one_batch()[:getattr(learn.dls.train, 'n_inp', 1)] if xb is None else xb
     seen = []
     def _record(module, args, kwargs):
@@ -73,17 +73,20 @@ def _footer(learn):
     "fastai's lines after the table: optimizer, loss function, frozen state, callbacks"
     res = f"Optimizer used: {learn.opt_func}\nLoss function: {learn.loss_func}\n\n"
     if learn.opt is not None:
-        res += "Model " + ("unfrozen\n\n" if learn.opt.frozen_idx == 0 else f"frozen up to parameter group #{learn.opt.frozen_idx}\n\n")
+        res += "Model " + ("unfrozen\n\n" if learn.opt.frozen_idx == 0
+                           else f"frozen up to parameter group #{learn.opt.frozen_idx}\n\n")
     return res + "Callbacks:\n" + '\n'.join(f"  - {cb}" for cb in learn.cbs.sorted('order'))
 
 def summary_with_flops(self: Learner, device='meta'):
     "fastai's summary of the model, optimizer and loss function, plus the FLOPs of every layer call and in total"
-    # `Learner.summary` calls this (integration/patches.py). Counted on `meta` where it can run (else on the model's device, see `model_summary`), on what the model really
-    # gets; if counting fails, fastai's own table, with the reason the FLOPs are missing.
+    # `Learner.summary` calls this (integration/patches.py). Counted on `meta` where it can run (else on the model's
+    # device, see `model_summary`), on what the model really gets; if counting fails, fastai's own table, with the
+    # reason the FLOPs are missing.
     _check_device(device)
     xb = self.dls.train.one_batch()[:getattr(self.dls.train, 'n_inp', 1)]
     inputs = model_inputs(self, xb)   # a model that fails here fails in fastai's summary too
-    try: res = learner_table(model_summary(self.model, inputs=inputs, device=device), find_bs(xb), type(self.model).__name__)
+    try: res = learner_table(model_summary(self.model, inputs=inputs, device=device), find_bs(xb),
+                             type(self.model).__name__)
     except Exception as e:
         res = module_summary(self, *xb) + f"FLOPs not counted: {_one_line(e)}\n\n"
     return PrettyString(res + _footer(self))

@@ -40,7 +40,8 @@ def _cpu_vendor() -> str:
 def _cpu_kind() -> str:
     if _cpu_flag('amx_tile') and _cpu_flag('avx512_bf16'): return 'cpu-amx'
     # the same instructions, measured on both: bf16 1.2-1.5x faster on an AMD EPYC, 0.87x on an Intel Xeon without AMX
-    if _cpu_flag('avx512_bf16'): return 'cpu-intel-avx512-bf16' if _cpu_vendor() == 'GenuineIntel' else 'cpu-avx512-bf16'
+    if _cpu_flag('avx512_bf16'):
+        return 'cpu-intel-avx512-bf16' if _cpu_vendor() == 'GenuineIntel' else 'cpu-avx512-bf16'
     return 'cpu-no-bf16'
 
 
@@ -73,7 +74,7 @@ def _non_finite(model) -> list:
 
 
 class BF16MixedPrecision(MixedPrecision):
-    """bf16 autocast on the learner's device (CPU included), optionally channels_last; on CUDA, fastai's `MixedPrecision('bf16')`.
+    """bf16 autocast on the learner's device (CPU too), optionally channels_last; on CUDA, `MixedPrecision('bf16')`.
     No loss scaling: bf16 has fp32's 8-bit exponent (same range), so gradients do not underflow as they do in fp16."""
     def __init__(self, channels_last:bool=None):
         "`channels_last` None: on CPU only, where oneDNN's bf16 convolutions want it."
@@ -89,8 +90,8 @@ class BF16MixedPrecision(MixedPrecision):
         if self.device.type == 'cuda': super().before_fit()
         else:
             if self.device.type == 'cpu' and _cpu_kind() == 'cpu-no-bf16':
-                warnings.warn("bf16 on a CPU without avx512_bf16/amx_bf16 runs emulated: training measured 5-10x slower "
-                              "than fp32 (bench/throughput_results.md); `learn.to_fp32()` goes back")
+                warnings.warn("bf16 on a CPU without avx512_bf16/amx_bf16 runs emulated: training measured 5-10x "
+                              "slower than fp32 (bench/throughput_results.md); `learn.to_fp32()` goes back")
             # the disabled GradScaler passes loss and step straight through, so MixedPrecision's hooks run unchanged
             self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16)
             self.learn.scaler, self.scales = torch.amp.GradScaler(self.device.type, enabled=False), []
@@ -109,9 +110,10 @@ class BF16MixedPrecision(MixedPrecision):
         # a silent NaN in the weights, seen only later in single-image predictions. Stop instead.
         if self.device.type == 'cpu' and (bad := _non_finite(self.model)):
             raise NonFiniteGradientsError(
-                f"bf16 training on CPU produced NaN/inf gradients in {len(bad)} parameter(s) (first: {bad[0]}); the weights "
-                f"were not updated. torch's bf16 convolution backward on CPU does this when a stride-2 conv sees a 1x1 "
-                f"feature map (a ResNet at 16 px or less): train in fp32 (`--precision fp32`, `learn.to_fp32()`) or larger")
+                f"bf16 training on CPU produced NaN/inf gradients in {len(bad)} parameter(s) (first: {bad[0]}); "
+                f"the weights were not updated. torch's bf16 convolution backward on CPU does this when a stride-2 "
+                f"conv sees a 1x1 feature map (a ResNet at 16 px or less): train in fp32 (`--precision fp32`, "
+                f"`learn.to_fp32()`) or larger")
         super().before_step()
 
     def after_fit(self):
@@ -129,7 +131,8 @@ def to_bf16(self:Learner, channels_last:bool=None):
 # bf16/fp32 ratio of training images/s (> 1: bf16 faster), per machine kind, for (arch, image size in px); bf16 with
 # channels_last, as `BF16MixedPrecision` runs it on CPU. Median of per-round paired ratios from bench/throughput.py.
 # 'cpu-amx': measured 2026-11 on a 2-core Xeon with AVX-512 and AMX bf16 (resnetx50 bs 16 at 64 px: 1.42x fold 1,
-#   1.51x fold 2; resnetx18 at 24-32 px about 1/1.05-1/1.1); to be replaced by the quiet run (bench/throughput.py docstring).
+#   1.51x fold 2; resnetx18 at 24-32 px about 1/1.05-1/1.1); to be replaced by the quiet run
+#   (bench/throughput.py docstring).
 #   (A later 2-core Xeon showed no AMX to torch, oneDNN or lscpu; still unmeasured on real AMX.)
 # 'cpu-avx512-bf16': ours, 2-core AMD EPYC with avx512_bf16 (no AMX), quiet machine, 9-15 rounds (bench/cpu_bf16_*.md,
 #   2026-11-27): resnetx18 fold 2 at 24 px bs 64 (the digits run) 1.20x (ratio of medians 1.13x, IQR 23%); resnetx50

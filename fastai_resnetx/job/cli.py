@@ -35,6 +35,7 @@ def _train(args):
 
 def run(args):
     "Run the parsed and checked command line `args`; out-of-memory becomes a one-line `ValueError`."
-    import matplotlib; matplotlib.use('Agg')
+    import matplotlib
+    matplotlib.use('Agg')
     with one_line_memory_error(getattr(args, 'size', None), getattr(args, 'bs', None)):
         {'train': _train, 'summary': _summary, 'plot': _plot}[args.command](args)

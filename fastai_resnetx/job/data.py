@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
-from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, PILImage, PILImageBW, RandomSplitter, IndexSplitter,
-                               Resize, aug_transforms, image_extensions, verify_images)
+from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, PILImage, PILImageBW, RandomSplitter,
+                               IndexSplitter, Resize, aug_transforms, image_extensions, verify_images)
 from resnetx_cli.runs import looks_like_run   # the front door's rule: one rule for what is a run folder
 
 from ..checks import check_int
@@ -71,15 +71,16 @@ def digits_split_sizes(n_items:int=None, valid_pct:float=0.2):
 
 def digits_dls(size:int=32, bs:int=64, valid_pct:float=0.2, seed:int=42, augment:bool=True, bw:bool=False,
                n_items:int=None, num_workers:int=0, **kwargs):
-    "DataLoaders of scikit-learn's 1797 real 8x8 handwritten digits (or the first `n_items`), upscaled to `size`, fixed split."
+    "DataLoaders of scikit-learn's 1797 real 8x8 handwritten digits (or the first `n_items`) at `size` px, fixed split."
     from sklearn.datasets import load_digits
-    check_int('size', size, 1); check_int('bs', bs, 1)
+    check_int('size', size, 1)
+    check_int('bs', bs, 1)
     if not 0 < valid_pct < 1: raise ValueError(f"`valid_pct` must be in (0, 1), got {valid_pct!r}")
     digits = load_digits()
     n = len(digits.images) if n_items is None else min(n_items, len(digits.images))
     if n * size * size * 2 > available_memory():
-        raise ValueError(f"`size` {size}: {n} digits at {size}x{size} px need {n * size * size / 2**30:.1f} GiB, more than "
-                         f"half the {available_memory() / 2**30:.1f} GiB free here")
+        raise ValueError(f"`size` {size}: {n} digits at {size}x{size} px need {n * size * size / 2**30:.1f} GiB, "
+                         f"more than half the {available_memory() / 2**30:.1f} GiB free here")
     images = np.round(digits.images[:n] * (255 / 16)).astype(np.uint8)
     # upscale once here (bilinear, as fastai's Resize would), not per item and epoch (a Resize per item triples the
     # time of an epoch's batches); `with_resize` adds the Resize an exported learner needs for images of any size
@@ -93,7 +94,7 @@ def digits_dls(size:int=32, bs:int=64, valid_pct:float=0.2, seed:int=42, augment
 
 
 def with_resize(dls, size:int):
-    "`dls` with a `Resize(size)` in every item pipeline that has none, so that images of any size are resized as in training."
+    "`dls` with a `Resize(size)` in each item pipeline without one, so images of any size are resized as in training."
     for dl in dls.loaders:
         if not any(isinstance(t, Resize) for t in dl.after_item.fs): dl.after_item.add(Resize(size))
     return dls
@@ -105,7 +106,7 @@ def _inside(path:str, folder:str) -> bool: return path == folder or path.startsw
 
 
 def display_name(name:str) -> str:
-    "A file name as text: bytes that are not UTF-8 (Latin-1 `caf\\xe9`) written as `\\xe9`; UTF-8 names read right under LC_ALL=C too."
+    "A file name as text: non-UTF-8 bytes (Latin-1 `caf\\xe9`) as `\\xe9`; UTF-8 names read right under LC_ALL=C too."
     return os.fsencode(name).decode('utf-8', errors='backslashreplace')
 
 
@@ -122,21 +123,25 @@ def find_images(root:Path, seen:set, skip=(), outputs:set=None) -> list:
         # not data: the run's own output folder, earlier runs' outputs, a folder reached twice (a loop outside the root)
         if real in dirs_seen or real in skip or looks_like_run(dirpath):
             if outputs is not None and real not in dirs_seen: outputs.add(dirpath)
-            dirnames[:] = []; continue
+            dirnames[:] = []
+            continue
         dirs_seen.add(real)
         # hidden folders (a run's temporary outputs) and links to folders inside the root (a loop, or a second view
         # of images read anyway) are left out; links to folders elsewhere are followed
         dirnames[:] = [d for d in sorted(dirnames) if not d.startswith('.') and not (
-            os.path.islink(os.path.join(dirpath, d)) and _inside(os.path.realpath(os.path.join(dirpath, d)), real_root))]
+            os.path.islink(os.path.join(dirpath, d))
+            and _inside(os.path.realpath(os.path.join(dirpath, d)), real_root))]
         found += [Path(dirpath) / f for f in sorted(filenames) if os.path.splitext(f)[1].lower() in image_extensions]
     unique = []
     for path in sorted(found, key=os.path.islink):          # stable: files first, then links (to files not yet read)
-        if os.path.realpath(path) not in seen: seen.add(os.path.realpath(path)); unique.append(path)
+        if os.path.realpath(path) not in seen:
+            seen.add(os.path.realpath(path))
+            unique.append(path)
     return unique
 
 
 class FolderLabel:
-    "Item getter: the label of an image file, the name of its top-level folder under one of `roots` (as `display_name`)."
+    "Item getter: an image file's label, the name of its top-level folder under one of `roots` (as `display_name`)."
     def __init__(self, roots): self.roots = [Path(r) for r in roots]
     def __call__(self, path):
         for root in self.roots:
@@ -170,8 +175,10 @@ def _what_is_in(folder:Path) -> str:
     names = [n for _, _, fs in os.walk(folder, onerror=_unreadable) for n in fs]
     if not names: return 'is empty'
     exts = sorted({os.path.splitext(n)[1].lower() or '(none)' for n in names})
-    return (f"holds {len(names)} files but no images (extensions {', '.join(exts[:5])}; images are "
-            f"{', '.join(sorted(e for e in image_extensions if e in ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.webp')))}, ...)")
+    return (
+        f"holds {len(names)} files but no images (extensions {', '.join(exts[:5])}; images are "
+        f"{', '.join(sorted(e for e in image_extensions if e in ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.webp')))}"
+        f", ...)")
 
 
 def _class_images(folder:Path, seen:set, skip) -> dict:
@@ -180,8 +187,9 @@ def _class_images(folder:Path, seen:set, skip) -> dict:
     files = find_images(folder, seen, skip, outputs)
     loose = [f for f in files if f.parent == folder]
     if loose:
-        raise ValueError(f"{str(folder)!r} holds {len(loose)} images outside class folders (e.g. {display_name(loose[0].name)!r}): "
-                         f"labels are the class folders, so put each class's images in {folder}/<class>/")
+        raise ValueError(f"{str(folder)!r} holds {len(loose)} images outside class folders "
+                         f"(e.g. {display_name(loose[0].name)!r}): labels are the class folders, so put each class's "
+                         f"images in {folder}/<class>/")
     by_class = {}
     for f in files: by_class.setdefault(f.relative_to(folder).parts[0], []).append(f)
     # every class folder becomes a class or the run is refused: one without images is not silently dropped (a folder
@@ -192,8 +200,8 @@ def _class_images(folder:Path, seen:set, skip) -> dict:
         if d.startswith('.') or d in by_class or d in output_tops or not p.is_dir(): continue
         if os.path.islink(p) and _inside(os.path.realpath(p), os.path.realpath(folder)): continue   # a second view
         if os.path.realpath(p) in {os.path.realpath(s) for s in skip}: continue
-        raise ValueError(f"class folder {display_name(str(p))!r} {_what_is_in(p)}: every class folder must hold images; "
-                         f"remove it or add its images")
+        raise ValueError(f"class folder {display_name(str(p))!r} {_what_is_in(p)}: every class folder must hold "
+                         f"images; remove it or add its images")
     names = {}
     for c in by_class: names.setdefault(display_name(c), []).append(c)
     twice = [v for v in names.values() if len(v) > 1]
@@ -206,11 +214,12 @@ def _random_holdout(by_class:dict, valid_pct:float, seed:int) -> tuple:
     small = {c: len(fs) for c, fs in by_class.items() if len(fs) < 2}
     if small:
         c, n = next(iter(small.items()))
-        raise ValueError(f"class {c!r} has {n} image: a random {valid_pct:.0%} of each class is held out for validation, "
-                         f"so each class needs at least 2 images (or give train/ and valid/ folders)")
+        raise ValueError(f"class {c!r} has {n} image: a random {valid_pct:.0%} of each class is held out for "
+                         f"validation, so each class needs at least 2 images (or give train/ and valid/ folders)")
     rng, train, valid = random.Random(seed), {}, {}
     for c, fs in sorted(by_class.items()):
-        fs = fs.copy(); rng.shuffle(fs)
+        fs = fs.copy()
+        rng.shuffle(fs)
         k = min(math.ceil(valid_pct * len(fs)), len(fs) - 1)
         valid[c], train[c] = fs[:k], fs[k:]
     return train, valid
@@ -236,12 +245,13 @@ def _check_layout(root:Path):
 
 def _valid_folder(root:Path):
     found = [root / n for n in VALID_FOLDERS if (root / n).is_dir()]
-    if len(found) > 1: raise ValueError(f"`data` {str(root)!r} has {' and '.join(f.name + '/' for f in found)}: keep one validation folder")
+    if len(found) > 1: raise ValueError(f"`data` {str(root)!r} has {' and '.join(f.name + '/' for f in found)}: "
+                                        f"keep one validation folder")
     return found[0] if found else None
 
 
 def read_folder(path, valid_pct:float=0.2, seed:int=42, skip=()) -> FolderItems:
-    "The images and labels of a data folder (`train/` and `valid/`, `val/` or `validation/`, or class folders); `skip`: folders to leave out."
+    "A data folder's images and labels (`train/` and `valid/`, `val/` or `validation/`, or class folders) minus `skip`."
     root, seen, notes = Path(path), set(), []
     if not root.is_dir(): raise ValueError(f"`data` folder {str(root)!r} does not exist")
     valid_dir = _valid_folder(root)
@@ -255,13 +265,15 @@ def read_folder(path, valid_pct:float=0.2, seed:int=42, skip=()) -> FolderItems:
     else: roots, train, valid = [root], _class_images(root, seen, skip), None
     n_train = sum(map(len, train.values()))
     if n_train == 0: raise ValueError(f"`data` folder {str(root)!r} holds no image files")
-    if len(train) < 2: raise ValueError(f"`data` folder {str(roots[0])!r} needs at least 2 class folders, found {sorted(train)}")
+    if len(train) < 2: raise ValueError(f"`data` folder {str(roots[0])!r} needs at least 2 class folders, "
+                                        f"found {sorted(train)}")
     if valid is None:
         train, valid = _random_holdout(train, valid_pct, seed)
         notes.append(_holdout_note(train, valid, seed))
     else:
         extra = sorted(set(valid) - set(train))
-        if extra: raise ValueError(f"class {extra[0]!r} is in {valid_dir.name}/ but not in train/ (train/ has {sorted(train)})")
+        if extra: raise ValueError(f"class {extra[0]!r} is in {valid_dir.name}/ but not in train/ "
+                                   f"(train/ has {sorted(train)})")
         if not any(valid.values()): raise ValueError(f"{str(valid_dir)!r} holds no images")
     n_train = sum(map(len, train.values()))
     files = [f for c in sorted(train) for f in train[c]] + [f for c in sorted(valid) for f in valid[c]]
@@ -270,12 +282,13 @@ def read_folder(path, valid_pct:float=0.2, seed:int=42, skip=()) -> FolderItems:
 
 
 def read_csv_labels(path, labels, valid_pct:float=0.2, seed:int=42) -> FolderItems:
-    "The images and labels of a data folder from a CSV (as fastai's `from_csv`: file column, label column, optional `is_valid`)."
+    "A data folder's images and labels from CSV (as fastai's `from_csv`: file and label columns, optional `is_valid`)."
     import pandas as pd
     root, labels = Path(path), Path(labels)
     try: df = pd.read_csv(labels, header='infer', dtype=str, keep_default_na=False)
     except Exception as e:
-        raise ValueError(f"`--labels` {str(labels)!r} cannot be read as CSV: {str(e).strip().splitlines()[0]}") from None
+        raise ValueError(f"`--labels` {str(labels)!r} cannot be read as CSV: "
+                         f"{str(e).strip().splitlines()[0]}") from None
     if df.shape[1] < 2 or len(df) == 0:
         raise ValueError(f"`--labels` {str(labels)!r} needs a file column and a label column and at least one row, "
                          f"got {df.shape[1]} column(s) and {len(df)} row(s)")
@@ -294,7 +307,8 @@ def read_csv_labels(path, labels, valid_pct:float=0.2, seed:int=42) -> FolderIte
         is_valid = vi is not None and str(row[vi]).strip().lower() in ('1', 'true', 'yes')
         (valid_by_class if is_valid else by_class).setdefault(label, []).append(f)
     if len(by_class) < 2:
-        raise ValueError(f"`--labels` {str(labels)!r} gives {len(by_class)} training label(s) {sorted(by_class)}: at least 2 are needed")
+        raise ValueError(f"`--labels` {str(labels)!r} gives {len(by_class)} training label(s) {sorted(by_class)}: "
+                         f"at least 2 are needed")
     notes = []
     if valid_col is None:
         by_class, valid_by_class = _random_holdout(by_class, valid_pct, seed)
@@ -302,7 +316,8 @@ def read_csv_labels(path, labels, valid_pct:float=0.2, seed:int=42) -> FolderIte
     else:
         extra = sorted(set(valid_by_class) - set(by_class))
         if extra:
-            raise ValueError(f"label {extra[0]!r} has only is_valid rows in `--labels` {str(labels)!r}: nothing to train on")
+            raise ValueError(f"label {extra[0]!r} has only is_valid rows in `--labels` {str(labels)!r}: "
+                             f"nothing to train on")
         if not valid_by_class: raise ValueError(f"`--labels` {str(labels)!r}: no row has is_valid true")
     train, valid = by_class, valid_by_class
     files = [f for c in sorted(train) for f in train[c]] + [f for c in sorted(valid) for f in valid[c]]
@@ -314,13 +329,15 @@ def read_csv_labels(path, labels, valid_pct:float=0.2, seed:int=42) -> FolderIte
 
 def _check_readable(files):
     bad = verify_images(files)
-    if bad: raise ValueError(f"unreadable image {str(bad[0])!r} in `data` ({len(bad)} of {len(files)} files cannot be opened)")
+    if bad: raise ValueError(f"unreadable image {str(bad[0])!r} in `data` ({len(bad)} of {len(files)} files "
+                             f"cannot be opened)")
 
 
 def folder_dls(path, size:int=64, bs:int=32, valid_pct:float=0.2, seed:int=42, augment:bool=True, num_workers:int=0,
                items:FolderItems=None, **kwargs):
     "DataLoaders from an image folder (see `read_folder`; `items`: its result, when already read)."
-    check_int('size', size, 1); check_int('bs', bs, 1)
+    check_int('size', size, 1)
+    check_int('bs', bs, 1)
     items = items or read_folder(path, valid_pct, seed)
     _check_readable(items.files)
     dblock = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=items.classes)), get_x=open_image,

@@ -41,7 +41,8 @@ def plot_topology(model_or_arch, figsize=None, dpi:int=100, out=None, title:str=
     # stages as shaded spans; output 0 is the stem
     bounds, start = [], 1
     for s, k in enumerate(plan.num_units, start=1):
-        bounds.append((s, start, start + k - 1)); start += k
+        bounds.append((s, start, start + k - 1))
+        start += k
     for s, a, b in bounds:
         ax.axvspan(a - 0.45, b + 0.45, color='0.93' if s % 2 else '0.86', zorder=0)
         ax.text((a + b) / 2, -0.55, f'stage {s}', ha='center', va='top', fontsize=8)
@@ -56,8 +57,10 @@ def plot_topology(model_or_arch, figsize=None, dpi:int=100, out=None, title:str=
         ax.add_patch(arc)
         drawn.append((src, l, kind))
     top = 0.25 * max(l - s for s, l, _ in skips) + 0.4
-    ax.set_xlim(-0.8, n + 0.8); ax.set_ylim(-1.35, top)
-    ax.set_yticks([]); ax.set_xticks(range(n + 1))
+    ax.set_xlim(-0.8, n + 0.8)
+    ax.set_ylim(-1.35, top)
+    ax.set_yticks([])
+    ax.set_xticks(range(n + 1))
     ax.tick_params(axis='x', labelsize=7)
     for side in ('left', 'right', 'top'): ax.spines[side].set_visible(False)
     cfg = model.cfg
@@ -81,8 +84,11 @@ def plot_confusion_matrix(predicted, actual, vocab, figsize=(6, 6), dpi:int=100)
     ax.imshow(cm, cmap='Blues')
     for i, j in np.ndindex(cm.shape):
         ax.text(j, i, cm[i, j], ha='center', va='center', color='white' if cm[i, j] > cm.max() / 2 else 'black')
-    ax.set_xticks(range(n), [str(v) for v in vocab], rotation=90); ax.set_yticks(range(n), [str(v) for v in vocab])
-    ax.set_xlabel('Predicted'); ax.set_ylabel('Actual'); ax.set_title(f'Confusion matrix ({cm.sum()} images)')
+    ax.set_xticks(range(n), [str(v) for v in vocab], rotation=90)
+    ax.set_yticks(range(n), [str(v) for v in vocab])
+    ax.set_xlabel('Predicted')
+    ax.set_ylabel('Actual')
+    ax.set_title(f'Confusion matrix ({cm.sum()} images)')
     fig.tight_layout()
     fig.confusion = cm
     return fig

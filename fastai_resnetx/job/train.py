@@ -16,8 +16,8 @@ import fastai.distributed  # noqa: F401  (Learner.distrib_ctx)
 from ..model.resnetx import num_params
 from ..model.config import RESNETX_CONFIGS
 from ..model import archs as _resnetx
-from .data import (digits_dls, folder_dls, read_folder, read_csv_labels, digits_split_sizes, available_memory, with_resize,
-                   display_name)
+from .data import (digits_dls, folder_dls, read_folder, read_csv_labels, digits_split_sizes, available_memory,
+                   with_resize, display_name)
 from .plots import plot_confusion_matrix
 from ..integration.distributed import distrib_kwargs
 from ..checks import check_int, check_float, check_choice
@@ -41,7 +41,7 @@ from ..integration.fastai_meta import resnetx_arch   # one `model_meta` entry pe
 
 
 def _folded_name(name:str, arch) -> str:
-    "The folded arch of ResNet `name` as `arch_from_name` reads it (torchvision's or timm's), or None if it cannot fold."
+    "The folded arch of ResNet `name` as `arch_from_name` reads it (torchvision's or timm's), or None if it can't fold."
     from ..model.family_archs import PREFIX, TV_PREFIX, TIMM_SOURCES, TV_SOURCES
     base = name.removeprefix('timm/')
     if getattr(arch, '__module__', '').startswith('torchvision') and base in TV_SOURCES: return TV_PREFIX + base
@@ -50,7 +50,7 @@ def _folded_name(name:str, arch) -> str:
 
 
 def resolve_arch(name:str, fold:int=None):
-    "The arch a name means (`arch_from_name`'s rule): ours (with `fold`), torchvision's, or timm's (a name fastai passes to timm)."
+    "A name's arch (as `arch_from_name`): ours (with `fold`), torchvision's, or timm's (a name fastai passes to timm)."
     from ..inspection.build import arch_from_name
     arch = arch_from_name(name)
     if name in RESNETX_CONFIGS: return resnetx_arch(name, **({} if fold is None else {'fold': fold}))
@@ -81,8 +81,11 @@ class TrainSettings:
 
     def checked(self):
         "These settings with the defaults filled in, or a `ValueError` naming the first bad one and what is allowed."
-        check_int('epochs', self.epochs, 1); check_int('size', self.size, 8); check_int('bs', self.bs, 2)
-        check_int('seed', self.seed, 0); check_float('lr', self.lr, 0, 10, open_min=True, open_max=True)
+        check_int('epochs', self.epochs, 1)
+        check_int('size', self.size, 8)
+        check_int('bs', self.bs, 2)
+        check_int('seed', self.seed, 0)
+        check_float('lr', self.lr, 0, 10, open_min=True, open_max=True)
         check_choice('precision', self.precision, (*PRECISIONS, None))
         if self.fold is None and self.arch in RESNETX_CONFIGS: self.fold = TRAIN_DEFAULTS['fold']
         if self.fold is not None: check_int('fold', self.fold, 1)
@@ -94,18 +97,20 @@ def atomic_write(path:Path, write):
     "Write one file through a temporary file and rename, so an interrupted write leaves no half-written file."
     tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
     try:
-        write(tmp); os.replace(tmp, path)
+        write(tmp)
+        os.replace(tmp, path)
     finally:
         if tmp.exists(): tmp.unlink()
 
 
 def check_disk_space(model:nn.Module, out:Path, extra:int=4 * 2**20):
-    "Refuse, in one line, an `out` whose disk cannot take the outputs: `model`'s tensors (export.pkl) and `extra` bytes."
+    "Refuse, in one line, an `out` whose disk can't take the outputs: `model`'s tensors (export.pkl) and `extra` bytes."
     need = sum(t.numel() * t.element_size() for t in model.state_dict().values()) + extra
     free = shutil.disk_usage(nearest_existing(out)).free
     if need > free:
         raise ValueError(f"`--out` {str(out)!r}: the outputs need about {need / 2**20:.1f} MiB (export.pkl of a "
-                         f"{num_params(model) / 1e6:.1f}M-parameter model), {free / 2**20:.1f} MiB are free on its disk")
+                         f"{num_params(model) / 1e6:.1f}M-parameter model), "
+                         f"{free / 2**20:.1f} MiB are free on its disk")
 
 
 class StopOnNonFinite(Callback):
@@ -123,19 +128,21 @@ def check_input_size(model:nn.Module, size:int, arch:str, bs:int=1, device=None)
     "Refuse, in one line, a `size` that `model` cannot take or whose activations for `bs` images cannot fit in memory."
     try: meta = copy.deepcopy(model).to('meta').eval()
     except Exception: return                       # cannot copy it: the real run will tell
-    numel, hooks = [0], [m.register_forward_hook(lambda m, i, o: numel.__setitem__(0, numel[0] + (o.numel() if torch.is_tensor(o) else 0)))
+    numel, hooks = [0], [m.register_forward_hook(
+                             lambda m, i, o: numel.__setitem__(0, numel[0] + (o.numel() if torch.is_tensor(o) else 0)))
                          for m in meta.modules() if not list(m.children())]
     try:
         with torch.no_grad(): meta(torch.empty(1, 3, size, size, device='meta'))
     except NotImplementedError: return             # an op without a meta kernel: the real run will tell
     except Exception as e:
-        raise ValueError(f"`size` {size} does not work with {arch}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+        raise ValueError(f"`size` {size} does not work with {arch}: "
+                         f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
     finally:
         for h in hooks: h.remove()
     need, free = 4 * bs * numel[0], available_memory(device)   # fp32 outputs of every layer, kept for the backward pass
     if need > free:
-        raise ValueError(f"`size` {size} with `bs` {bs} needs at least {need / 2**30:.1f} GiB for {arch}'s activations, "
-                         f"{free / 2**30:.1f} GiB are free here: use a smaller size or batch size")
+        raise ValueError(f"`size` {size} with `bs` {bs} needs at least {need / 2**30:.1f} GiB for {arch}'s "
+                         f"activations, {free / 2**30:.1f} GiB are free here: use a smaller size or batch size")
 
 
 @contextmanager
@@ -154,9 +161,11 @@ def fit_batch_size(bs:int, n_train:int) -> tuple:
     world = max(num_distrib(), 1)
     per_rank = n_train // world
     if per_rank < 2:
-        raise ValueError(f"{n_train} training images are too few for {world} processes: each needs at least 2 (BatchNorm)")
+        raise ValueError(f"{n_train} training images are too few for {world} processes: each needs at least 2 "
+                         f"(BatchNorm)")
     if bs <= per_rank: return bs, None
-    return per_rank, f"note: `bs` {bs} is more than the {per_rank} training images{' per process' if world > 1 else ''}; using bs {per_rank}"
+    return per_rank, (f"note: `bs` {bs} is more than the {per_rank} training images"
+                      f"{' per process' if world > 1 else ''}; using bs {per_rank}")
 
 
 def _dls(data, s:TrainSettings, n_items:int, out:Path, labels=None):
@@ -164,7 +173,8 @@ def _dls(data, s:TrainSettings, n_items:int, out:Path, labels=None):
     if data is None:
         bs, note = fit_batch_size(s.bs, digits_split_sizes(n_items)[0])
         return digits_dls(size=s.size, bs=bs, seed=SPLIT_SEED, n_items=n_items), [note]
-    items = read_csv_labels(data, labels, seed=SPLIT_SEED) if labels is not None else read_folder(data, seed=SPLIT_SEED, skip=[out])
+    items = (read_csv_labels(data, labels, seed=SPLIT_SEED) if labels is not None
+             else read_folder(data, seed=SPLIT_SEED, skip=[out]))
     bs, note = fit_batch_size(s.bs, len(items.train_idx))
     return folder_dls(data, size=s.size, bs=bs, items=items), [*items.notes, note]
 
@@ -198,7 +208,8 @@ class EpochLines(Callback):
 def _log_lines(learn, lines:bool):
     "With `lines`, the progress bar gives way to one line per epoch, and comes back afterwards."
     if not lines or not hasattr(learn, 'progress'):
-        yield; return
+        yield
+        return
     learn.remove_cb(ProgressCallback).add_cb(EpochLines())
     try: yield
     finally:
@@ -217,7 +228,8 @@ def _fit(learn, s:TrainSettings):
 def _data_parallel(learn):
     "Under torchrun (several processes), fastai's DDP for the block; then this process leaves the process group."
     if num_distrib() <= 1:
-        yield; return
+        yield
+        return
     try:
         with learn.distrib_ctx(**distrib_kwargs()): yield
     finally:
@@ -254,7 +266,8 @@ def _write_outputs(learn, folder:OutputFolder, metrics:dict, predicted, actual):
         try: write(folder.temp(name))
         except Exception as e:                   # disk full, quota, I/O error: torch and PIL wrap them in their own
             folder.discard()
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            reason = (e.strerror if isinstance(e, OSError) and e.strerror
+                      else (str(e).strip().splitlines() or [type(e).__name__])[-1])
             reason = re.sub(r'^\[enforce fail at [^\]]*\]\s*\.?\s*', '', reason)   # torch's C++ source position
             raise OSError(f"writing {name} to {folder.out} failed ({reason}); no outputs were written, the folder's "
                           f"earlier files are kept") from None
@@ -276,7 +289,7 @@ class _Progress:
 
 
 def _fit_and_evaluate(learn, s:TrainSettings, show:bool, progress) -> tuple:
-    "Fit (in DDP under torchrun), then (loss, accuracy, predicted, actual) on the whole validation set, and the fit's seconds."
+    "Fit (DDP under torchrun), then (loss, accuracy, predicted, actual) on all validation images and the fit's seconds."
     with ExitStack() as stack:
         for ctx in [_log_lines(learn, lines=not sys.stdout.isatty())] if show else [learn.no_bar(), learn.no_logging()]:
             stack.enter_context(ctx)
@@ -290,13 +303,15 @@ def _fit_and_evaluate(learn, s:TrainSettings, show:bool, progress) -> tuple:
 def _metrics(s:TrainSettings, data, dls, learn, loss:float, acc:float, fit_s:float) -> dict:
     return dict(arch=s.arch, fold=s.fold, epochs=s.epochs, size=s.size, bs=dls.bs,
                 lr=s.lr, pretrained=s.pretrained, precision=s.precision, seed=s.seed,
-                data=display_name(str(data)) if data is not None else 'digits', n_train=len(dls.train_ds), n_valid=len(dls.valid_ds),
-                valid_loss=loss, valid_accuracy=acc, params=num_params(learn.model), fit_seconds=round(fit_s, 2))
+                data=display_name(str(data)) if data is not None else 'digits', n_train=len(dls.train_ds),
+                n_valid=len(dls.valid_ds), valid_loss=loss, valid_accuracy=acc, params=num_params(learn.model),
+                fit_seconds=round(fit_s, 2))
 
 
 @delegates(TrainSettings)
-def train(data=None, out='runs/latest', n_items:int=None, show:bool=True, save:bool=True, labels=None, **kwargs) -> dict:
-    "Train on `data` (an image folder, `labels` an optional CSV; None: the digits) and write outputs to `out`; the metrics and `learner`."
+def train(data=None, out='runs/latest', n_items:int=None, show:bool=True, save:bool=True, labels=None,
+          **kwargs) -> dict:
+    "Train on `data` (image folder, `labels` optional CSV; None: digits), outputs to `out`; the metrics and `learner`."
     s, out, main = TrainSettings(**kwargs).checked(), Path(out), rank_distrib() == 0
     progress, writing = _Progress(out), save and main
     try:

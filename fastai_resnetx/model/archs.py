@@ -1,4 +1,4 @@
-"The named ResNetX archs: one entry point each (`resnetx50`), for direct calls, fastai's `model_meta` and timm's registry."
+"The named ResNetX archs: an entry point each (`resnetx50`) for direct calls, fastai's `model_meta`, timm's registry."
 import contextlib, dataclasses, inspect, os
 from collections.abc import Mapping
 from dataclasses import fields
@@ -7,12 +7,14 @@ from functools import partial
 import torch
 import torchvision
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, resolve_pretrained_cfg, PretrainedCfg
+from timm.models import (build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, resolve_pretrained_cfg,
+                         PretrainedCfg)
 from timm.models import load_pretrained as timm_load_pretrained
 
 from .config import RESNETX_CONFIGS, ALIASES
 from .resnetx import ResNetX
-from .weights import CHECKPOINT_SUFFIXES, checkpoint_file, read_checkpoint, state_dict_of, map_state_dict, resnet_counterpart
+from .weights import (CHECKPOINT_SUFFIXES, checkpoint_file, read_checkpoint, state_dict_of, map_state_dict,
+                      resnet_counterpart)
 
 __all__ = ['create_resnetx', 'resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152', 'resnetx_mbconv',
            'resnetx_fused', 'ARCHS', 'PRETRAINED_TAGS', 'pretrained_tags', 'torchvision_weights', 'load_pretrained']
@@ -65,24 +67,25 @@ def _canonical(kwargs:dict) -> dict:
 
 
 def torchvision_weights(arch:str, weights='DEFAULT'):
-    "torchvision's `Weights` member for ResNet `arch` ('resnet50') from a name ('IMAGENET1K_V2', 'DEFAULT') or a member."
+    "torchvision's `Weights` member for ResNet `arch` ('resnet50') from a name ('IMAGENET1K_V2', 'DEFAULT') or member."
     enum = torchvision.models.get_model_weights(arch)
     if isinstance(weights, enum): return weights
     if isinstance(weights, str):
         name = weights[len(enum.__name__) + 1:] if weights.startswith(enum.__name__ + '.') else weights
         if name in enum.__members__: return enum[name]
     hint = ' (those are for another model)' if isinstance(weights, torchvision.models.WeightsEnum) else ''
-    raise ValueError(f"`weights`={weights!r}{hint} is not torchvision weights of {arch}; allowed: {list(enum.__members__)} "
-                     f"or a {enum.__name__} member")
+    raise ValueError(f"`weights`={weights!r}{hint} is not torchvision weights of {arch}; allowed: "
+                     f"{list(enum.__members__)} or a {enum.__name__} member")
 
 
 def _is_file(weights) -> bool:
     if isinstance(weights, os.PathLike): return True
-    return isinstance(weights, str) and (weights.lower().endswith(CHECKPOINT_SUFFIXES) or os.sep in weights or '/' in weights)
+    return isinstance(weights, str) and (weights.lower().endswith(CHECKPOINT_SUFFIXES) or os.sep in weights
+                                         or '/' in weights)
 
 
 def _weights_cfg(name:str, weights) -> tuple:
-    "Our `weights=` as timm's (`pretrained_cfg` tag, `pretrained_cfg_overlay`): a tag, a torchvision name, a file, a state dict."
+    "Our `weights=` as timm's (`pretrained_cfg` tag, `_overlay`): a tag, a torchvision name, a file, a state dict."
     tags = pretrained_tags(name)
     if isinstance(weights, Mapping): return None, dict(state_dict=weights)
     if _is_file(weights): return None, dict(file=str(weights))
@@ -95,7 +98,8 @@ def _weights_cfg(name:str, weights) -> tuple:
         tag = weights.removeprefix(f'{name}.').removeprefix(f'timm:{resnet}.')
         if tag in tags: return tag, {}
         if weights.startswith('timm:'):
-            raise ValueError(f"`weights`={weights!r}: {name} takes the timm weights {[f'timm:{resnet}.{t}' for t in tags]}")
+            raise ValueError(f"`weights`={weights!r}: {name} takes the timm weights "
+                             f"{[f'timm:{resnet}.{t}' for t in tags]}")
     if not isinstance(weights, (str, torchvision.models.WeightsEnum)):
         raise ValueError(f"`weights` must be True, one of the tags {list(tags)}, a torchvision weights name or member, "
                          f"'timm:<name>', a {'/'.join(CHECKPOINT_SUFFIXES)} file or a state dict; got {weights!r}")
@@ -104,14 +108,14 @@ def _weights_cfg(name:str, weights) -> tuple:
 
 
 def _checkpoint_cfg(state_dict:dict, cfg) -> dict:
-    "What a state dict was trained for (classes, input channels) as pretrained cfg fields: timm adapts the model's to them."
+    "What a state dict was trained for (classes, input channels) as pretrained cfg fields, for timm to adapt the model."
     fc, conv = state_dict.get('fc.weight'), state_dict.get('conv1.weight')
     in_chans = cfg.input_size[0] if conv is None else conv.shape[1]
     return dict(num_classes=0 if fc is None else fc.shape[0], input_size=(in_chans, *cfg.input_size[1:]))
 
 
 def _resolve(name, tag=None, overlay=None):
-    "timm's resolved pretrained cfg of arch `name` and `tag` with `overlay`; for an unnamed ResNetX, a cfg with no weights."
+    "timm's resolved pretrained cfg of `name` and `tag` with `overlay`; for an unnamed ResNetX, a cfg with no weights."
     if name: return resolve_pretrained_cfg(name, tag, overlay)
     return dataclasses.replace(PretrainedCfg(**_NO_WEIGHTS, architecture='ResNetX'), **(overlay or {}))
 
@@ -144,7 +148,8 @@ def create_resnetx(name:str, pretrained:bool=False, weights=None, **kwargs) -> R
     source, path = None, None
     if pretrained: source, path = _read_weights(name, kwargs)
     # features_only wraps the model in timm's FeatureGetterNet, which calls `forward_intermediates`
-    model = build_model_with_cfg(_build, name, pretrained=pretrained, pretrained_filter_fn=partial(map_state_dict, source=source),
+    model = build_model_with_cfg(_build, name, pretrained=pretrained,
+                                 pretrained_filter_fn=partial(map_state_dict, source=source),
                                  feature_cfg=dict(feature_cls='getter'), name=name, **kwargs)
     for m in (model, getattr(model, 'model', None)):   # the cfg keeps the file the weights came from, not the tensors
         if pretrained and isinstance(getattr(m, 'pretrained_cfg', None), dict):
@@ -159,23 +164,23 @@ _RUNTIME_ARGS = ('num_classes', 'in_chans', 'global_pool', 'drop_rate', 'drop_pa
 
 
 def _model_args(name:str, cfg) -> dict:
-    "The config fields that differ from arch `name`'s, JSON-ready: what timm's `save_for_hf` writes to rebuild the model."
+    "Config fields that differ from arch `name`'s, JSON-ready: what timm's `save_for_hf` writes to rebuild the model."
     default = RESNETX_CONFIGS[name].to_dict()
     return {k: v for k, v in cfg.to_dict().items() if k not in _RUNTIME_ARGS and v != default[k]}
 
 
 def _read_weights(name:str, kwargs:dict) -> tuple:
-    "Read the weights timm's `pretrained_cfg`/`_overlay` in `kwargs` name, into the overlay: safely, offline when cached."
+    "Read the weights timm's `pretrained_cfg`/`_overlay` in `kwargs` name into the overlay: safely, offline if cached."
     # timm's loader then maps (our filter), adapts the first conv and classifier, and loads them
     cfg = resolve_pretrained_cfg(name, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
     state_dict, source, path = _source(cfg, kwargs.get('cache_dir'))
-    kwargs['pretrained_cfg_overlay'] = {**(kwargs.get('pretrained_cfg_overlay') or {}), **_checkpoint_cfg(state_dict, cfg),
-                                        'state_dict': state_dict}
+    kwargs['pretrained_cfg_overlay'] = {**(kwargs.get('pretrained_cfg_overlay') or {}),
+                                        **_checkpoint_cfg(state_dict, cfg), 'state_dict': state_dict}
     return source, path
 
 
 def load_pretrained(model:ResNetX, weights=True) -> ResNetX:
-    "Load `weights` (as an entry point's `weights=`) into an existing ResNetX, through timm's loader and the same mapping."
+    "Load `weights` (as an entry point's `weights=`) into a built ResNetX, through timm's loader and the same mapping."
     if weights is None or weights is False: return model
     name = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or \
         (resnet_counterpart(model.cfg) or '').replace('resnet', 'resnetx') or None   # None: no arch of this layout
@@ -192,7 +197,8 @@ def _signed(fn):
     "Give entry point `fn` a readable signature: each config field a keyword, with this arch's value as its default."
     cfg, P = RESNETX_CONFIGS[fn.__name__], inspect.Parameter
     params = [P('pretrained', P.POSITIONAL_OR_KEYWORD, default=False), P('weights', P.KEYWORD_ONLY, default=None),
-              *[P(f.name, P.KEYWORD_ONLY, default=getattr(cfg, f.name)) for f in fields(cfg)], P('kwargs', P.VAR_KEYWORD)]
+              *[P(f.name, P.KEYWORD_ONLY, default=getattr(cfg, f.name)) for f in fields(cfg)],
+              P('kwargs', P.VAR_KEYWORD)]
     fn.__signature__ = inspect.Signature(params, return_annotation=ResNetX)
     return fn
 

@@ -77,7 +77,7 @@ class DepthwiseSeparableConv(Block):
 
 
 class MBConv(Block):
-    "EfficientNet's MBConv: 1x1 expand, depthwise `ks`x`ks` (with the stride), squeeze-excitation, 1x1 linear projection."
+    "EfficientNet's MBConv: 1x1 expand, depthwise `ks`x`ks` (with the stride), SE, 1x1 linear projection."
     post_act = False
     def __init__(self, ni:int, nf:int, stride:int=1, expansion:int=4, ks:int=3, se_ratio:float=0.25,
                  act=nn.SiLU, norm=nn.BatchNorm2d, dilation:int=1, first_dilation:int=None):
@@ -90,7 +90,7 @@ class MBConv(Block):
 
 
 class FusedMBConv(Block):
-    "EfficientNetV2's fused MBConv: one dense `ks`x`ks` expand conv (with the stride), optional SE, 1x1 linear projection."
+    "EfficientNetV2's fused MBConv: one dense `ks`x`ks` expand (with the stride), optional SE, 1x1 linear projection."
     post_act = False
     def __init__(self, ni:int, nf:int, stride:int=1, expansion:int=4, ks:int=3, se_ratio:float=0.,
                  act=nn.SiLU, norm=nn.BatchNorm2d, dilation:int=1, first_dilation:int=None):

@@ -19,7 +19,7 @@ POOL_TYPES = ('avg', 'max', 'avgmax', 'catavgmax', '')   # timm's `SelectAdaptiv
 
 
 class UnknownConfigKeyError(TypeError, ValueError):
-    "A keyword no ResNetX config field has: a `TypeError` as Python's 'unexpected keyword argument' (what timm expects)."
+    "A keyword no config field has: a `TypeError` as Python's 'unexpected keyword argument' (what timm expects)."
 
 
 def _int_tuple(name, value, minimum=1):
@@ -46,24 +46,30 @@ class ResNetXConfig:
     in_chans: int = 3                     # input channels; fastai's name `c_in` is accepted
     global_pool: str = 'avg'              # timm's pooling type: 'avg', 'max', 'avgmax', 'catavgmax', '' (none)
     drop_rate: float = 0.                 # dropout before the classifier
-    drop_path_rate: float = 0.            # stochastic depth: rate of the last unit, growing linearly from 0 at the first
+    # stochastic depth: rate of the last unit, growing linearly from 0 at the first
+    drop_path_rate: float = 0.
     zero_init_last_bn: bool = False       # zero-init each unit's last norm weight (fastai/timm option)
     output_stride: int = 32               # 16 or 8: the last stages dilate instead of striding (timm's ResNet, DeepLab)
     unit_kwargs: dict = field(default_factory=dict)  # passed to every unit, e.g. {'expansion': 4}
 
     def __post_init__(self):
-        for name in ('num_units', 'widths', 'strides'): object.__setattr__(self, name, _int_tuple(name, getattr(self, name)))
+        for name in ('num_units', 'widths', 'strides'):
+            object.__setattr__(self, name, _int_tuple(name, getattr(self, name)))
         if len(self.widths) != len(self.num_units) or len(self.strides) != len(self.num_units):
             raise ValueError(f"`widths` {self.widths} and `strides` {self.strides} need one entry per stage "
                              f"of `num_units` {self.num_units}")
-        get_block(self.unit); get_act(self.act)
-        check_choice('stem', self.stem, ('resnet', 'deep')); check_int('stem_width', self.stem_width, 1)
+        get_block(self.unit)
+        get_act(self.act)
+        check_choice('stem', self.stem, ('resnet', 'deep'))
+        check_int('stem_width', self.stem_width, 1)
         fold_plan(self.num_units, self.fold, self.start_id, self.end_id)   # checks fold, start_id and end_id
         check_choice('shortcut', self.shortcut, ('conv', 'avgpool'))
-        check_int('num_classes', self.num_classes, 0); check_int('in_chans', self.in_chans, 1)
+        check_int('num_classes', self.num_classes, 0)
+        check_int('in_chans', self.in_chans, 1)
         check_choice('global_pool', self.global_pool, POOL_TYPES)
         if self.global_pool == '' and self.num_classes:
-            raise ValueError(f"`global_pool=''` (no pooling) needs `num_classes=0` (no classifier), got {self.num_classes}")
+            raise ValueError(f"`global_pool=''` (no pooling) needs `num_classes=0` (no classifier), "
+                             f"got {self.num_classes}")
         check_float('drop_rate', self.drop_rate, 0, 1, open_max=True)
         check_float('drop_path_rate', self.drop_path_rate, 0, 1, open_max=True)
         check_choice('zero_init_last_bn', self.zero_init_last_bn, (True, False))
@@ -88,7 +94,8 @@ class ResNetXConfig:
         try: d = yaml.safe_load(path.read_text())
         except yaml.YAMLError as e: raise ValueError(f"config file {str(path)!r} is not valid YAML: {e}") from e
         d = d or {}
-        if not isinstance(d, dict): raise ValueError(f"config file {str(path)!r} must hold a mapping, got {type(d).__name__}")
+        if not isinstance(d, dict):
+            raise ValueError(f"config file {str(path)!r} must hold a mapping, got {type(d).__name__}")
         try: return cls.from_dict(d, **overrides)
         except ValueError as e: raise ValueError(f"config file {str(path)!r}: {e}") from e
 
@@ -97,12 +104,13 @@ class ResNetXConfig:
         return type(self).from_dict(dataclasses.asdict(self), **overrides)
 
     def stage_strides(self) -> tuple:
-        "Each stage's stride and dilation for `output_stride`: once the net stride reaches it, stride 1 and dilate (timm)."
+        "Stage strides and dilations for `output_stride`: once the net stride reaches it, stride 1 and dilate (timm)."
         net_stride, dilation, strides, dilations = 4, 1, [], []
         for stride in self.strides:
             if net_stride >= self.output_stride: dilation, stride = dilation * stride, 1
             else: net_stride *= stride
-            strides.append(stride); dilations.append(dilation)
+            strides.append(stride)
+            dilations.append(dilation)
         return tuple(strides), tuple(dilations)
 
     def to_dict(self) -> dict:

@@ -3,7 +3,7 @@
 Each is a timm entry point (`timm.create_model('folded_seresnext50_32x4d.gluon_in1k', pretrained=True, fold=2)`), a
 fastai arch (`vision_learner(dls, 'folded_resnet50d')`) and a plain function. It builds the source with its own
 library (timm's pretrained tags and loader; torchvision's weights enum and loader), the weights read from the local
-cache when they are there (no network), and folds it with `fold_resnet`: one construction path (`ResNetX.from_parts`)."""
+cache when present (no network), and folds it with `fold_resnet`: one construction path (`ResNetX.from_parts`)."""
 import re, sys
 from functools import partial
 

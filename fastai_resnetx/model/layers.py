@@ -43,7 +43,8 @@ def _check_conv(ni, nf, ks, groups):
 
 class ConvNormAct(Conv2dNormActivation):
     "Conv (same padding, no bias before a norm) -> norm -> activation, as torchvision's `Conv2dNormActivation`."
-    def __init__(self, ni:int, nf:int, ks:int=3, stride:int=1, groups:int=1, norm=nn.BatchNorm2d, act=nn.ReLU, **kwargs):
+    def __init__(self, ni:int, nf:int, ks:int=3, stride:int=1, groups:int=1, norm=nn.BatchNorm2d, act=nn.ReLU,
+                 **kwargs):
         _check_conv(ni, nf, ks, groups)
         act = get_act(act)
         super().__init__(ni, nf, kernel_size=ks, stride=stride, groups=groups, norm_layer=norm,
@@ -113,7 +114,8 @@ def conv_norm_act(names, ni:int, nf:int, ks:int=3, stride:int=1, groups:int=1, n
     _check_conv(ni, nf, ks, groups)
     conv, bn, act_name = names
     pad = dilation * (ks // 2)
-    layers = [(conv, nn.Conv2d(ni, nf, ks, stride, padding=pad, dilation=dilation, groups=groups, bias=False)), (bn, norm(nf))]
+    layers = [(conv, nn.Conv2d(ni, nf, ks, stride, padding=pad, dilation=dilation, groups=groups, bias=False)),
+              (bn, norm(nf))]
     return layers + ([(act_name, act_layer(act))] if get_act(act) is not None else [])
 
 
@@ -124,8 +126,8 @@ def resnet_stem(c_in:int=3, nf:int=64, act=nn.ReLU, norm=nn.BatchNorm2d) -> Orde
 
 
 def deep_stem(c_in:int=3, nf:int=64, act=nn.ReLU, norm=nn.BatchNorm2d) -> OrderedDict:
-    "fastai xresnet's stem (three 3x3 conv-norm-acts, the first with stride 2, then a 3x3 max-pool), named as `resnet_stem`."
+    "fastai xresnet's stem (three 3x3 conv-norm-acts, the first stride 2, then a 3x3 max-pool), named as `resnet_stem`."
     mid = max(nf // 2, 16)
-    convs = nn.Sequential(ConvNormAct(c_in, mid, 3, 2, norm=norm, act=act), ConvNormAct(mid, mid, 3, norm=norm, act=act),
-                          nn.Conv2d(mid, nf, 3, padding=1, bias=False))
+    convs = nn.Sequential(ConvNormAct(c_in, mid, 3, 2, norm=norm, act=act),
+                          ConvNormAct(mid, mid, 3, norm=norm, act=act), nn.Conv2d(mid, nf, 3, padding=1, bias=False))
     return OrderedDict(conv1=convs, bn1=norm(nf), act1=act_layer(act), maxpool=nn.MaxPool2d(3, stride=2, padding=1))

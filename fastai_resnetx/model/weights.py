@@ -23,23 +23,26 @@ __all__ = ['resnet_key', 'CheckpointError', 'WeightsReport', 'CHECKPOINT_SUFFIXE
 _UNIT_KEY = re.compile(r'^stage(\d+)\.(\d+)\.(branch|shortcut)\.(.+)$')
 CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.bin', '.ckpt', '.safetensors')
 _RESNETS = [n for n in RESNETX_CONFIGS if n.removeprefix('resnetx').isdigit()]   # resnetx50 has resnet50's layout
-# the fields that decide which tensors a ResNetX has (fold, num_classes, in_chans, act, ... do not make it another ResNet)
+# the fields that decide which tensors a ResNetX has
+# (fold, num_classes, in_chans, act, ... do not make it another ResNet)
 _LAYOUT = ('num_units', 'unit', 'widths', 'strides', 'stem', 'stem_width', 'shortcut', 'unit_kwargs')
 _COUNTER = re.compile(r'(^|\.)num_batches_tracked$')
 FIRST_CONV, CLASSIFIER = 'conv1.weight', ('fc.weight', 'fc.bias')
 
 
 def resnet_key(resnetx_key:str):
-    "The torchvision/timm ResNet key of a ResNetX (basic/bottleneck) key: `stageN.i.branch.` -> `layerN.i.`, `shortcut` -> `downsample`."
+    "The torchvision/timm ResNet key of a ResNetX key: `stageN.i.branch.` -> `layerN.i.`, `shortcut` -> `downsample`."
     m = _UNIT_KEY.match(resnetx_key)
     if m: return f"layer{m[1]}.{m[2]}.{'' if m[3] == 'branch' else 'downsample.'}{m[4]}"
-    return resnetx_key if re.match(r'^(conv1|bn1|fc)\.[^.]+$', resnetx_key) else None   # stem and classifier: same names
+    # stem and classifier: same names
+    return resnetx_key if re.match(r'^(conv1|bn1|fc)\.[^.]+$', resnetx_key) else None
 
 
 def resnet_counterpart(cfg):
     "The torchvision/timm ResNet ('resnet50') whose weights fit the ResNetX config `cfg`, or None if there is none."
     for name in _RESNETS:
-        if all(getattr(cfg, f) == getattr(RESNETX_CONFIGS[name], f) for f in _LAYOUT): return name.replace('resnetx', 'resnet')
+        if all(getattr(cfg, f) == getattr(RESNETX_CONFIGS[name], f) for f in _LAYOUT):
+            return name.replace('resnetx', 'resnet')
     return None
 
 
@@ -49,13 +52,14 @@ class CheckpointError(ValueError):
 
 @dataclass
 class WeightsReport:
-    "What a load did: which model tensors were loaded, adapted, kept new or skipped, and which source tensors went unused."
+    "What a load did: which model tensors were loaded, adapted, kept new or skipped; which source tensors went unused."
     source: str
     loaded: list = field(default_factory=list)       # model keys filled from the source (adapted ones included)
     adapted: list = field(default_factory=list)      # the first conv, when timm adapts it to `in_chans`
     new_keys: list = field(default_factory=list)     # no counterpart in the source: keep their init (extra projections)
     skipped: list = field(default_factory=list)      # the classifier, when `num_classes` differs (timm drops it)
-    unused_keys: list = field(default_factory=list)  # source keys nothing reads (a downsample where ResNetX has no projection)
+    # source keys nothing reads (a downsample where ResNetX has no projection)
+    unused_keys: list = field(default_factory=list)
 
 
 # ---- reading a file
@@ -64,20 +68,23 @@ def _checkpoint_error(path, e:Exception) -> CheckpointError:
     "A clear error for a file that `torch.load(weights_only=True)` or safetensors could not read."
     if isinstance(e, pickle.UnpicklingError) and 'GLOBAL' in str(e):
         detail = next((l.strip() for l in str(e).splitlines() if 'GLOBAL' in l), '')
-        return CheckpointError(f"refused to load {str(path)!r}: it is a pickle that would import and run code ({detail}). "
-                               f"Checkpoints are read with weights_only=True; if you trust the file, load it yourself and "
-                               f"re-save its state dict (torch.save(model.state_dict(), ...) or safetensors)")
+        return CheckpointError(f"refused to load {str(path)!r}: it is a pickle that would import and run code "
+                               f"({detail}). Checkpoints are read with weights_only=True; if you trust the file, "
+                               f"load it yourself and re-save its state dict (torch.save(model.state_dict(), ...) "
+                               f"or safetensors)")
     return CheckpointError(f"could not read checkpoint {str(path)!r}: corrupted, truncated or not a checkpoint "
                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'})")
 
 
 def state_dict_of(obj, where:str) -> dict:
-    "The tensors of a checkpoint, unwrapped as timm does (EMA weights first, then 'state_dict', 'model'; no DDP prefix)."
+    "A checkpoint's tensors, unwrapped as timm does (EMA weights first, then 'state_dict', 'model'; no DDP prefix)."
     if isinstance(obj, Mapping):
-        key = next((k for k in ('state_dict_ema', 'model_ema', 'state_dict', 'model') if isinstance(obj.get(k), Mapping)), None)
+        key = next((k for k in ('state_dict_ema', 'model_ema', 'state_dict', 'model')
+                    if isinstance(obj.get(k), Mapping)), None)
         if key: obj = obj[key]
     if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(f"{where} does not hold a state dict (a mapping of names to tensors), got {type(obj).__name__}")
+        raise CheckpointError(f"{where} does not hold a state dict (a mapping of names to tensors), "
+                              f"got {type(obj).__name__}")
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
     if bad: raise CheckpointError(f"{where} is not a state dict: entries {bad[:5]} are not str -> tensor")
     return clean_state_dict(obj)
@@ -104,7 +111,7 @@ def read_checkpoint(path) -> dict:
 # ---- where a pretrained cfg's weights are
 
 def _hub_file(url:str) -> Path:
-    "Where torch hub (and so torchvision, fastai and timm) caches the file at `url`: $TORCH_HOME/hub/checkpoints/<name>."
+    "Where torch hub (so torchvision, fastai and timm) caches the file at `url`: $TORCH_HOME/hub/checkpoints/<name>."
     return Path(torch.hub.get_dir()) / 'checkpoints' / os.path.basename(urlparse(url).path)
 
 
@@ -117,7 +124,8 @@ def _hf_file(cfg, download:bool=False, cache_dir=None):
     repo, _, revision = cfg.hf_hub_id.partition('@')
     names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else HF_NAMES
     if download: return huggingface_hub.hf_hub_download(repo, names[0], revision=revision or None, cache_dir=cache_dir)
-    found = (huggingface_hub.try_to_load_from_cache(repo, n, revision=revision or None, cache_dir=cache_dir) for n in names)
+    found = (huggingface_hub.try_to_load_from_cache(repo, n, revision=revision or None, cache_dir=cache_dir)
+             for n in names)
     return next((f for f in found if isinstance(f, str)), None)
 
 
@@ -143,13 +151,15 @@ def checkpoint_file(cfg, cache_dir=None) -> str:
         if cfg.hf_hub_id: return _hf_file(cfg, download=True, cache_dir=cache_dir)
         dst = _hub_file(cfg.url)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        digest = torch.hub.HASH_REGEX.search(dst.name)   # torchvision's file names carry their hash: check it, as it does
+        # torchvision's file names carry their hash: check it, as it does
+        digest = torch.hub.HASH_REGEX.search(dst.name)
         torch.hub.download_url_to_file(cfg.url, str(dst), digest.group(1) if digest else None, progress=False)
         return str(dst)
     except Exception as e:
-        raise CheckpointError(f"could not download the weights {name} from {cfg.hf_hub_id or cfg.url} ({type(e).__name__}: "
-                              f"{e}). On a machine with no internet, copy that file to {where}, or pass the file "
-                              f"(weights='path/to/file.pth' or pretrained_cfg_overlay=dict(file=...))") from e
+        raise CheckpointError(f"could not download the weights {name} from {cfg.hf_hub_id or cfg.url} "
+                              f"({type(e).__name__}: {e}). On a machine with no internet, copy that file to {where}, "
+                              f"or pass the file (weights='path/to/file.pth' or "
+                              f"pretrained_cfg_overlay=dict(file=...))") from e
 
 
 # ---- the mapping
@@ -161,12 +171,13 @@ def _projection_of(key:str):
 
 def _resnet_shapes(cfg) -> dict:
     "Key -> shape of the ResNet a ResNetX config has the layout of: its fold=1 twin, renamed, built on `meta`."
-    with torch.device('meta'): twin = ResNetX(cfg.replace(fold=1, start_id=None, end_id=None, num_classes=1000, in_chans=3))
+    with torch.device('meta'):
+        twin = ResNetX(cfg.replace(fold=1, start_id=None, end_id=None, num_classes=1000, in_chans=3))
     return {resnet_key(k): v.shape for k, v in twin.state_dict().items()}
 
 
 def _fits(k:str, shape, expected, num_features:int) -> bool:
-    "Whether a source tensor fits: the first conv may have other input channels (timm adapts them), the classifier other rows."
+    "Whether a tensor fits: the first conv may have other input channels (timm adapts them), the classifier other rows."
     if k == FIRST_CONV: return len(shape) == 4 and shape[0] == expected[0] and shape[2:] == expected[2:]
     if k == 'fc.weight': return len(shape) == 2 and shape[1] == num_features
     if k == 'fc.bias': return len(shape) == 1
@@ -177,10 +188,12 @@ def _problems(state_dict:dict, expected:dict, num_features:int, arch:str) -> lis
     "Every way `state_dict` differs from `expected` (key -> shape): unexpected, missing and mismatched keys."
     problems = [f'unexpected key {k!r} {tuple(v.shape)}' for k, v in state_dict.items()
                 if k not in expected and k not in CLASSIFIER]
+    # old files lack BN counters
     problems += [f'missing key {k!r} {tuple(s)}' for k, s in expected.items()
-                 if k not in state_dict and k not in CLASSIFIER and not _COUNTER.search(k)]   # old files lack BN counters
+                 if k not in state_dict and k not in CLASSIFIER and not _COUNTER.search(k)]
     return problems + [f'shape mismatch for {k!r}: {tuple(v.shape)} in the checkpoint, {tuple(expected[k])} in {arch}'
-                       for k, v in state_dict.items() if k in expected and not _fits(k, v.shape, expected[k], num_features)]
+                       for k, v in state_dict.items()
+                       if k in expected and not _fits(k, v.shape, expected[k], num_features)]
 
 
 _KINDS = ('missing key', 'unexpected key', 'shape mismatch')
@@ -189,12 +202,13 @@ def _problem_list(problems, per_kind:int=10) -> str:
     "Problems grouped by kind (missing, unexpected, shape), at most `per_kind` of each, with counts in a header."
     groups = {kind: [m for m in problems if m.startswith(kind)] for kind in _KINDS}
     head = ', '.join(f"{len(ms)} {kind}{'es' if kind.endswith('ch') else 's'}" for kind, ms in groups.items() if ms)
-    lines = [l for kind, ms in groups.items() for l in ms[:per_kind] + ([f'... and {len(ms) - per_kind} more'] if len(ms) > per_kind else [])]
+    lines = [l for kind, ms in groups.items()
+             for l in ms[:per_kind] + ([f'... and {len(ms) - per_kind} more'] if len(ms) > per_kind else [])]
     return f"({head}); nothing was loaded:\n  " + '\n  '.join(lines)
 
 
 def map_state_dict(state_dict:dict, model:nn.Module, source:str=None) -> dict:
-    "timm's `pretrained_filter_fn`: a ResNet (or ResNetX) state dict as one for `model`, at any fold, checked whole first."
+    "timm's `pretrained_filter_fn`: a ResNet (or ResNetX) state dict for `model` at any fold, checked whole first."
     target, source = model.state_dict(), source or 'the checkpoint'
     if any(k.startswith('stage') for k in state_dict):   # saved from a ResNetX: it must be this very architecture
         key_of, arch, expected = (lambda k: k), 'this ResNetX', {k: v.shape for k, v in target.items()}
@@ -202,30 +216,35 @@ def map_state_dict(state_dict:dict, model:nn.Module, source:str=None) -> dict:
         arch = resnet_counterpart(model.cfg)
         if arch is None:
             raise CheckpointError(f"{source} has ResNet keys, but this ResNetX (unit={model.cfg.unit!r}, num_units="
-                                  f"{model.cfg.num_units}) has no ResNet counterpart: ResNet weights fit the layouts of "
-                                  f"{list(_RESNETS)} only. Pass a file saved from this very architecture")
+                                  f"{model.cfg.num_units}) has no ResNet counterpart: ResNet weights fit the layouts "
+                                  f"of {list(_RESNETS)} only. Pass a file saved from this very architecture")
         key_of, expected = resnet_key, _resnet_shapes(model.cfg)
     problems = _problems(state_dict, expected, model.num_features, arch)
     if problems: raise CheckpointError(f"{source} does not fit {arch} " + _problem_list(problems))
-    # at fold > 1 a projection with no counterpart of its shape keeps its init, whole (its conv and norm belong together)
+    # at fold > 1 a projection with no counterpart of its shape keeps its init, whole
+    # (its conv and norm belong together)
     fits = lambda k: key_of(k) in state_dict and state_dict[key_of(k)].shape == target[k].shape
     new = {_projection_of(k) for k in target if _projection_of(k) and not fits(k)}
     out, report = {}, WeightsReport(source)
     for k, t in target.items():
         v = state_dict.get(key_of(k))
-        if _projection_of(k) in new: out[k] = t; report.new_keys.append(k)
+        if _projection_of(k) in new:
+            out[k] = t
+            report.new_keys.append(k)
         elif v is None: out[k] = t                      # a BatchNorm counter an old checkpoint lacks
-        elif k in CLASSIFIER and v.shape != t.shape: report.skipped.append(k)   # timm drops a classifier of another size
+        # timm drops a classifier of another size
+        elif k in CLASSIFIER and v.shape != t.shape: report.skipped.append(k)
         else:
-            out[k] = v; report.loaded.append(k)
+            out[k] = v
+            report.loaded.append(k)
             if k == FIRST_CONV and v.shape != t.shape: report.adapted.append(k)   # timm adapts it to `in_chans`
     used = {key_of(k) for k in report.loaded}
     report.unused_keys = [k for k in state_dict if k not in used]
     model.pretrained_report, model.new_keys, model.unused_keys = report, report.new_keys, report.unused_keys
     if report.new_keys:
         projections = list(dict.fromkeys(_projection_of(k) for k in report.new_keys))
-        warnings.warn(f"{len(report.new_keys)} tensors of {len(projections)} projections have no counterpart in {source} "
-                      f"and keep their initialisation ({', '.join(projections)}); see `model.new_keys`",
+        warnings.warn(f"{len(report.new_keys)} tensors of {len(projections)} projections have no counterpart in "
+                      f"{source} and keep their initialisation ({', '.join(projections)}); see `model.new_keys`",
                       stacklevel=_caller_level())
     return out
 
@@ -233,6 +252,7 @@ def map_state_dict(state_dict:dict, model:nn.Module, source:str=None) -> dict:
 def _caller_level() -> int:
     "The `stacklevel` of the first frame outside this package and timm, so that a warning points at the user's line."
     frame, level = sys._getframe(1), 1
-    here = (os.path.dirname(os.path.dirname(__file__)), os.path.dirname(timm.__file__))   # this package, and timm's loader
+    # this package, and timm's loader
+    here = (os.path.dirname(os.path.dirname(__file__)), os.path.dirname(timm.__file__))
     while frame is not None and frame.f_code.co_filename.startswith(here): frame, level = frame.f_back, level + 1
     return level
