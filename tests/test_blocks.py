@@ -10,25 +10,6 @@ x = torch.randn(1, 32, 56, 56)
 def n_weights(m, cls=nn.Conv2d): return sum(c.weight.numel() for c in m.modules() if isinstance(c, cls))
 
 
-def test_conv_norm_act():
-    m = Conv3x3NormAct(32, 64)
-    assert m(x).shape == (1, 64, 56, 56)
-    assert m[0].bias is None and isinstance(m[1], nn.BatchNorm2d) and isinstance(m[2], nn.ReLU)
-    assert num_params(m) == 32 * 64 * 9 + 2 * 64
-    assert Conv1x1NormAct(32, 64, stride=2)(x).shape == (1, 64, 28, 28)
-    for ks in (1, 3, 5, 7): assert ConvNormAct(32, 8, ks)(x).shape == (1, 8, 56, 56)   # same padding
-    assert ConvNormAct(32, 8, act=None, norm=None)[0].bias is not None                 # bias only without norm
-    with pytest.raises(ValueError, match='ks'): ConvNormAct(32, 8, 4)
-    with pytest.raises(ValueError, match='groups'): ConvNormAct(32, 8, groups=3)
-
-
-def test_residual_add():
-    assert ResidualAdd(nn.Conv2d(32, 32, 1))(x).shape == (1, 32, 56, 56)
-    block = nn.Conv2d(32, 32, 1)
-    assert torch.allclose(ResidualAdd(block)(x), block(x) + x)
-    assert ResidualAdd(nn.Conv2d(32, 64, 1), shortcut=nn.Conv2d(32, 64, 1))(x).shape == (1, 64, 56, 56)
-
-
 def test_depthwise_is_really_depthwise():
     # a common write-up of these blocks swallows `groups`, so its depthwise conv is dense; here a depthwise 3x3 on C channels has 9*C weights
     m = DepthwiseSeparableConv(32, 64)

@@ -1,50 +1,75 @@
-"The package's layers (README, Layout): each folder imports only from the folders under it, and the front door only the standard library."
-import ast, sys
-from pathlib import Path
+"model/layers.py: conv-norm-act, the residual add, projections and stems, against torch, torchvision and timm."
+import pytest, timm, torch, torchvision
+from torch import nn
+from fastai_resnetx import ConvNormAct, Conv1x1NormAct, Conv3x3NormAct, ResidualAdd, num_params
+from fastai_resnetx.model.layers import projection, resnet_stem, deep_stem, get_act, act_layer, Conv1x1Gemm
 
-import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-PKG = ROOT / 'fastai_resnetx'
-# a folder -> the package parts it may import from (checks.py is under all of them)
-ALLOWED = {'model': {'checks'}, 'inspection': {'checks', 'model'}, 'integration': {'checks', 'model', 'inspection'},
-           'job': {'checks', 'model', 'inspection', 'integration'}}
+x = torch.randn(1, 32, 56, 56)
 
 
-def package_imports(path:Path, folder:str) -> set:
-    "The top-level parts of `fastai_resnetx` that the file at `path` (in `folder`) imports, at any depth of the code."
-    parts = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1: parts.add(folder)                       # from .x: its own folder
-            elif node.level == 2: parts.add((node.module or '').split('.')[0] or '__init__')
-            elif node.level == 0 and (node.module or '').startswith('fastai_resnetx'):
-                parts.add((node.module.split('.') + ['__init__'])[1])
-        elif isinstance(node, ast.Import):
-            parts |= {(a.name.split('.') + ['__init__'])[1] for a in node.names if a.name.startswith('fastai_resnetx')}
-    return parts
+def test_conv_norm_act():
+    m = Conv3x3NormAct(32, 64)
+    assert m(x).shape == (1, 64, 56, 56)
+    assert m[0].bias is None and isinstance(m[1], nn.BatchNorm2d) and isinstance(m[2], nn.ReLU)
+    assert num_params(m) == 32 * 64 * 9 + 2 * 64
+    assert Conv1x1NormAct(32, 64, stride=2)(x).shape == (1, 64, 28, 28)
+    for ks in (1, 3, 5, 7): assert ConvNormAct(32, 8, ks)(x).shape == (1, 8, 56, 56)   # same padding
+    assert ConvNormAct(32, 8, act=None, norm=None)[0].bias is not None                 # bias only without norm
+    with pytest.raises(ValueError, match='ks'): ConvNormAct(32, 8, 4)
+    with pytest.raises(ValueError, match='groups'): ConvNormAct(32, 8, groups=3)
 
 
-@pytest.mark.parametrize('folder', sorted(ALLOWED))
-def test_folder_imports_only_from_the_layers_under_it(folder):
-    files = sorted((PKG / folder).glob('*.py'))
-    assert files, f'no files in {PKG / folder}'
-    for path in files:
-        wrong = package_imports(path, folder) - ALLOWED[folder] - {folder}
-        assert not wrong, f'{path.relative_to(ROOT)} imports {sorted(wrong)}; {folder}/ may import only {sorted(ALLOWED[folder])}'
+def test_residual_add():
+    assert ResidualAdd(nn.Conv2d(32, 32, 1))(x).shape == (1, 32, 56, 56)
+    block = nn.Conv2d(32, 32, 1)
+    assert torch.allclose(ResidualAdd(block)(x), block(x) + x)
+    assert ResidualAdd(nn.Conv2d(32, 64, 1), shortcut=nn.Conv2d(32, 64, 1))(x).shape == (1, 64, 56, 56)
 
 
-def test_the_rule_catches_an_upward_import(tmp_path):
-    # the check above can fail: an upward import in a model file is seen, at any depth of the code
-    f = tmp_path / 'x.py'
-    f.write_text('def build():\n    from ..job.train import train\n    import fastai_resnetx.integration.precision\n')
-    assert package_imports(f, 'model') - ALLOWED['model'] - {'model'} == {'job', 'integration'}
+def load_same(ours:nn.Module, theirs:nn.Module):
+    "Copy `theirs`' tensors into `ours` in order (same shapes), with random norm statistics so no layer is a no-op."
+    for t in list(theirs.parameters()) + [b for n, b in theirs.named_buffers() if 'running' in n]:
+        with torch.no_grad(): t.copy_(torch.rand_like(t) + 0.5 if t.dim() == 1 else torch.randn_like(t) * 0.1)
+    src, dst = list(theirs.state_dict().values()), ours.state_dict()
+    assert [tuple(t.shape) for t in src] == [tuple(t.shape) for t in dst.values()]
+    ours.load_state_dict(dict(zip(dst, src)))
+    return ours.eval(), theirs.eval()
 
 
-def test_front_door_imports_only_the_standard_library():
-    for path in sorted((ROOT / 'resnetx_cli').glob('*.py')):
-        for node in ast.parse(path.read_text()).body:   # module level: what `resnetx --help` pays for
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                    [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
-            for name in names:
-                assert name.split('.')[0] in sys.stdlib_module_names, f'{path.name} imports {name} at module level'
+def test_resnet_stem_is_torchvisions():
+    tv = torchvision.models.resnet18()
+    theirs = nn.Sequential(tv.conv1, tv.bn1, tv.relu, tv.maxpool)
+    ours, theirs = load_same(nn.Sequential(resnet_stem()), theirs)
+    assert list(ours._modules) == ['conv1', 'bn1', 'act1', 'maxpool']
+    x = torch.randn(2, 3, 61, 61)                          # odd size: the same padding and rounding
+    with torch.no_grad(): assert torch.equal(ours(x), theirs(x)) and ours(x).shape == (2, 64, 16, 16)
+
+
+def test_projections_are_torchvisions_and_timms_downsample():
+    # 'conv': torchvision's downsample (1x1 conv with the stride, norm); a strided slice + matmul gives the same
+    tv = torchvision.models.resnet50().layer2[0].downsample
+    ours, tv = load_same(projection(256, 512, 2), tv)
+    x = torch.randn(2, 256, 15, 15)
+    with torch.no_grad(): assert (ours(x) - tv(x)).abs().max() <= 1e-5
+    assert isinstance(ours[0], Conv1x1Gemm) and ours(x).shape == (2, 512, 8, 8)
+    # 'avgpool': timm's avg_down downsample of resnet50d (avg-pool, 1x1 conv, norm), odd sizes rounded up
+    timm_ds = timm.create_model('resnet50d').layer2[0].downsample
+    ours, timm_ds = load_same(projection(256, 512, 2, kind='avgpool'), timm_ds)
+    with torch.no_grad(): assert (ours(x) - timm_ds(x)).abs().max() <= 1e-5
+    assert isinstance(projection(64, 64), nn.Identity) and len(projection(64, 128, kind='avgpool')) == 2   # no pool
+    with pytest.raises(ValueError, match="`kind` must be 'conv' or 'avgpool', got 'max'"): projection(8, 16, 2, 'max')
+
+
+def test_deep_stem_is_fastais_xresnet_stem():
+    from fastai.vision.models.xresnet import xresnet18
+    fa = xresnet18()
+    ours, theirs = load_same(nn.Sequential(deep_stem()), nn.Sequential(*list(fa.children())[:4]))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(): assert (ours(x) - theirs(x)).abs().max() <= 1e-5
+    assert [c.out_channels for c in ours.modules() if isinstance(c, nn.Conv2d)] == [32, 32, 64]
+
+
+def test_activations_by_name():
+    assert get_act('relu') is nn.ReLU and get_act('silu') is nn.SiLU and get_act(None) is None
+    assert isinstance(act_layer('relu'), nn.ReLU) and act_layer('relu').inplace        # in place where it can be
+    with pytest.raises(ValueError, match='act'): get_act('nope')

@@ -102,7 +102,7 @@ class FusedMBConv(Block):
 
 
 class AvgPoolResBlock(ResidualAdd):
-    "Seed 001's ResBlock: two 3x3 convs (stride on the second), average-pool + 1x1 shortcut, activation after the add."
+    "A ResNet-D residual block: two 3x3 convs (stride on the second), avg-pool + 1x1 shortcut, act after the add."
     def __init__(self, ni:int, nf:int, stride:int=1, ks:int=3, act=nn.ReLU, norm=nn.BatchNorm2d):
         convs = Block(*cna(('conv1', 'bn1', 'act1'), ni, nf, ks, 1, norm=norm, act=act),
                       *cna(('conv2', 'bn2', None), nf, nf, ks, stride, norm=norm, act=None))
