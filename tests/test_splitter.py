@@ -12,7 +12,7 @@ from fastai.vision.all import (Callback, CrossEntropyLossFlat, DataLoaders, crea
 from fastai.vision.learner import _resnet_split
 from fastai.vision.models.unet import DynamicUnet
 from fastai_resnetx import resnetx18, resnetx34
-from fastai_resnetx.inspection.splitter import arch_groups, arch_splitter, stage_splitter
+from fastai_resnetx.inspection.splitter import LayerGroup, arch_groups, arch_splitter, stage_splitter
 
 @pytest.fixture(scope='module', autouse=True)
 def one_thread():
@@ -101,6 +101,10 @@ def test_unet_groups_are_encoder_then_decoder(arch):
     assert [g.role for g in groups] == ['stem + stages 1-2', 'stages 3-4', 'decoder']
     assert [[id(p) for p in g] for g in arch_splitter(unet)] == [[id(p) for p in g] for g in _resnet_split(unet)]
     assert [g.role for g in arch_groups(unet, None)] == ['stem', 'stage 1', 'stage 2', 'stage 3', 'stage 4', 'decoder']
+    assert [g.names[0] for g in groups] == ['layers.0.0', 'layers.0.6', 'layers.1']   # the encoder is `layers[0]`
+    with pytest.raises(ValueError, match=r"n_groups=7 is more than DynamicUnet can be split into: found a stem, "
+                                         r"4 stages \(containers of repeated blocks\) and a decoder, so at most 6"):
+        arch_splitter(unet, 7)
 
 def test_resnetx_groups_are_stage_aware():
     "In a fastai learner model, ResNetX gives stem and stages 1-2, stages 3-4, then fastai's head."
@@ -365,3 +369,65 @@ class TwoBlocks(nn.Module):
 def test_rule_a_custom_container_of_two_blocks_is_a_stage():
     model = nn.Sequential(OrderedDict(stem=nn.Conv2d(3, 4, 1), s1=TwoBlocks(), s2=TwoBlocks(), head=head()))
     assert names(model) == [('stem', ['stem']), ('stage 1', ['s1']), ('stage 2', ['s2']), ('head', ['head'])]
+
+class Wrap(nn.Module):
+    "A backbone wrapper with a direct parameter and one child: neither a stage nor a block."
+    def __init__(self, backbone):
+        super().__init__()
+        self.scale,self.backbone = nn.Parameter(torch.ones(1)),backbone
+    def forward(self, x): return self.backbone(x) * self.scale
+
+def test_rule_a_stem_two_levels_down_is_the_stem():
+    "A `stem` inside a backbone that is no stage (its children differ), inside a wrapper: still the stem, and a "
+    "direct parameter of an opened-up module keeps its qualified name."
+    backbone = nn.Sequential(OrderedDict(stem=stage(), s1=MyStage(), s2=MyStage()))
+    model = nn.Sequential(OrderedDict(net=Wrap(backbone), head=head()))
+    assert names(model) == [('stem', ['net.scale', 'net.backbone.stem']), ('stage 1', ['net.backbone.s1']),
+                            ('stage 2', ['net.backbone.s2']), ('head', ['head'])]
+
+def test_rule_a_single_stage_of_two_blocks_or_one():
+    "A single stage is opened up into one stage per child from two children on; with one child it stays whole."
+    two = nn.Sequential(OrderedDict(embed=nn.Conv2d(3, 4, 1), blocks=stage(2), head=head()))
+    assert names(two) == [('stem', ['embed']), ('stage 1', ['blocks.0']), ('stage 2', ['blocks.1']), ('head', ['head'])]
+    one = nn.Sequential(OrderedDict(embed=nn.Conv2d(3, 4, 1), blocks=stage(1), head=head()))
+    assert names(one, 3) == [('stem', ['embed']), ('stage 1', ['blocks']), ('head', ['head'])]
+
+class PoolStage(nn.Module):
+    "A module whose class says it is a stage, with no parameters (a pooling step)."
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.MaxPool2d(1)
+    def forward(self, x): return self.pool(x)
+
+def test_rule_a_stage_without_parameters_is_not_a_stage():
+    "It goes with the stage after it, as any module between two stages."
+    model = nn.Sequential(OrderedDict(stem=nn.Conv2d(3, 4, 1), s1=MyStage(), down=PoolStage(), s2=MyStage(),
+                                      head=head()))
+    assert names(model) == [('stem', ['stem']), ('stage 1', ['s1']), ('stage 2', ['down', 's2']), ('head', ['head'])]
+
+def test_rule_a_body_without_head_keeps_what_follows_its_last_stage():
+    "No classifier: a parameter-free pool after the last stage stays with it (it is no head)."
+    model = nn.Sequential(OrderedDict(stem=nn.Conv2d(3, 4, 1), s1=stage(), s2=stage(), s3=stage(),
+                                      pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten()))
+    assert names(model) == [('stem', ['stem']), ('stage 1', ['s1']), ('stage 2', ['s2']),
+                            ('stage 3', ['s3', 'pool', 'flat'])]
+
+def test_a_model_without_stages_is_a_body_and_a_head():
+    two_leaves = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(4, 2))   # fastai's (body, head): the body opened up
+    assert names(two_leaves, 2) == names(two_leaves) == [('body', ['0.weight', '0.bias']), ('head', ['1'])]
+    with pytest.raises(ValueError, match=r"^n_groups=None is more than Linear can be split into: found no stages "
+                                         r"\(containers of repeated blocks\) and no head with parameters, so at most 1 "
+                                         r"group$"):
+        arch_splitter(nn.Linear(2, 2), None)
+
+def test_a_group_without_parameters_is_an_error():
+    model = nn.Sequential(OrderedDict(stem=nn.MaxPool2d(1), s1=stage(), s2=stage(), head=head()))
+    assert names(model, 3) == [('stem + stage 1', ['stem', 's1']), ('stage 2', ['s2']), ('head', ['head'])]
+    with pytest.raises(ValueError, match=r"^n_groups=4: group 0 \(stem: stem\) of Sequential has no parameters; "
+                                         r"ask for fewer groups$"):
+        arch_splitter(model, 4)
+
+def test_group_repr_names_up_to_four():
+    p = [nn.Parameter(torch.zeros(1234))]
+    assert repr(LayerGroup(list('abcd'), p, 'stem')) == 'LayerGroup(stem: a, b, c, d; 1,234 params)'
+    assert repr(LayerGroup(list('abcde'), p, 'stem')) == 'LayerGroup(stem: a, b, ..., e; 1,234 params)'

@@ -38,7 +38,7 @@ def _is_block(m):
 
 def _is_stem(name):
     "A module named `stem` (timm's and torchvision's convention): never a stage, even as a chain of blocks (fastvit)."
-    return name.rsplit('.', 1)[-1] == 'stem'
+    return name == 'stem' or name.endswith('.stem')
 
 def _is_stage(m):
     "A container of repeated blocks, or a module that calls itself a stage."
@@ -123,7 +123,7 @@ def _group(parts, role, seen):
         if id(p) not in seen:
             seen.add(id(p))
             params.append(p)
-    return LayerGroup([p.name or '(model)' for p in parts], params, role)
+    return LayerGroup([p.name for p in parts], params, role)
 
 def _encoder_decoder(model):
     "fastai's two-part models as (body, the modules after it, their role): `Sequential(body, head)` or a `DynamicUnet`."
@@ -164,7 +164,7 @@ def _chunks(stages, n):
 
 def _stage_role(a, b): return f'stage {a+1}' if b == a+1 else f'stages {a+1}-{b}'
 
-def _too_many(model, n_groups, stages, has_head, head_role='head'):
+def _too_many(model, n_groups, stages, has_head, head_role):
     "The error for a model that cannot give `n_groups` groups."
     found = f"a stem, {len(stages)} stages" if stages else "no stages"
     found += " (containers of repeated blocks)"
@@ -184,11 +184,10 @@ def arch_groups(model, n_groups=3):
     if not has_head:   # a body without a classifier: what follows the last stage stays with it
         if stages: stages[-1] = stages[-1] + head
         else: stem = stem + head
-        head = []
     stem_has_params = any(p.params for p in stem)
     if n_groups is None: n_body = len(stages) + stem_has_params if stages else 1
     else: n_body = n_groups - has_head
-    if n_body > len(stages) + 1 or (not stages and n_body > 1):
+    if n_body > len(stages) + 1:
         raise _too_many(model, n_groups, stages, has_head, head_role)
     if not stages: plan = [(stem, 'body')]
     elif n_body == len(stages) + 1: plan = [(stem, 'stem')] + [(s, _stage_role(i, i+1)) for i,s in enumerate(stages)]
