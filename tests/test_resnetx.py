@@ -1,5 +1,6 @@
 import pytest, torch, torchvision
 from torch import nn
+from timm.layers import DropPath
 from fastai_resnetx import (ResNetX, ResNetXConfig, Stage, FoldUnit, resnetx18, resnetx34, resnetx50, resnetx101,
                             resnetx152, resnetx_mbconv, resnetx_fused, num_params, get_pred)
 from fastai_resnetx.model.weights import resnet_key
@@ -87,7 +88,8 @@ def test_hooks_on_stages_see_their_feature_maps():
 
 def test_stage_alone_on_bare_tensor_is_an_error():
     m = resnetx18(fold=2)
-    with pytest.raises(RuntimeError, match=r'stage2 .*fold=2.* needs outputs \[1\] of earlier stages'):
+    with pytest.raises(RuntimeError, match=r'stage2 .*fold=2.* needs outputs \[1\] of earlier stages.* they travel '
+                                           r'with the output of stage1, and this input does not carry them'):
         m.stage2(torch.randn(1, 64, 8, 8))
     assert resnetx18().stage2(torch.randn(1, 64, 8, 8)).shape == (1, 128, 4, 4)   # fold 1 needs nothing more
 
@@ -211,3 +213,13 @@ def test_compile_fullgraph_and_export():
     with torch.no_grad(): assert torch.allclose(ep.module()(x), m(x), atol=1e-5)
     body = torch.compile(nn.Sequential(*list(m.children())[:-2]), fullgraph=True, backend='aot_eager')
     with torch.no_grad(): assert torch.allclose(body(x), m.forward_features(x), atol=1e-5)   # the carry compiles too
+
+
+def test_drop_path_grows_linearly_from_zero():
+    "Stochastic depth: unit l of n drops its branch with rate drop_path_rate * (l-1)/(n-1); rate 0 is no module at all."
+    m = resnetx18(drop_path_rate=0.35, fold=2)
+    rates = [u.drop_path.drop_prob if isinstance(u.drop_path, DropPath) else 0. for u in m.units]
+    assert rates == pytest.approx([0.35 * l / 7 for l in range(8)]) and isinstance(m.units[0].drop_path, nn.Identity)
+    assert all(isinstance(u.drop_path, nn.Identity) for u in resnetx18().units)
+    assert isinstance(FoldUnit(nn.Identity(), nn.Identity(), nn.ReLU()).drop_path, nn.Identity)   # default: none
+    assert isinstance(FoldUnit(nn.Identity(), nn.Identity(), nn.ReLU(), 1e-3).drop_path, DropPath)

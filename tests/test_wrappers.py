@@ -273,3 +273,35 @@ def test_a_frozen_prefix_under_no_grad_is_refused_and_requires_grad_false_works(
     m.requires_grad_(False)   # nothing needs gradients: the same prefix under no_grad is fine, whatever the grad mode
     with torch.no_grad(): f = m.stage1(m.forward_stem(x))
     assert close(m.forward_head(m.stage4(m.stage3(m.stage2(f)))), ref)
+
+
+def test_grad_checkpointing_recomputes_each_unit_with_the_same_gradients():
+    "set_grad_checkpointing: each unit runs again in backward; logits and gradients equal the plain model's, also with "
+    "a frozen stem (no input needs gradients there: reentrant checkpointing would drop the units' gradients)."
+    x = torch.randn(2, 3, 32, 32)
+    for freeze_stem in (False, True):
+        ref, m = tiny((2, 2, 2, 2), fold=3), tiny((2, 2, 2, 2), fold=3)
+        m.set_grad_checkpointing()
+        for model in (ref, m):
+            for p in [*model.conv1.parameters(), *model.bn1.parameters()]: p.requires_grad_(not freeze_stem)
+        calls = []
+        m.stage2[0].branch.register_forward_hook(lambda *a: calls.append(1))
+        out_ref, out = ref(x), m(x)
+        out_ref.sum().backward()
+        out.sum().backward()
+        assert calls == [1, 1]                        # the forward pass, then again in the backward pass
+        assert torch.equal(out, out_ref)
+        for (n, p), q in zip(m.named_parameters(), ref.parameters()):
+            assert (p.grad is None) == (q.grad is None) == (freeze_stem and n.startswith(('conv1', 'bn1'))), n
+            if q.grad is not None: torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_a_carry_from_another_model_is_refused():
+    "Two ResNetX of one layout but other folds: stage2 of one must not read the earlier outputs the other's stage1 sent."
+    fold3, fold4, x = tiny((2, 2, 2, 2), fold=3), tiny((2, 2, 2, 2), fold=4), torch.randn(1, 3, 32, 32)
+    stem = nn.Sequential(fold3.conv1, fold3.bn1, fold3.act1, fold3.maxpool)
+    with torch.no_grad():
+        out1 = fold3.stage1(stem(x))
+        assert fold3.stage2(out1).shape == (1, 5, 4, 4)      # its own model's carry: accepted
+        with pytest.raises(CarryError, match=r'stage2 of this ResNetX \(fold=4\) needs outputs \[0, 1\]'):
+            fold4.stage2(out1)

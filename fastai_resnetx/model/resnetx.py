@@ -76,13 +76,12 @@ class Stage(nn.ModuleList):
             else: slots[o] = unit(slots[i], slots[s])
         return slots[self._out[-1]], slots
 
-    def __call__(self, x, *args, **kwargs):
-        if not (self._needs or self._keep): return super().__call__(x, *args, **kwargs)   # nothing to carry (fold 1)
+    def __call__(self, x):
+        if not (self._needs or self._keep): return super().__call__(x)   # nothing to carry (fold 1)
         # read the carry before any hook can replace the input, and pass it on after every hook replaced the output
         box = []
-        out = super().__call__(x, *args, _carry=getattr(x, CARRY, None), _box=box, **kwargs)
-        if box and box[-1] is not None and isinstance(out, Tensor) and getattr(out, CARRY, None) is not box[-1]:
-            setattr(out, CARRY, box[-1])
+        out = super().__call__(x, _carry=getattr(x, CARRY, None), _box=box)
+        if box and isinstance(out, Tensor): setattr(out, CARRY, box[-1])
         return out
 
     def _check(self, x, carry):
@@ -105,9 +104,8 @@ class Stage(nn.ModuleList):
         return carry[2]
 
     def forward(self, x:Tensor, _carry=None, _box=None) -> Tensor:
-        "The stage on the previous stage's output `x` (the stem's for stage 1); earlier outputs come along on `x`."
-        carry = _carry if _carry is not None else getattr(x, CARRY, None)
-        slots = self._check(x, carry) if self._needs else None
+        "The stage on the previous stage's output `x` (the stem's for stage 1); `__call__` passes the earlier outputs."
+        slots = self._check(x, _carry) if self._needs else None
         # compute on an alias without the incoming carry: carries never nest, and fastai's tensors, which copy their
         # attributes onto every result, leave none on this stage's outputs
         if isinstance(x, Tensor) and hasattr(x, CARRY):
@@ -118,10 +116,9 @@ class Stage(nn.ModuleList):
             kept = tuple(t if j in self._keep else None for j, t in enumerate(slots))
             # computed under no_grad: a later stage whose input needs gradients must not read them (reentrant
             # checkpointing)
-            no_grad = not torch.is_grad_enabled() or (bool(carry[3]) if self._needs else False)
-            out_carry = (self._key, self.index, kept, no_grad)
-            setattr(out, CARRY, out_carry)
-            if _box is not None: _box.append(out_carry)
+            no_grad = not torch.is_grad_enabled() or (bool(_carry[3]) if self._needs else False)
+            # `__call__` attaches it to the stage's output after the hooks: whatever they return carries it
+            if _box is not None: _box.append((self._key, self.index, kept, no_grad))
         return out
 
 
