@@ -121,10 +121,10 @@ def fold_plan(num_units:tuple, fold:int=1, start_id:int=None, end_id:int=None) -
 
 
 def get_pred(l:int, d:int=1, start_id:int=None, end_id:int=None) -> int:
-    "The original (ResNetX source) name of `skip_source`: the predecessor layer id of layer `l` at fold depth `d`."
+    "`skip_source` under the original ResNetX code's name: the skip source of unit `l` at fold `d`."
     return skip_source(l, d, start_id, end_id)
 
 
 def layer_diff(cur:int, pred:int, num_units:tuple) -> int:
-    "The original (ResNetX source) name of `stage_distance`: stages between layer `cur` and its predecessor `pred`."
+    "`stage_distance` under the original ResNetX code's name: stages between unit `cur` and its skip source `pred`."
     return stage_distance(cur, pred, num_units)
