@@ -381,9 +381,9 @@ def test_rule_a_stem_two_levels_down_is_the_stem():
     "A `stem` inside a backbone that is no stage (its children differ), inside a wrapper: still the stem, and a "
     "direct parameter of an opened-up module keeps its qualified name."
     backbone = nn.Sequential(OrderedDict(stem=stage(), s1=MyStage(), s2=MyStage()))
-    model = nn.Sequential(OrderedDict(net=Wrap(backbone), head=head()))
+    model = nn.Sequential(OrderedDict(net=Wrap(backbone), drop=nn.Dropout(), head=head()))   # 3 parts: no (body, head)
     assert names(model) == [('stem', ['net.scale', 'net.backbone.stem']), ('stage 1', ['net.backbone.s1']),
-                            ('stage 2', ['net.backbone.s2']), ('head', ['head'])]
+                            ('stage 2', ['net.backbone.s2', 'drop']), ('head', ['head'])]
 
 def test_rule_a_single_stage_of_two_blocks_or_one():
     "A single stage is opened up into one stage per child from two children on; with one child it stays whole."
@@ -421,10 +421,10 @@ def test_a_model_without_stages_is_a_body_and_a_head():
         arch_splitter(nn.Linear(2, 2), None)
 
 def test_a_group_without_parameters_is_an_error():
-    model = nn.Sequential(OrderedDict(stem=nn.MaxPool2d(1), s1=stage(), s2=stage(), head=head()))
-    assert names(model, 3) == [('stem + stage 1', ['stem', 's1']), ('stage 2', ['s2']), ('head', ['head'])]
-    with pytest.raises(ValueError, match=r"^n_groups=4: group 0 \(stem: stem\) of Sequential has no parameters; "
-                                         r"ask for fewer groups$"):
+    model = nn.Sequential(OrderedDict(pool=nn.MaxPool2d(1), drop=nn.Dropout(), s1=stage(), s2=stage(), head=head()))
+    assert names(model, 3) == [('stem + stage 1', ['pool', 'drop', 's1']), ('stage 2', ['s2']), ('head', ['head'])]
+    with pytest.raises(ValueError, match=r"^n_groups=4: group 0 \(stem: pool, drop\) of Sequential has no "
+                                         r"parameters; ask for fewer groups$"):
         arch_splitter(model, 4)
 
 def test_group_repr_names_up_to_four():

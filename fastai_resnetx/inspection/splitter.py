@@ -185,7 +185,7 @@ def arch_groups(model, n_groups=3):
         if stages: stages[-1] = stages[-1] + head
         else: stem = stem + head
     stem_has_params = any(p.params for p in stem)
-    if n_groups is None: n_body = len(stages) + stem_has_params if stages else 1
+    if n_groups is None: n_body = len(stages) + stem_has_params   # no stages: the body is one group whatever it is
     else: n_body = n_groups - has_head
     if n_body > len(stages) + 1:
         raise _too_many(model, n_groups, stages, has_head, head_role)
