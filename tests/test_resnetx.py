@@ -223,3 +223,13 @@ def test_drop_path_grows_linearly_from_zero():
     assert all(isinstance(u.drop_path, nn.Identity) for u in resnetx18().units)
     assert isinstance(FoldUnit(nn.Identity(), nn.Identity(), nn.ReLU()).drop_path, nn.Identity)   # default: none
     assert isinstance(FoldUnit(nn.Identity(), nn.Identity(), nn.ReLU(), 1e-3).drop_path, DropPath)
+
+
+def test_a_one_unit_resnet():
+    "The smallest ResNet, one unit: it builds and computes act(branch(stem) + shortcut(stem))."
+    m = ResNetX(ResNetXConfig((1,), 'basic', (8,), strides=(1,), stem_width=8, num_classes=2)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    stem, u = m.maxpool(m.act1(m.bn1(m.conv1(x)))), m.units[0]
+    with torch.no_grad():
+        assert torch.allclose(m.forward_features(x), u.act(u.branch(stem) + u.shortcut(stem)), atol=1e-6)
+        assert m(x).shape == (2, 2)

@@ -169,3 +169,14 @@ def test_messages_name_the_argument():
     with pytest.raises(ValueError, match=r"^`fold` must be <= 1 for num_units=\(1, 1\) \(2 units; "):
         fold_plan((1, 1), 2)
     assert fold_plan((3, 4, 6, 3)).sources == SKIPS_3463[1]       # the default fold is 1: a plain ResNet
+
+
+def test_a_plain_resnet_of_any_layout_even_one_unit():
+    "fold 1 needs no window: a one-unit layout works (it was refused for a `start_id` nobody passed)."
+    plan = fold_plan((1,))
+    assert (plan.sources, plan.stages, plan.start_id, plan.end_id, plan.n_alive) == ((0,), (1,), 1, 1, 1)
+    assert fold_plan((3, 4, 6, 3)) == fold_plan((3, 4, 6, 3), 1, 1, 16)   # the explicit fold-1 window: the same plan
+    assert fold_plan((2,), 1).sources == (0, 1)
+    with pytest.raises(ValueError, match=r'`start_id` must be <= 0 for num_units=\(1,\) .* got 1'):
+        fold_plan((1,), 1, start_id=1)                                      # a window asked for explicitly: too small
+    with pytest.raises(ValueError, match=r'`fold` must be <= 0 for num_units=\(1,\) .* got 2'): fold_plan((1,), 2)

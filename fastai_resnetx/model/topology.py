@@ -102,7 +102,10 @@ def fold_plan(num_units:tuple, fold:int=1, start_id:int=None, end_id:int=None) -
     num_units = _check_num_units(num_units)
     total = sum(num_units)
     _check_int('fold', fold, 1)
-    if start_id is None and end_id is None and fold > 1 and fold >= total:
+    if fold == 1 and start_id is None and end_id is None:
+        # a plain ResNet: each unit adds the previous output, no window to check (a one-unit layout too)
+        return _plan(num_units, 1, 1, total, tuple(range(total)))
+    if start_id is None and end_id is None and fold >= total:
         raise ValueError(f"`fold` must be <= {total - 1} for num_units={num_units} ({total} units; the folded window "
                          f"runs from unit `fold` to the last unit and needs 2 units at least), got {fold}")
     if start_id is None: start_id = fold
@@ -115,8 +118,13 @@ def fold_plan(num_units:tuple, fold:int=1, start_id:int=None, end_id:int=None) -
     _check_window(fold, start_id, end_id)
     if end_id > total:
         raise ValueError(f"`end_id` must be <= the number of units ({total} for num_units={num_units}), got {end_id}")
-    sources = tuple(skip_source(l, fold, start_id, end_id) for l in range(1, total + 1))
-    stages = tuple(stage_of(l, num_units) for l in range(1, total + 1))
+    return _plan(num_units, fold, start_id, end_id, tuple(skip_source(l, fold, start_id, end_id)
+                                                          for l in range(1, total + 1)))
+
+
+def _plan(num_units, fold, start_id, end_id, sources) -> FoldPlan:
+    "The `FoldPlan` of a checked layout and window with these skip sources."
+    stages = tuple(stage_of(l, num_units) for l in range(1, len(sources) + 1))
     return FoldPlan(num_units, fold, start_id, end_id, sources, stages, *_allocate_slots(sources))
 
 
