@@ -305,3 +305,13 @@ def test_a_carry_from_another_model_is_refused():
         assert fold3.stage2(out1).shape == (1, 5, 4, 4)      # its own model's carry: accepted
         with pytest.raises(CarryError, match=r'stage2 of this ResNetX \(fold=4\) needs outputs \[0, 1\]'):
             fold4.stage2(out1)
+
+
+def test_fx_feature_extraction_at_fold_3():
+    "torchvision's (and timm's) FX feature extractor: the carry travels at trace time, so the graph equals the model."
+    from torchvision.models.feature_extraction import create_feature_extractor
+    m, x = tiny((2, 2, 2, 2), fold=3), torch.randn(2, 3, 32, 32)
+    g = create_feature_extractor(m, return_nodes={'stage3': 'mid', 'fc': 'logits'})
+    with torch.no_grad():
+        out = g(x)
+        assert torch.equal(out['logits'], m(x)) and out['mid'].shape == (2, 6, 2, 2)

@@ -81,7 +81,8 @@ class Stage(nn.ModuleList):
         # read the carry before any hook can replace the input, and pass it on after every hook replaced the output
         box = []
         out = super().__call__(x, _carry=getattr(x, CARRY, None), _box=box)
-        if box and isinstance(out, Tensor): setattr(out, CARRY, box[-1])
+        # a tensor, or an FX proxy: FX tracing carries the earlier outputs at trace time the same way
+        if box and isinstance(out, (Tensor, torch.fx.Proxy)): setattr(out, CARRY, box[-1])
         return out
 
     def _check(self, x, carry):
