@@ -54,13 +54,13 @@ ZOO = {
     'fastai_learner_resnetx18': (partial(fastai_model, resnetx18), 4),
 }
 
-def forward_order(model):
-    "Modules holding parameters, in the order a forward pass starts them."
+def forward_order(model, x=None):
+    "Modules holding parameters, in the order a forward pass on `x` (default: a 32 px batch) starts them."
     order = []
     hooks = [m.register_forward_pre_hook(lambda m,i: order.append(m) if m not in order else None)
              for m in model.modules() if next(m.parameters(recurse=False), None) is not None]
     try:
-        with torch.no_grad(): model.eval()(torch.randn(2, 3, 32, 32))
+        with torch.no_grad(): model.eval()(torch.randn(2, 3, 32, 32) if x is None else x)
     finally:
         for h in hooks: h.remove()
     return order
@@ -230,16 +230,8 @@ def small_arch(family):
     return min(timm.list_models(module=family), key=size_rank)
 
 def meta_forward_order(model):
-    "`forward_order` on the meta device: shapes only, no compute."
-    order = []
-    hooks = [m.register_forward_pre_hook(lambda m,i: order.append(m) if m not in order else None)
-             for m in model.modules() if next(m.parameters(recurse=False), None) is not None]
-    try:
-        size = model.pretrained_cfg.get('input_size', (3, 224, 224))
-        with torch.no_grad(): model.eval()(torch.empty(1, *size, device='meta'))
-    finally:
-        for h in hooks: h.remove()
-    return order
+    "`forward_order` on the meta device at the model's input size: shapes only, no compute."
+    return forward_order(model, torch.empty(1, *model.pretrained_cfg.get('input_size', (3, 224, 224)), device='meta'))
 
 def family_problems(model):
     "What is wrong with `arch_splitter(model, 3)`: too few groups, an empty one, groups out of forward order, a stem "
