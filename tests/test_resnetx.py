@@ -233,3 +233,10 @@ def test_a_one_unit_resnet():
     with torch.no_grad():
         assert torch.allclose(m.forward_features(x), u.act(u.branch(stem) + u.shortcut(stem)), atol=1e-6)
         assert m(x).shape == (2, 2)
+
+
+def test_drop_rates_stop_short_of_one():
+    "A rate of 1 drops everything: refused for both rates, while anything below it is taken."
+    for name in ('drop_rate', 'drop_path_rate'):
+        with pytest.raises(ValueError, match=rf"`{name}` must be a number in \[0, 1\), got 1"): resnetx18(**{name: 1})
+        assert getattr(resnetx18(**{name: 0.999}).cfg, name) == 0.999
