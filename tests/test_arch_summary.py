@@ -220,3 +220,15 @@ def test_bad_input_errors(wide):
     with pytest.raises(IndexError, match=r"no child named 'layer9'"): get_module(wide, 'layer9')
     with pytest.raises(TypeError, match=r"idx\[0\]=1.5 is a float; allowed: an int"): get_module(wide, 1.5)
     assert get_module(wide, -1) is wide.fc and get_module(wide, ['layer1', 0]) is wide.layer1[0]
+
+
+def test_index_bounds_and_long_names_in_errors(wide):
+    "The first child from the end is -len; one more is out of range. A name of 80 characters is shown whole, 81 cut."
+    assert get_module(wide, -10) is wide.conv1
+    with pytest.raises(IndexError, match=r"idx\[0\]=-11 is out of range .* \(or -10\.\.-1 from the end\)"):
+        get_module(wide, -11)
+    class Long:
+        def __init__(self, n): self.n = n
+        def __repr__(self): return 'x' * self.n
+    for n, shown in ((80, 'x' * 80), (81, 'x' * 77 + r'\.\.\.')):
+        with pytest.raises(TypeError, match=rf"^arch_or_model={shown} \(a Long\) is neither"): arch_summary(Long(n))
