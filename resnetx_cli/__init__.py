@@ -13,8 +13,14 @@ __all__ = ['main', 'parser', 'Terminated', 'HungUp', 'SIZE_RANGE', 'FOLD_RANGE']
 
 SIZE_RANGE, FOLD_RANGE, BS_RANGE, EPOCHS_RANGE, SEED_RANGE = (8, 2048), (1, 64), (2, 4096), (1, 1000), (0, 2**32 - 1)
 PLOT_FORMATS = ('.png', '.pdf', '.svg')
-# defaults of `resnetx train`, the same as `fastai_resnetx.job.train.TRAIN_DEFAULTS` (a test keeps them equal)
+# defaults of `resnetx train`, the same as `fastai_resnetx.job.train.TRAIN_DEFAULTS` and `IDX_DEFAULTS` (a test keeps
+# them equal): for the digits and image folders, and for idx data sets (`--data fashion-mnist`; size None: the data's)
 DEFAULTS = dict(arch='resnetx18', fold=2, epochs=10, size=24, bs=64, lr=4e-3, seed=42)
+IDX_DEFAULTS = dict(arch='resnetx_small', fold=1, epochs=5, size=None, bs=256, lr=1e-2, seed=42)
+# defaults of `resnetx study`, the same as `fastai_resnetx.job.study.STUDY_DEFAULTS`
+STUDY_DEFAULTS = dict(data='fashion-mnist', arch='resnetx_small', folds=(1, 2, 3), seeds=5, epochs=5, bs=256, lr=1e-2,
+                      pad=0, flip=True, erase=0.)
+FASHION_MNIST = 'fashion-mnist'
 
 
 class Terminated(KeyboardInterrupt):
@@ -110,27 +116,34 @@ def _fold_arg(p, default, what):
                    help=f'fold depth of a ResNetX arch, >= 1; the arch sets the largest ({what})')
 
 
+def _two(key:str) -> str:
+    "A default of `resnetx train` as --help says it: the digits' and folders', and the idx data sets'."
+    return f"default {DEFAULTS[key]}; with an idx data set {IDX_DEFAULTS[key]}"
+
+
 def _train_parser(sub):
     D = DEFAULTS
     t = sub.add_parser('train', help='train on the built-in digits or a folder of images',
                        description='Train an arch; write export.pkl, loss.png, confusion_matrix.png and metrics.json '
                                    'to --out, all together or not at all.')
-    t.add_argument('--data', type=Path, help='image folder: train/ and valid/ (or val/, validation/) of class folders, '
-                   'or class folders (a random 20%% of each class is held out, seed 42); default: the built-in digits')
+    t.add_argument('--data', type=Path, help="'fashion-mnist' (built in: 60,000 training images, tested on the 10,000 "
+                   "test images), a folder of idx files (MNIST's format), or an image folder: train/ and valid/ (or val/, "
+                   "validation/) of class folders, or class folders (a random 20%% of each class is held out, seed 42); "
+                   "default: the built-in digits")
     t.add_argument('--labels', type=Path, default=None,
                    help='a CSV of labels (as fastai\'s ImageDataLoaders.from_csv reads it): first column the image '
                         'file (relative to --data), second the label; an optional is_valid column chooses the '
                         'validation images')
-    t.add_argument('--arch', default=D['arch'], help=f"ResNetX, torchvision or timm arch name (default {D['arch']})")
-    _fold_arg(t, None, f"default {D['fold']}")
-    t.add_argument('--epochs', type=integer(*EPOCHS_RANGE), default=D['epochs'],
-                   help=f"in [1, 1000] (default {D['epochs']})")
-    _size_arg(t, D['size'])
-    t.add_argument('--bs', type=integer(*BS_RANGE, why=' (BatchNorm needs 2 images per batch)'), default=D['bs'],
-                   help=f"batch size in [{BS_RANGE[0]}, {BS_RANGE[1]}] (default {D['bs']}; more than the training "
+    t.add_argument('--arch', default=None, help=f"ResNetX, torchvision or timm arch name ({_two('arch')})")
+    _fold_arg(t, None, _two('fold'))
+    t.add_argument('--epochs', type=integer(*EPOCHS_RANGE), default=None, help=f"in [1, 1000] ({_two('epochs')})")
+    t.add_argument('--size', type=integer(*SIZE_RANGE), default=None,
+                   help=f"image size in px, in [{SIZE_RANGE[0]}, {SIZE_RANGE[1]}] (default {D['size']}; an idx data "
+                        "set is used at its own size)")
+    t.add_argument('--bs', type=integer(*BS_RANGE, why=' (BatchNorm needs 2 images per batch)'), default=None,
+                   help=f"batch size in [{BS_RANGE[0]}, {BS_RANGE[1]}] ({_two('bs')}; more than the training "
                         "images: reduced, with a note)")
-    t.add_argument('--lr', type=number(0, 10), default=D['lr'],
-                   help=f"peak learning rate in (0, 10) (default {D['lr']:g})")
+    t.add_argument('--lr', type=number(0, 10), default=None, help=f"peak learning rate in (0, 10) ({_two('lr')})")
     t.add_argument('--pretrained', action='store_true',
                    help='start from ImageNet weights: 1 epoch on the head, then the rest unfrozen')
     t.add_argument('--precision', choices=('fp32', 'bf16'), default=None,
@@ -148,6 +161,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--version', action='version', version=f'resnetx (fastai_resnetx) {_version()}')
     sub = p.add_subparsers(dest='command', required=True, parser_class=_Parser)
     _train_parser(sub)
+    _study_parser(sub)
     s = sub.add_parser('summary', help='arch summary and FLOPs of any arch (never downloads weights)')
     s.add_argument('arch', help='ResNetX, torchvision or timm arch name')
     _size_arg(s, 224)
@@ -165,9 +179,63 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _study_parser(sub):
+    D = STUDY_DEFAULTS
+    st = sub.add_parser('study', help='does folding help? the paired study of folds over seeds, with its report',
+                        description='Train every arm (fold 1, each fold, stage-local folds, fold 1 at equal cost) on '
+                                    'the same seeds; each finished run is added to --out/results.jsonl (a stopped '
+                                    'study resumes), then report.md and study.png are written.')
+    st.add_argument('--data', type=Path, default=Path(D['data']),
+                    help="'fashion-mnist' (built in) or a folder of idx files (default fashion-mnist)")
+    st.add_argument('--arch', default=D['arch'], help=f"ResNetX arch (default {D['arch']})")
+    st.add_argument('--folds', type=int_list(*FOLD_RANGE), default=D['folds'],
+                    help='comma-separated folds, e.g. 1,2,3 (fold 1, the baseline, is always run)')
+    st.add_argument('--seeds', type=integer(1, 1000), default=D['seeds'], help=f"seeds 0..N-1 (default {D['seeds']})")
+    st.add_argument('--epochs', type=integer(*EPOCHS_RANGE), default=D['epochs'], help=f"(default {D['epochs']})")
+    st.add_argument('--bs', type=integer(*BS_RANGE), default=D['bs'], help=f"batch size (default {D['bs']})")
+    st.add_argument('--lr', type=number(0, 10), default=D['lr'], help=f"peak learning rate (default {D['lr']:g})")
+    st.add_argument('--pad', type=integer(0, 64), default=D['pad'],
+                    help='random crop after padding by this many px (default 0: no crop)')
+    st.add_argument('--flip', action=argparse.BooleanOptionalAction, default=D['flip'],
+                    help='random horizontal flip (default on; --no-flip for digits)')
+    st.add_argument('--erase', type=number(-1e-9, 1 + 1e-9), default=D['erase'],
+                    help='probability of random erasing per image, in [0, 1] (default 0)')
+    st.add_argument('--stage-local', action='store_true',
+                    help='add each fold > 1 stage-local (no skip crosses a stage boundary) as an arm')
+    st.add_argument('--equal-cost', action='store_true',
+                    help="add fold 1 widened to the largest fold's FLOPs as an arm")
+    st.add_argument('--out', type=Path, default=None, help='the study folder: new, empty, or an earlier study of the '
+                    'same settings (it resumes)')
+    st.add_argument('--report', type=Path, default=None, metavar='DIR',
+                    help='only write the report of the finished runs in study folder DIR')
+
+
+def int_list(lo:int, hi:int):
+    "An argparse type: comma-separated integers, each in `[lo, hi]`."
+    def parse(s):
+        try: vs = tuple(int(v) for v in s.split(','))
+        except ValueError: vs = None
+        if not vs or not all(lo <= v <= hi for v in vs):
+            raise argparse.ArgumentTypeError(f"must be comma-separated integers in [{lo}, {hi}], got {s!r}")
+        return vs
+    return parse
+
+
 def check_paths(args):
     "The file-system arguments, before anything heavy is imported."
+    if args.command == 'study':
+        if (args.out is None) == (args.report is None):
+            raise ValueError("give `--out DIR` (run or resume a study) or `--report DIR` (report its finished runs)")
+        if str(args.data) != FASHION_MNIST and not args.data.is_dir():
+            raise ValueError(f"`--data` must be 'fashion-mnist' or a folder of idx files, got {str(args.data)!r}")
+        check_out_folder(args.out or args.report, None, 'resnetx study')
+        if args.report is not None and not args.report.is_dir():
+            raise ValueError(f"`--report` {str(args.report)!r} is not a study folder")
     if args.command == 'train':
+        if args.data is not None and str(args.data) == FASHION_MNIST and not args.data.is_dir():
+            if args.labels is not None: raise ValueError("`--labels` is for image folders, not for 'fashion-mnist'")
+            check_out_folder(args.out, None)
+            return
         if args.data is not None and not args.data.is_dir():
             raise ValueError(f"`--data` folder {str(args.data)!r} does not exist" if not args.data.exists()
                              else f"`--data` {str(args.data)!r} is a file, not a folder")

@@ -2,18 +2,22 @@
 anything heavy is imported) and the job (`fastai_resnetx.job`, writing a run and skipping earlier runs when reading
 data) share.
 
-A folder is a run folder only if `resnetx train` marked it: the marker file `.resnetx-run.json` lists the files the
-run wrote. Only those files are ever replaced; anything else in the folder is the user's and is never touched.
+A folder is a run folder only if `resnetx train` (or `resnetx study`) marked it: the marker file `.resnetx-run.json`
+says which command wrote it and lists the files it wrote. Only those files are ever replaced; anything else in the folder is the user's and is never touched.
 """
 import json, os, re, signal, tempfile, time
 from pathlib import Path
 
 __all__ = ['process_seconds', 'MARKER', 'LOCK', 'OUTPUTS', 'written_files', 'is_run_folder', 'looks_like_run',
-           'check_out_folder', 'check_writable', 'check_name_lengths', 'nearest_existing', 'OutputFolder']
+           'check_out_folder', 'check_writable', 'check_name_lengths', 'nearest_existing', 'OutputFolder', 'STUDY_OUTPUTS',
+           'OUTPUTS_OF']
 
 _T0 = time.time()
 MARKER, LOCK = '.resnetx-run.json', '.resnetx-lock'
 OUTPUTS = ('export.pkl', 'loss.png', 'confusion_matrix.png', 'metrics.json')
+STUDY_OUTPUTS = ('results.jsonl', 'study.json', 'report.md', 'study.png')
+OUTPUTS_OF = {'resnetx train': OUTPUTS, 'resnetx study': STUDY_OUTPUTS}   # what each command may write
+_ALL_OUTPUTS = OUTPUTS + STUDY_OUTPUTS
 _TEMP = re.compile(r'^\.(.+)\.tmp-\d+$')   # `.export.pkl.tmp-PID`: a file being written by (or left by a killed) run
 
 
@@ -53,36 +57,40 @@ def check_name_lengths(path:Path, arg:str):
         p = p / part
 
 
-def written_files(path:Path):
-    "The names the run that marked `path` wrote (its marker's list), or None if `path` is not a marked run folder."
-    try: files = json.loads((Path(path) / MARKER).read_text()).get('files')
+def written_files(path:Path, command:str='resnetx train'):
+    "The names `command` wrote in `path` (its marker's list), or None if `command` did not mark `path`."
+    try:
+        marker = json.loads((Path(path) / MARKER).read_text())
+        files, by = marker.get('files'), marker.get('written_by', 'resnetx train')
     except (OSError, ValueError, AttributeError): return None
-    ok = isinstance(files, list) and all(isinstance(f, str) and f in OUTPUTS for f in files)
+    ok = by == command and isinstance(files, list) and all(isinstance(f, str) and f in OUTPUTS_OF[command]
+                                                            for f in files)
     return files if ok else None
 
 
-def is_run_folder(path:Path) -> bool:
-    "Whether `path` is a run folder: `resnetx train` marked it when it wrote its outputs there."
-    return written_files(path) is not None
+def is_run_folder(path:Path, command:str='resnetx train') -> bool:
+    "Whether `path` is a run folder of `command`: it marked it when it wrote its outputs there."
+    return written_files(path, command) is not None
 
 
 def looks_like_run(path:Path) -> bool:
-    "Never data: a marked run folder, or one holding an `export.pkl` and a `metrics.json` (an unmarked, older run's)."
-    return is_run_folder(path) or ((Path(path) / "export.pkl").is_file() and (Path(path) / "metrics.json").is_file())
+    "Never data: a marked run or study folder, or one holding an `export.pkl` and a `metrics.json` (an older run's)."
+    return any(is_run_folder(path, c) for c in OUTPUTS_OF) or (
+        (Path(path) / "export.pkl").is_file() and (Path(path) / "metrics.json").is_file())
 
 
 def _ours(name:str) -> bool:
     "The marker, the lock, or a temporary output file: names only the tool writes."
     m = _TEMP.match(name)
-    return name in (MARKER, LOCK) or bool(m and m[1] in (*OUTPUTS, MARKER))
+    return name in (MARKER, LOCK) or bool(m and m[1] in (*_ALL_OUTPUTS, MARKER))
 
 
 def _listing(names:list, n:int=4) -> str:
     return ', '.join(repr(n_) for n_ in names[:n]) + (f' and {len(names) - n} more' if len(names) > n else '')
 
 
-def check_out_folder(out:Path, data:Path=None):
-    "`--out` of `train`: new, empty or a run folder, writable, names that fit, neither the data folder nor above it."
+def check_out_folder(out:Path, data:Path=None, command:str='resnetx train'):
+    "`--out` of `command`: new, empty or its run folder, writable, names that fit, neither the data folder nor above it."
     check_name_lengths(out, '--out')
     if out.exists() and not out.is_dir(): raise ValueError(f"`--out` {str(out)!r} is a file, not a folder")
     if data is not None:
@@ -93,15 +101,16 @@ def check_out_folder(out:Path, data:Path=None):
     if out.is_dir():
         try: names = sorted(os.listdir(out))
         except OSError as e: raise ValueError(f"`--out` {str(out)!r} cannot be read: {e.strerror}") from None
-        listed = written_files(out)
+        listed = written_files(out, command)
         if listed is None:
             foreign = [n for n in names if not _ours(n)]
             if foreign:
-                raise ValueError(f"`--out` {str(out)!r} holds files `resnetx train` did not write "
+                raise ValueError(f"`--out` {str(out)!r} holds files `{command}` did not write "
                                  f"({_listing(foreign)}): choose a new or empty folder (only a folder it marked as a "
                                  f"run folder is written into)")
         else:   # an output name the marker does not list, or not a file, is someone else's: it would be replaced
-            others = [n for n in OUTPUTS if (out / n).exists() and (n not in listed or not (out / n).is_file())]
+            others = [n for n in OUTPUTS_OF[command]
+                      if (out / n).exists() and (n not in listed or not (out / n).is_file())]
             if others:
                 raise ValueError(f"`--out` {str(out)!r}: {others[0]!r} is not a file the earlier run wrote; "
                                  f"move it away")
@@ -117,7 +126,8 @@ class OutputFolder:
     "A run's hold on `--out`: made if missing, locked, outputs written in place (temp file, rename), cleaned up after."
     # in place, file by file: a mount point cannot be renamed (EBUSY),
     # and a user's files in the folder stay where they are
-    def __init__(self, out): self.out, self.created, self.fd = Path(out), [], None
+    def __init__(self, out, command:str='resnetx train'):
+        self.out, self.command, self.created, self.fd = Path(out), command, [], None
 
     def __enter__(self):
         missing = []
@@ -175,19 +185,19 @@ class OutputFolder:
         "Remove this run's temporary files (`stale`: also those a killed run left; the lock says none is running)."
         for n in os.listdir(self.out):
             m = _TEMP.match(n)
-            if m and m[1] in (*OUTPUTS, MARKER) and (stale or n.endswith(f'.tmp-{os.getpid()}')):
+            if m and m[1] in (*OUTPUTS_OF[self.command], MARKER) and (stale or n.endswith(f'.tmp-{os.getpid()}')):
                 try: os.unlink(self.out / n)
                 except OSError: pass
 
-    def commit(self, names):
-        "Put the written temporary files in place, the marker (listing them) first; signals wait until all are in."
+    def commit(self, names, also=()):
+        "Put the written temporary files in place, the marker (listing them and `also`) first; signals wait until done."
         names = list(names)
         old = _hold_signals()
         try:
-            listed = sorted(set(names) | set(written_files(self.out) or []))
+            listed = sorted(set(names) | set(also) | set(written_files(self.out, self.command) or []))
             marker = self.temp(MARKER)
-            marker.write_text(json.dumps({'written_by': 'resnetx train', 'files': listed,
-                                          'rule': 'resnetx train replaces only the files listed here; '
+            marker.write_text(json.dumps({'written_by': self.command, 'files': listed,
+                                          'rule': f'{self.command} replaces only the files listed here; '
                                                   'anything else in this folder is never touched'}, indent=2))
             os.replace(marker, self.out / MARKER)
             for n in names: os.replace(self.temp(n), self.out / n)

@@ -29,8 +29,22 @@ def _train(args):
               lr=args.lr, pretrained=args.pretrained, precision=args.precision, seed=args.seed,
               labels=getattr(args, 'labels', None))
     if m['rank'] == 0:
-        print(f"final validation accuracy: {m['valid_accuracy']:.4f} ({m['n_valid']} images); "
+        which = 'test' if m.get('validation') == 'test set' else 'validation'
+        print(f"final {which} accuracy: {m['valid_accuracy']:.4f} ({m['n_valid']} images); "
               f"wall clock {process_seconds():.1f} s (whole process); outputs in {args.out}/")
+
+
+def _study(args):
+    from .study import StudySettings, run_study
+    if args.report is not None:
+        _, text = run_study(args.report, report_only=True)
+    else:
+        s = StudySettings(data=str(args.data), arch=args.arch, folds=args.folds, seeds=args.seeds, epochs=args.epochs,
+                          bs=args.bs, lr=args.lr, pad=args.pad, flip=args.flip, erase=args.erase,
+                          stage_local=args.stage_local, equal_cost=args.equal_cost)
+        _, text = run_study(args.out, s)
+    print(text or 'no finished runs: no report written')
+    print(f"report: {args.report or args.out}/report.md and study.png; wall clock {process_seconds():.1f} s")
 
 
 def run(args):
@@ -38,4 +52,4 @@ def run(args):
     import matplotlib
     matplotlib.use('Agg')
     with one_line_memory_error(getattr(args, 'size', None), getattr(args, 'bs', None)):
-        {'train': _train, 'summary': _summary, 'plot': _plot}[args.command](args)
+        {'train': _train, 'study': _study, 'summary': _summary, 'plot': _plot}[args.command](args)

@@ -17,7 +17,7 @@ from .weights import (CHECKPOINT_SUFFIXES, checkpoint_file, read_checkpoint, sta
                       resnet_counterpart)
 
 __all__ = ['create_resnetx', 'resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152', 'resnetx_mbconv',
-           'resnetx_fused', 'ARCHS', 'PRETRAINED_TAGS', 'pretrained_tags', 'torchvision_weights', 'load_pretrained']
+           'resnetx_fused', 'resnetx_small', 'ARCHS', 'PRETRAINED_TAGS', 'pretrained_tags', 'torchvision_weights', 'load_pretrained']
 
 # The pretrained sources, the one place they are written: each arch takes the weights of the ResNet with its layout,
 # under timm's tag for them. tv_in1k/tv2_in1k are torchvision's IMAGENET1K_V1/V2 (torchvision's URL, read from and
@@ -237,5 +237,10 @@ def resnetx_fused(pretrained=False, **kwargs):
     "ResNetX of fused-MBConv units (EfficientNetV2), layout (2,3,4,2)."
     return create_resnetx('resnetx_fused', pretrained, **kwargs)
 
+@_signed
+def resnetx_small(pretrained=False, **kwargs):
+    "ResNetX for 28-32 px images: a 3x3 stride-1 stem, no max-pool, one basic unit per stage, widths 16 to 128."
+    return create_resnetx('resnetx_small', pretrained, **kwargs)
 
-ARCHS = [resnetx18, resnetx34, resnetx50, resnetx101, resnetx152, resnetx_mbconv, resnetx_fused]
+
+ARCHS = [resnetx18, resnetx34, resnetx50, resnetx101, resnetx152, resnetx_mbconv, resnetx_fused, resnetx_small]

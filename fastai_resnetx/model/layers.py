@@ -9,7 +9,7 @@ from torch import nn, Tensor
 from torchvision.ops import Conv2dNormActivation, SqueezeExcitation as _TVSqueezeExcitation
 
 __all__ = ['act_layer', 'ConvNormAct', 'Conv1x1NormAct', 'Conv3x3NormAct', 'ResidualAdd', 'SqueezeExcitation',
-           'projection', 'conv_norm_act', 'resnet_stem', 'deep_stem', 'get_act']
+           'projection', 'conv_norm_act', 'resnet_stem', 'deep_stem', 'small_stem', 'STEM_STRIDE', 'get_act']
 
 _ACTS = {'relu': nn.ReLU, 'relu6': nn.ReLU6, 'silu': nn.SiLU, 'swish': nn.SiLU, 'gelu': nn.GELU,
          'mish': nn.Mish, 'hardswish': nn.Hardswish, 'leaky_relu': nn.LeakyReLU}
@@ -131,3 +131,13 @@ def deep_stem(c_in:int=3, nf:int=64, act=nn.ReLU, norm=nn.BatchNorm2d) -> Ordere
     convs = nn.Sequential(ConvNormAct(c_in, mid, 3, 2, norm=norm, act=act),
                           ConvNormAct(mid, mid, 3, norm=norm, act=act), nn.Conv2d(mid, nf, 3, padding=1, bias=False))
     return OrderedDict(conv1=convs, bn1=norm(nf), act1=act_layer(act), maxpool=nn.MaxPool2d(3, stride=2, padding=1))
+
+
+def small_stem(c_in:int=3, nf:int=64, act=nn.ReLU, norm=nn.BatchNorm2d) -> OrderedDict:
+    "A stem for small images (CIFAR ResNets', fast.ai's course's): one 3x3 stride-1 conv, norm, act, no max-pool."
+    return OrderedDict(conv1=nn.Conv2d(c_in, nf, 3, stride=1, padding=1, bias=False), bn1=norm(nf), act1=act_layer(act),
+                       maxpool=nn.Identity())
+
+
+# total stride of each stem: of its first conv's output (the `act1` feature) and after its max-pool
+STEM_STRIDE = {'resnet': (2, 4), 'deep': (2, 4), 'small': (1, 1)}

@@ -13,7 +13,7 @@ from timm.layers import DropPath, create_classifier, get_device_dtype
 from timm.models._features import feature_take_indices   # where timm's own models take it from (not re-exported)
 
 from .topology import FoldPlan, fold_plan
-from .layers import projection, resnet_stem, deep_stem, get_act, act_layer
+from .layers import projection, resnet_stem, deep_stem, small_stem, get_act, act_layer, STEM_STRIDE
 from .blocks import get_block
 from .config import ResNetXConfig
 from ..checks import check_choice
@@ -59,7 +59,7 @@ class Stage(nn.ModuleList):
         self.index, self.grad_checkpointing = index, False
         self._in, self._skip, self._out = plan.in_slots[lo:hi], plan.skip_slots[lo:hi], plan.out_slots[lo:hi]
         self._n_alive, self._fold = plan.n_alive, plan.fold
-        self._key = (plan.num_units, plan.fold, plan.start_id, plan.end_id)
+        self._key = (plan.num_units, plan.fold, plan.start_id, plan.end_id, plan.stage_local)
         # outputs from before this stage's input that this stage or a later one reads: they must come with the input
         self._needs = tuple(sorted({s for s in plan.sources[lo:] if s < lo}))
         # slots of the outputs up to this stage's last but one that later stages read: only those are passed on
@@ -125,7 +125,7 @@ class Stage(nn.ModuleList):
 
 def _output_shapes(cfg:ResNetXConfig):
     "Channels, reduction (total stride) and dilation of every output: 0 is the stem's, then one per unit."
-    chans, reds, dils = [cfg.stem_width], [4], [1]
+    chans, reds, dils = [cfg.stem_width], [STEM_STRIDE[cfg.stem][1]], [1]
     for n, width, stride, dilation in zip(cfg.num_units, cfg.widths, *cfg.stage_strides()):
         for j in range(n):
             chans.append(width)
@@ -140,9 +140,9 @@ class ResNetX(nn.Module):
         super().__init__()
         cfg = ResNetXConfig() if cfg is None else cfg
         if overrides: cfg = cfg.replace(**overrides)
-        plan = fold_plan(cfg.num_units, cfg.fold, cfg.start_id, cfg.end_id)
+        plan = cfg.plan()
         block, act = get_block(cfg.unit), get_act(cfg.act)
-        stem = resnet_stem if cfg.stem == 'resnet' else deep_stem
+        stem = dict(resnet=resnet_stem, deep=deep_stem, small=small_stem)[cfg.stem]
         chans, reds, dils = _output_shapes(cfg)
         unit_kwargs, stages, l = {'act': act, **cfg.unit_kwargs}, [], 0
         for n in cfg.num_units:
@@ -166,7 +166,7 @@ class ResNetX(nn.Module):
     def _assemble(self, cfg:ResNetXConfig, stem:dict, stages:list):
         "Add the stem layers and one `Stage` per list of units, wired by `cfg`'s fold plan: the one construction path."
         self._cfg = cfg
-        self.plan: FoldPlan = fold_plan(cfg.num_units, cfg.fold, cfg.start_id, cfg.end_id)
+        self.plan: FoldPlan = cfg.plan()
         got = tuple(len(units) for units in stages)
         if got != cfg.num_units: raise ValueError(f"`stages` must hold {cfg.num_units} units per stage, got {got}")
         if list(stem) != ['conv1', 'bn1', 'act1', 'maxpool']:
@@ -177,7 +177,8 @@ class ResNetX(nn.Module):
             self.add_module(f'stage{s}', Stage(units, s, self.plan))
             self.stage_names.append(f'stage{s}')
         self.num_features, self.drop_rate = cfg.widths[-1], cfg.drop_rate
-        red, self.feature_info = 4, [dict(num_chs=cfg.stem_width, reduction=2, module='act1')]
+        first, red = STEM_STRIDE[cfg.stem]
+        self.feature_info = [dict(num_chs=cfg.stem_width, reduction=first, module='act1')]
         for s, (width, stride) in enumerate(zip(cfg.widths, cfg.stage_strides()[0]), start=1):
             red *= stride
             self.feature_info.append(dict(num_chs=width, reduction=red, module=f'stage{s}'))

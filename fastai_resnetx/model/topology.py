@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 from ..checks import check_int as _check_int
 
-__all__ = ['skip_source', 'stage_of', 'stage_distance', 'FoldPlan', 'fold_plan', 'get_pred', 'layer_diff']
+__all__ = ['skip_source', 'stage_of', 'stage_input', 'stage_distance', 'FoldPlan', 'fold_plan', 'get_pred', 'layer_diff']
 
 
 def _check_window(fold, start_id, end_id):
@@ -69,6 +69,7 @@ class FoldPlan:
     skip_slots: tuple  # buffer slot that holds x_src(l)
     out_slots: tuple   # buffer slot unit l writes its output to
     n_alive: int       # most outputs alive at once during a forward pass
+    stage_local: bool = False   # skip sources clipped to each stage's input: no skip crosses a stage boundary
 
     @property
     def n_units(self): return len(self.sources)
@@ -97,8 +98,21 @@ def _allocate_slots(sources):
     return tuple(in_slots), tuple(skip_slots), tuple(out_slots), n_slots
 
 
-def fold_plan(num_units:tuple, fold:int=1, start_id:int=None, end_id:int=None) -> FoldPlan:
-    "Validate a layout and compute its whole skip plan: sources, stages and buffer slots."
+def stage_input(unit:int, num_units:tuple) -> int:
+    "The output that stage of unit `unit` starts from: the last unit of the previous stage (0: the stem's)."
+    return sum(num_units[:stage_of(unit, num_units) - 1])
+
+
+def fold_plan(num_units:tuple, fold:int=1, start_id:int=None, end_id:int=None, stage_local:bool=False) -> FoldPlan:
+    "Validate a layout and compute its whole skip plan (`stage_local`: no skip reaches before its stage's input)."
+    if stage_local not in (True, False): raise ValueError(f"`stage_local` must be True or False, got {stage_local!r}")
+    plan = _fold_plan(num_units, fold, start_id, end_id)
+    if not stage_local: return plan
+    sources = tuple(max(s, stage_input(l, plan.num_units)) for l, s in enumerate(plan.sources, start=1))
+    return _plan(plan.num_units, plan.fold, plan.start_id, plan.end_id, sources, stage_local=True)
+
+
+def _fold_plan(num_units:tuple, fold:int, start_id:int, end_id:int) -> FoldPlan:
     num_units = _check_num_units(num_units)
     total = sum(num_units)
     _check_int('fold', fold, 1)
@@ -122,10 +136,10 @@ def fold_plan(num_units:tuple, fold:int=1, start_id:int=None, end_id:int=None) -
                                                           for l in range(1, total + 1)))
 
 
-def _plan(num_units, fold, start_id, end_id, sources) -> FoldPlan:
+def _plan(num_units, fold, start_id, end_id, sources, stage_local:bool=False) -> FoldPlan:
     "The `FoldPlan` of a checked layout and window with these skip sources."
     stages = tuple(stage_of(l, num_units) for l in range(1, len(sources) + 1))
-    return FoldPlan(num_units, fold, start_id, end_id, sources, stages, *_allocate_slots(sources))
+    return FoldPlan(num_units, fold, start_id, end_id, sources, stages, *_allocate_slots(sources), stage_local)
 
 
 def get_pred(l:int, d:int=1, start_id:int=None, end_id:int=None) -> int:
