@@ -62,7 +62,8 @@ def bare_loop(data, epochs):
             i += 1
     seconds = time.time() - t0
     model.eval()
-    with torch.no_grad(): acc = statistics.fmean(float((model(x).argmax(1) == y).float().mean()) for x, y in learn.dls.valid)
+    with torch.no_grad():
+        acc = statistics.fmean(float((model(x).argmax(1) == y).float().mean()) for x, y in learn.dls.valid)
     return seconds, acc
 
 

@@ -126,10 +126,10 @@ def _train_parser(sub):
     t = sub.add_parser('train', help='train on the built-in digits or a folder of images',
                        description='Train an arch; write export.pkl, loss.png, confusion_matrix.png and metrics.json '
                                    'to --out, all together or not at all.')
-    t.add_argument('--data', type=Path, help="'fashion-mnist' (built in: 60,000 training images, tested on the 10,000 "
-                   "test images), a folder of idx files (MNIST's format), or an image folder: train/ and valid/ (or val/, "
-                   "validation/) of class folders, or class folders (a random 20%% of each class is held out, seed 42); "
-                   "default: the built-in digits")
+    t.add_argument('--data', type=Path, help="'fashion-mnist' (built in: 60,000 training images, tested on the "
+                   "10,000 test images), a folder of idx files (MNIST's format), or an image folder: train/ and valid/ "
+                   "(or val/, validation/) of class folders, or class folders (a random 20%% of each class is held "
+                   "out, seed 42); default: the built-in digits")
     t.add_argument('--labels', type=Path, default=None,
                    help='a CSV of labels (as fastai\'s ImageDataLoaders.from_csv reads it): first column the image '
                         'file (relative to --data), second the label; an optional is_valid column chooses the '

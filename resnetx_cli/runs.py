@@ -3,14 +3,15 @@ anything heavy is imported) and the job (`fastai_resnetx.job`, writing a run and
 data) share.
 
 A folder is a run folder only if `resnetx train` (or `resnetx study`) marked it: the marker file `.resnetx-run.json`
-says which command wrote it and lists the files it wrote. Only those files are ever replaced; anything else in the folder is the user's and is never touched.
+says which command wrote it and lists the files it wrote. Only those files are ever replaced; anything else in the
+folder is the user's and is never touched.
 """
 import json, os, re, signal, tempfile, time
 from pathlib import Path
 
 __all__ = ['process_seconds', 'MARKER', 'LOCK', 'OUTPUTS', 'written_files', 'is_run_folder', 'looks_like_run',
-           'check_out_folder', 'check_writable', 'check_name_lengths', 'nearest_existing', 'OutputFolder', 'STUDY_OUTPUTS',
-           'OUTPUTS_OF']
+           'check_out_folder', 'check_writable', 'check_name_lengths', 'nearest_existing', 'OutputFolder',
+           'STUDY_OUTPUTS', 'OUTPUTS_OF']
 
 _T0 = time.time()
 MARKER, LOCK = '.resnetx-run.json', '.resnetx-lock'
@@ -90,7 +91,7 @@ def _listing(names:list, n:int=4) -> str:
 
 
 def check_out_folder(out:Path, data:Path=None, command:str='resnetx train'):
-    "`--out` of `command`: new, empty or its run folder, writable, names that fit, neither the data folder nor above it."
+    "`--out` of `command`: new, empty or its run folder, writable, names that fit, not the data folder nor above it."
     check_name_lengths(out, '--out')
     if out.exists() and not out.is_dir(): raise ValueError(f"`--out` {str(out)!r} is a file, not a folder")
     if data is not None:

@@ -73,8 +73,10 @@ def test_help_and_argument_errors_are_fast():
 def test_console_script_and_module_share_the_front_door():
     cfg = (ROOT / 'setup.cfg').read_text()
     assert 'resnetx = resnetx_cli:main' in cfg and 'resnetx_cli*' in cfg
-    from fastai_resnetx.job.train import TRAIN_DEFAULTS
+    from fastai_resnetx.job.train import TRAIN_DEFAULTS, IDX_DEFAULTS
+    from fastai_resnetx.job.study import STUDY_DEFAULTS
     assert resnetx_cli.DEFAULTS == TRAIN_DEFAULTS                 # the --help defaults are the real ones
+    assert resnetx_cli.IDX_DEFAULTS == IDX_DEFAULTS and resnetx_cli.STUDY_DEFAULTS == STUDY_DEFAULTS
     res = subprocess.run([sys.executable, '-m', 'fastai_resnetx', 'train', '--bs', '1'], capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and error_lines(res.stderr) == [
         "resnetx train: error: argument --bs: must be an integer in [2, 4096] (BatchNorm needs 2 images per batch), got '1'"]

@@ -10,11 +10,12 @@ SUBMODULES = ['model.topology', 'model.layers', 'model.blocks', 'model.config', 
               'model.family', 'model.family_archs', 'model.weights', 'inspection.build', 'inspection.arch_summary',
               'inspection.splitter', 'inspection.flops',
               'integration.fastai_meta', 'integration.learner_summary', 'integration.distributed',
-              'integration.precision', 'job.data', 'job.plots', 'job.train']
+              'integration.precision', 'job.data', 'job.plots', 'job.train', 'job.idx_data', 'job.tensor_data',
+              'job.study', 'job.study_stats', 'job.study_report']
 # The user API, written out here (not read from the package): archs, blocks, the fold rule, inspection, fastai's
 # entry points.
 API = {'resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152', 'resnetx_mbconv', 'resnetx_fused',
-       'RESNETX_ARCHS', 'ResNetX', 'ResNetXConfig', 'create_resnetx', 'num_params',
+       'resnetx_small', 'RESNETX_ARCHS', 'ResNetX', 'ResNetXConfig', 'create_resnetx', 'num_params',
        'Block', 'BasicBlock', 'Bottleneck', 'LinearBottleneck', 'InvertedResidual', 'DepthwiseSeparableConv', 'MBConv',
        'FusedMBConv', 'AvgPoolResBlock', 'ConvNormAct', 'SqueezeExcitation',
        'skip_source', 'fold_plan', 'FoldPlan',

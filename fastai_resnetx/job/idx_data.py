@@ -91,7 +91,7 @@ def torch_cache_root() -> Path:
 
 
 def fashion_mnist_sources() -> list:
-    "Where the built-in Fashion-MNIST is looked for, in order: Debian's package, then torchvision's folder in the cache."
+    "Where the built-in Fashion-MNIST is looked for, in order: Debian's package, then torchvision's in the cache."
     return [DEBIAN_FASHION_MNIST, torch_cache_root() / 'FashionMNIST' / 'raw']
 
 
@@ -139,7 +139,7 @@ def load_idx_folder(files:dict, classes=None, md5:dict=None, source:str=None) ->
 
 
 def load_fashion_mnist(folder:Path|str=None, download:bool=True) -> IdxData:
-    "Fashion-MNIST (checked against its published MD5s): from `folder`, Debian's package, the torch cache, or torchvision."
+    "Fashion-MNIST (checked against its published MD5s) from `folder`, Debian's package, the torch cache or a download."
     if folder is not None:
         files = idx_folder(folder)
         if files is None: raise IdxError(f"folder {str(folder)!r} does not hold Fashion-MNIST's four idx files")
@@ -175,7 +175,7 @@ def is_fashion_mnist(data) -> bool:
 
 
 def load_idx_data(data) -> IdxData:
-    "The idx data set `data` names: 'fashion-mnist' (built in, checksummed), or a folder of idx files (structure checked)."
+    "The idx data set `data` names: 'fashion-mnist' (built in, checksummed) or a folder of idx files (checked)."
     if is_fashion_mnist(data): return load_fashion_mnist()
     files = idx_folder(data)
     if files is None:

@@ -1,4 +1,4 @@
-"""Does folding help? The paired study behind `resnetx study`: every arm trained on the same seeds, results kept per run.
+"""Does folding help? The paired study behind `resnetx study`: every arm trained on the same seeds, each run kept.
 
 An arm is one model: fold 1 (a plain ResNet), a fold > 1 with its cross-stage skips, the same fold stage-local (no skip
 crosses a stage boundary), or fold 1 widened to a folded model's FLOPs (equal cost). For seed `s` every arm sees the
@@ -165,8 +165,8 @@ def _check_recipe(out:Path, recipe:dict):
 
 def _versions() -> dict:
     import torch, fastai
-    from .. import __version__
-    return dict(fastai_resnetx=__version__, torch=torch.__version__, fastai=fastai.__version__)
+    from importlib.metadata import version
+    return dict(fastai_resnetx=version('fastai_resnetx'), torch=torch.__version__, fastai=fastai.__version__)
 
 
 def run_one(data, s:StudySettings, arm:Arm, seed:int) -> dict:
@@ -259,7 +259,8 @@ def run_study(out, settings:StudySettings=None, report_only:bool=False, log=prin
         folder.commit([SETTINGS], also=[RESULTS])
         done = {(r['arm'], r['seed']) for r in runs}
         todo = [(a, seed) for seed in range(s.seeds) for a in arms if (a.name, seed) not in done]
-        log(f"study in {out}: {len(arms)} arms x {s.seeds} seeds; {len(done & {(a.name, i) for a in arms for i in range(s.seeds)})} "
+        wanted = {(a.name, i) for a in arms for i in range(s.seeds)}
+        log(f"study in {out}: {len(arms)} arms x {s.seeds} seeds; {len(done & wanted)} "
             f"runs done, {len(todo)} to run ({', '.join(a.name for a in arms)}); data {data.source}")
         t0 = time.time()
         for note in notes: log(f"note: {note}")

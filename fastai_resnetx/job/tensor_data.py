@@ -10,7 +10,8 @@ from fastai.losses import CrossEntropyLossFlat
 
 from ..checks import check_int, check_float
 
-__all__ = ['Augment', 'ImageTensors', 'TensorImageDL', 'tensor_dls', 'idx_dls', 'IdxImage', 'IdxLabel', 'predict_dls', 'random_crop', 'random_flip', 'random_erase']
+__all__ = ['Augment', 'ImageTensors', 'TensorImageDL', 'tensor_dls', 'idx_dls', 'IdxImage', 'IdxLabel', 'predict_dls',
+           'random_crop', 'random_flip', 'random_erase']
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class ImageTensors:
 
 
 class TensorImageDL(DataLoader):
-    "A fastai `DataLoader` over `ImageTensors` that makes each batch by indexing (no per-item work): (N, 1, H, W) floats."
+    "A fastai `DataLoader` over `ImageTensors`: each batch made by indexing (no per-item work), (N, 1, H, W) floats."
     def __init__(self, dataset:ImageTensors=None, augment:Augment=None, mean:float=0., std:float=1., **kwargs):
         super().__init__(dataset, **kwargs)
         self.augment, self.mean, self.std = augment or Augment(), mean, std
@@ -113,7 +114,7 @@ class TensorImageDL(DataLoader):
 
 def tensor_dls(train:ImageTensors, valid:ImageTensors, bs:int=256, augment:Augment=None, seed:int=None,
                device=None) -> DataLoaders:
-    "fastai `DataLoaders` of in-memory image tensors: shuffled, augmented training batches; the validation set in order."
+    "fastai `DataLoaders` of in-memory image tensors: shuffled, augmented training batches; validation in order."
     check_int('bs', bs, 1)
     mean = float(train.images.float().mean() / 255)
     std = float(train.images.float().std() / 255)
@@ -126,7 +127,7 @@ def tensor_dls(train:ImageTensors, valid:ImageTensors, bs:int=256, augment:Augme
 
 
 def idx_dls(data, bs:int=256, augment:Augment=None, seed:int=None, device=None) -> DataLoaders:
-    "fastai `DataLoaders` of an idx data set in memory (`IdxData`): train on its training images, validate on its test set."
+    "fastai `DataLoaders` of an idx data set in memory (`IdxData`): its training images, validated on its test set."
     return tensor_dls(ImageTensors(data.train_images, data.train_labels, data.classes),
                       ImageTensors(data.test_images, data.test_labels, data.classes), bs=bs, augment=augment, seed=seed,
                       device=device)
@@ -139,7 +140,7 @@ class IdxLabel:
 
 
 class IdxImage:
-    "Item getter: image `i` of an idx data set as a grey `PILImageBW` (what the exported learner's `predict` starts from)."
+    "Item getter: image `i` of an idx data set as a grey `PILImageBW` (where the exported learner's `predict` starts)."
     def __init__(self, images): self.images = images
     def __call__(self, i):
         from PIL import Image
@@ -148,7 +149,7 @@ class IdxImage:
 
 
 def predict_dls(dls:DataLoaders):
-    "fastai's own image pipeline for `dls` (grey PIL image -> resize -> normalise): what an exported learner predicts with."
+    "fastai's own image pipeline for `dls` (grey PIL image, resize, normalise): what an exported learner predicts with."
     from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, PILImageBW, Resize, Normalize, IndexSplitter
     dl = dls.train
     images = dl.dataset.images[:2].clone()   # a copy: a view would take the whole data set into export.pkl

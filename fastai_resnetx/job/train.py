@@ -26,8 +26,9 @@ from ..checks import check_int, check_float, check_choice
 from ..integration.precision import pick_precision, apply_precision, PRECISIONS
 from resnetx_cli.runs import check_out_folder, is_run_folder, OutputFolder, nearest_existing
 
-__all__ = ['TRAIN_DEFAULTS', 'IDX_DEFAULTS', 'IDX_HEAD', 'make_learner', 'TrainSettings', 'resolve_arch', 'resnetx_arch', 'fused_adamw', 'check_input_size',
-           'fit_batch_size', 'EpochLines', 'StopOnNonFinite', 'check_disk_space', 'train']
+__all__ = ['TRAIN_DEFAULTS', 'IDX_DEFAULTS', 'IDX_HEAD', 'make_learner', 'TrainSettings', 'resolve_arch',
+           'resnetx_arch', 'fused_adamw', 'check_input_size', 'fit_batch_size', 'EpochLines', 'StopOnNonFinite',
+           'check_disk_space', 'train']
 
 # chosen on digits (see README, "The main job"): >= 99% validation accuracy within 60 s on 2 CPU cores
 TRAIN_DEFAULTS = dict(arch='resnetx18', fold=2, epochs=10, size=24, bs=64, lr=4e-3, seed=42)

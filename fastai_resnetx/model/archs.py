@@ -17,7 +17,8 @@ from .weights import (CHECKPOINT_SUFFIXES, checkpoint_file, read_checkpoint, sta
                       resnet_counterpart)
 
 __all__ = ['create_resnetx', 'resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152', 'resnetx_mbconv',
-           'resnetx_fused', 'resnetx_small', 'ARCHS', 'PRETRAINED_TAGS', 'pretrained_tags', 'torchvision_weights', 'load_pretrained']
+           'resnetx_fused', 'resnetx_small', 'ARCHS', 'PRETRAINED_TAGS', 'pretrained_tags', 'torchvision_weights',
+           'load_pretrained']
 
 # The pretrained sources, the one place they are written: each arch takes the weights of the ResNet with its layout,
 # under timm's tag for them. tv_in1k/tv2_in1k are torchvision's IMAGENET1K_V1/V2 (torchvision's URL, read from and

@@ -3,7 +3,8 @@ from dataclasses import dataclass
 
 from ..checks import check_int as _check_int
 
-__all__ = ['skip_source', 'stage_of', 'stage_input', 'stage_distance', 'FoldPlan', 'fold_plan', 'get_pred', 'layer_diff']
+__all__ = ['skip_source', 'stage_of', 'stage_input', 'stage_distance', 'FoldPlan', 'fold_plan', 'get_pred',
+           'layer_diff']
 
 
 def _check_window(fold, start_id, end_id):
