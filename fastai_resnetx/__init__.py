@@ -37,7 +37,7 @@ __all__ = [
     'fold_resnet', 'folded', 'folded_arch',   # fold timm's and torchvision's ResNets
     # the archs and the model
     'resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152', 'resnetx_mbconv', 'resnetx_fused',
-    'resnetx_small', 'RESNETX_ARCHS', 'ResNetX', 'ResNetXConfig', 'create_resnetx', 'num_params',
+    'resnetx_small', 'resnetx20', 'RESNETX_ARCHS', 'ResNetX', 'ResNetXConfig', 'create_resnetx', 'num_params',
     # blocks (fastai's `ResBlock` keeps its name: ours is `AvgPoolResBlock`)
     'Block', 'BasicBlock', 'Bottleneck', 'LinearBottleneck', 'InvertedResidual', 'DepthwiseSeparableConv', 'MBConv',
     'FusedMBConv', 'AvgPoolResBlock', 'ConvNormAct', 'SqueezeExcitation',

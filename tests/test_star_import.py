@@ -15,7 +15,7 @@ SUBMODULES = ['model.topology', 'model.layers', 'model.blocks', 'model.config', 
 # The user API, written out here (not read from the package): archs, blocks, the fold rule, inspection, fastai's
 # entry points.
 API = {'resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152', 'resnetx_mbconv', 'resnetx_fused',
-       'resnetx_small', 'RESNETX_ARCHS', 'ResNetX', 'ResNetXConfig', 'create_resnetx', 'num_params',
+       'resnetx_small', 'resnetx20', 'RESNETX_ARCHS', 'ResNetX', 'ResNetXConfig', 'create_resnetx', 'num_params',
        'Block', 'BasicBlock', 'Bottleneck', 'LinearBottleneck', 'InvertedResidual', 'DepthwiseSeparableConv', 'MBConv',
        'FusedMBConv', 'AvgPoolResBlock', 'ConvNormAct', 'SqueezeExcitation',
        'skip_source', 'fold_plan', 'FoldPlan',

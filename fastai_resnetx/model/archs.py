@@ -17,8 +17,8 @@ from .weights import (CHECKPOINT_SUFFIXES, checkpoint_file, read_checkpoint, sta
                       resnet_counterpart)
 
 __all__ = ['create_resnetx', 'resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152', 'resnetx_mbconv',
-           'resnetx_fused', 'resnetx_small', 'ARCHS', 'PRETRAINED_TAGS', 'pretrained_tags', 'torchvision_weights',
-           'load_pretrained']
+           'resnetx_fused', 'resnetx_small', 'resnetx20', 'ARCHS', 'PRETRAINED_TAGS', 'pretrained_tags',
+           'torchvision_weights', 'load_pretrained']
 
 # The pretrained sources, the one place they are written: each arch takes the weights of the ResNet with its layout,
 # under timm's tag for them. tv_in1k/tv2_in1k are torchvision's IMAGENET1K_V1/V2 (torchvision's URL, read from and
@@ -44,10 +44,15 @@ _NO_WEIGHTS = dict(url='', num_classes=1000, input_size=(3, 224, 224), pool_size
                    interpolation='bilinear', mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
                    first_conv='conv1', classifier='fc', license='apache-2.0')
 
+# the archs for small images are sized for 28-32 px (CIFAR's 32 here): at 224 px their feature maps would be 49x larger
+_SMALL_IMAGES = {'resnetx_small': dict(input_size=(3, 32, 32), pool_size=(4, 4), crop_pct=1.0),
+                 'resnetx20': dict(input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0)}
+
 # timm's registry reads the pretrained cfgs of this module's entry points from here
 default_cfgs = generate_default_cfgs({
     **{f'{name}.{tag}': _resnet_cfg(name, tag) for name, tags in PRETRAINED_TAGS.items() for tag in tags},
-    **{name: dict(_NO_WEIGHTS) for name in RESNETX_CONFIGS if name not in PRETRAINED_TAGS}})
+    **{name: {**_NO_WEIGHTS, **_SMALL_IMAGES.get(name, {})}
+       for name in RESNETX_CONFIGS if name not in PRETRAINED_TAGS}})
 
 
 def pretrained_tags(name:str) -> tuple:
@@ -243,5 +248,11 @@ def resnetx_small(pretrained=False, **kwargs):
     "ResNetX for 28-32 px images: a 3x3 stride-1 stem, no max-pool, one basic unit per stage, widths 16 to 128."
     return create_resnetx('resnetx_small', pretrained, **kwargs)
 
+@_signed
+def resnetx20(pretrained=False, **kwargs):
+    "ResNetX with CIFAR ResNet-20's layout: a 3x3 stride-1 stem, three stages of three basic units, widths 16-32-64."
+    return create_resnetx('resnetx20', pretrained, **kwargs)
 
-ARCHS = [resnetx18, resnetx34, resnetx50, resnetx101, resnetx152, resnetx_mbconv, resnetx_fused, resnetx_small]
+
+ARCHS = [resnetx18, resnetx34, resnetx50, resnetx101, resnetx152, resnetx_mbconv, resnetx_fused, resnetx_small,
+         resnetx20]

@@ -140,4 +140,7 @@ RESNETX_CONFIGS = {
     # basic unit per stage, widths doubling from 16 (stage maps 28, 14, 7, 4 px): 93% on Fashion-MNIST in 5 epochs,
     # about 1 minute an epoch on 2 CPU cores (README, "Does folding help?")
     'resnetx_small': ResNetXConfig((1, 1, 1, 1), 'basic', (16, 32, 64, 128), stem='small', stem_width=16),
+    # the CIFAR ResNet-20 of He et al. (three stages of three basic units, 16-32-64, 3x3 stem): three units a stage, so
+    # a fold can stay inside a stage (`stage_local`), which one unit a stage cannot
+    'resnetx20': ResNetXConfig((3, 3, 3), 'basic', (16, 32, 64), strides=(1, 2, 2), stem='small', stem_width=16),
 }

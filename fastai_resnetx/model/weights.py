@@ -22,7 +22,8 @@ __all__ = ['resnet_key', 'CheckpointError', 'WeightsReport', 'CHECKPOINT_SUFFIXE
 
 _UNIT_KEY = re.compile(r'^stage(\d+)\.(\d+)\.(branch|shortcut)\.(.+)$')
 CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.bin', '.ckpt', '.safetensors')
-_RESNETS = [n for n in RESNETX_CONFIGS if n.removeprefix('resnetx').isdigit()]   # resnetx50 has resnet50's layout
+# the archs with an ImageNet ResNet's layout (resnetx50: resnet50's); resnetx20 is CIFAR's ResNet-20, which has none
+_RESNETS = ['resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152']
 # the fields that decide which tensors a ResNetX has
 # (fold, num_classes, in_chans, act, ... do not make it another ResNet)
 _LAYOUT = ('num_units', 'unit', 'widths', 'strides', 'stem', 'stem_width', 'shortcut', 'unit_kwargs')
