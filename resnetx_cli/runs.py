@@ -6,7 +6,7 @@ A folder is a run folder only if `resnetx train` (or `resnetx study`) marked it:
 says which command wrote it and lists the files it wrote. Only those files are ever replaced; anything else in the
 folder is the user's and is never touched.
 """
-import json, os, re, signal, tempfile, time
+import errno, json, os, re, signal, stat, tempfile, time
 from pathlib import Path
 
 __all__ = ['process_seconds', 'MARKER', 'LOCK', 'OUTPUTS', 'written_files', 'is_run_folder', 'looks_like_run',
@@ -58,10 +58,36 @@ def check_name_lengths(path:Path, arg:str):
         p = p / part
 
 
+MARKER_MAX_BYTES = 64 * 1024   # a marker lists a few names: anything bigger is not one
+
+
+def odd_marker(folder:Path) -> str | None:
+    "Why the marker in `folder` cannot be read as one (a link, a pipe, a folder, too big), or None (absent or a file)."
+    try: st = os.lstat(Path(folder) / MARKER)
+    except FileNotFoundError: return None
+    except OSError as e: return f"cannot be read ({e.strerror})"
+    if stat.S_ISLNK(st.st_mode): return 'is a symbolic link'
+    if not stat.S_ISREG(st.st_mode):
+        return 'is a folder' if stat.S_ISDIR(st.st_mode) else 'is not a regular file (a pipe, socket or device)'
+    if st.st_size > MARKER_MAX_BYTES: return f'is {st.st_size} bytes long, more than a marker ({MARKER_MAX_BYTES})'
+    return None
+
+
+def read_marker(folder:Path):
+    "The marker of `folder` as JSON, or None where there is none or it is not a regular, small, parseable file."
+    if odd_marker(folder) is not None: return None
+    try:
+        fd = os.open(Path(folder) / MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try: text = os.read(fd, MARKER_MAX_BYTES + 1)
+        finally: os.close(fd)
+        return json.loads(text) if len(text) <= MARKER_MAX_BYTES else None
+    except (OSError, ValueError, RecursionError): return None   # a deeply nested JSON is a RecursionError
+
+
 def written_files(path:Path, command:str='resnetx train'):
     "The names `command` wrote in `path` (its marker's list), or None if `command` did not mark `path`."
     try:
-        marker = json.loads((Path(path) / MARKER).read_text())
+        marker = read_marker(path)
         files, by = marker.get('files'), marker.get('written_by', 'resnetx train')
     except (OSError, ValueError, AttributeError): return None
     ok = by == command and isinstance(files, list) and all(isinstance(f, str) and f in OUTPUTS_OF[command]
@@ -78,6 +104,15 @@ def looks_like_run(path:Path) -> bool:
     "Never data: a marked run or study folder, or one holding an `export.pkl` and a `metrics.json` (an older run's)."
     return any(is_run_folder(path, c) for c in OUTPUTS_OF) or (
         (Path(path) / "export.pkl").is_file() and (Path(path) / "metrics.json").is_file())
+
+
+def _odd_lock(folder:Path) -> str | None:
+    "Why the lock file in `folder` is not one the tool could have made (a link, not a regular file), or None."
+    try: st = os.lstat(Path(folder) / LOCK)
+    except FileNotFoundError: return None
+    except OSError as e: return f"cannot be read ({e.strerror})"
+    if stat.S_ISLNK(st.st_mode): return 'is a symbolic link'
+    return None if stat.S_ISREG(st.st_mode) else 'is not a regular file'
 
 
 def _ours(name:str) -> bool:
@@ -102,9 +137,12 @@ def check_out_folder(out:Path, data:Path=None, command:str='resnetx train'):
     if out.is_dir():
         try: names = sorted(os.listdir(out))
         except OSError as e: raise ValueError(f"`--out` {str(out)!r} cannot be read: {e.strerror}") from None
+        for name, why in ((MARKER, odd_marker(out)), (LOCK, _odd_lock(out))):
+            if why: raise ValueError(f"`--out` {str(out)!r}: {name} {why}; the tool writes it itself: move it away")
         listed = written_files(out, command)
         if listed is None:
-            foreign = [n for n in names if not _ours(n)]
+            # a marker that is not this command's readable marker is someone else's file, not ours
+            foreign = [n for n in names if not _ours(n) or n == MARKER]
             if foreign:
                 raise ValueError(f"`--out` {str(out)!r} holds files `{command}` did not write "
                                  f"({_listing(foreign)}): choose a new or empty folder (only a folder it marked as a "
@@ -143,25 +181,39 @@ class OutputFolder:
                 self._remove_created()
                 raise ValueError(f"`--out` {str(self.out)!r} cannot be created: {e.strerror}") from None
             self.created.append(d)
-        lock = self.out / LOCK
-        try: self.fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
+        try: self.fd = self._lock()
+        except ValueError:
             self._remove_created()
-            raise ValueError(f"`--out` {str(self.out)!r} cannot be written: {e.strerror}") from None
-        import fcntl
-        try: fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try: pid = os.pread(self.fd, 32, 0).decode().strip() or '?'
-            except OSError: pid = '?'
-            os.close(self.fd)
-            self.fd = None
-            raise ValueError(f"`--out` {str(self.out)!r} is being written by another run (process {pid}): "
-                             f"wait for it or choose another folder") from None
-        except OSError: pass                      # a file system without locks: the run goes on unlocked
+            raise
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
         self.discard(stale=True)
         return self
+
+    def _lock(self) -> int:
+        "Open and lock `LOCK` in the folder (never through a link); the locked file is the one the path names."
+        import fcntl
+        lock = self.out / LOCK
+        for _ in range(100):
+            try: fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except OSError as e:
+                why = 'is a symbolic link' if e.errno == errno.ELOOP else f'cannot be written: {e.strerror}'
+                raise ValueError(f"`--out` {str(self.out)!r}: {LOCK} {why}") from None
+            try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try: pid = os.pread(fd, 32, 0).decode(errors='replace').strip()
+                except OSError: pid = ''
+                os.close(fd)
+                pid = pid if pid.isdigit() else '?'      # only a number is printed, whatever the file holds
+                raise ValueError(f"`--out` {str(self.out)!r} is being written by another run (process {pid}): "
+                                 f"wait for it or choose another folder") from None
+            except OSError: return fd                  # a file system without locks: the run goes on unlocked
+            # the run before may have unlinked the file between our open and flock: then we hold an orphan; again
+            try: same = os.path.samestat(os.fstat(fd), os.lstat(lock))
+            except OSError: same = False
+            if same: return fd
+            os.close(fd)
+        raise ValueError(f"`--out` {str(self.out)!r}: its lock file keeps changing; is another run starting there?")
 
     def __exit__(self, *exc):
         self.discard()
@@ -182,6 +234,13 @@ class OutputFolder:
         "Where output `name` is written before it is renamed into place."
         return self.out / f'.{name}.tmp-{os.getpid()}'
 
+    def write_text(self, name:str, text:str) -> Path:
+        "Write `text` to output `name`'s temporary file, a new file (never through a link someone put there)."
+        path = self.temp(name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, 'w') as f: f.write(text)
+        return path
+
     def discard(self, stale:bool=False):
         "Remove this run's temporary files (`stale`: also those a killed run left; the lock says none is running)."
         for n in os.listdir(self.out):
@@ -196,10 +255,10 @@ class OutputFolder:
         old = _hold_signals()
         try:
             listed = sorted(set(names) | set(also) | set(written_files(self.out, self.command) or []))
-            marker = self.temp(MARKER)
-            marker.write_text(json.dumps({'written_by': self.command, 'files': listed,
-                                          'rule': f'{self.command} replaces only the files listed here; '
-                                                  'anything else in this folder is never touched'}, indent=2))
+            marker = self.write_text(MARKER, json.dumps({'written_by': self.command, 'files': listed,
+                                                         'rule': f'{self.command} replaces only the files listed '
+                                                                 'here; anything else in this folder is never touched'},
+                                                        indent=2))
             os.replace(marker, self.out / MARKER)
             for n in names: os.replace(self.temp(n), self.out / n)
             self.created = []                     # the folder is a run folder now: kept

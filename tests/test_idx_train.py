@@ -14,7 +14,7 @@ def test_train_on_idx_folder_then_predict_image_files(tmp_path):
     # 12 classes: fastai would sort their names ('0', '1', '10', '11', '2', ...) away from the model's output order
     arrays = write_idx_set(tmp_path / 'data', n_train=96, n_test=24, size=(28, 28), n_classes=12, gz=False)
     out = tmp_path / 'run'
-    r = subprocess.run([sys.executable, '-m', 'resnetx_cli', 'train', '--data', str(tmp_path / 'data'), '--epochs', '1',
+    r = subprocess.run([sys.executable, '-m', 'fastai_resnetx', 'train', '--data', str(tmp_path / 'data'), '--epochs', '1',
                         '--bs', '16', '--out', str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'final test accuracy' in r.stdout and '(24 images)' in r.stdout

@@ -58,7 +58,7 @@ def test_a_marker_that_is_not_the_tools_does_not_make_a_run_folder(tmp_path, cap
     out = tmp_path / 'out'
     out.mkdir(); (out / MARKER).write_text('{"files": ["export.pkl", "../../etc/passwd"]}'); (out / 'a.txt').write_text('x')
     assert written_files(out) is None
-    assert "did not write ('a.txt'" in one_line(capsys, ['train', '--data', str(data), '--out', str(out), *FAST])
+    assert "did not write ('.resnetx-run.json', 'a.txt'" in one_line(capsys, ['train', '--data', str(data), '--out', str(out), *FAST])
 
 
 

@@ -228,7 +228,7 @@ def write_report(out:Path, runs:list, folder, title:str, notes=()):
     from .study_report import report_markdown, plot_study
     if not runs: return None
     text = report_markdown(runs, title, notes)
-    folder.temp('report.md').write_text(text)
+    folder.write_text('report.md', text)
     fig = plot_study(runs, title)
     fig.savefig(folder.temp('study.png'), format='png', dpi=100)
     plt.close(fig)
@@ -254,8 +254,8 @@ def run_study(out, settings:StudySettings=None, report_only:bool=False, log=prin
         arms, notes = study_arms(s, 1, data.size, len(data.classes))
         runs = read_results(out)
         _check_arms(runs, arms)
-        folder.temp(SETTINGS).write_text(json.dumps(dict(recipe=s.recipe(), arms=[asdict(a) for a in arms], notes=notes,
-                                                         seeds=s.seeds, data_source=data.source), indent=2))
+        folder.write_text(SETTINGS, json.dumps(dict(recipe=s.recipe(), arms=[asdict(a) for a in arms], notes=notes,
+                                                    seeds=s.seeds, data_source=data.source), indent=2))
         folder.commit([SETTINGS], also=[RESULTS])
         done = {(r['arm'], r['seed']) for r in runs}
         todo = [(a, seed) for seed in range(s.seeds) for a in arms if (a.name, seed) not in done]
