@@ -111,3 +111,24 @@ def test_class_too_small_for_the_split_refused(tmp_path, capsys):
 def test_other_folder_refusals(tmp_path, capsys, make, words):
     make(tmp_path / 'data')
     assert words in refusal(capsys, tmp_path, tmp_path / 'data')
+
+
+@pytest.mark.parametrize('train, valid', [('Train', 'Valid'), ('TRAIN', 'VAL'), ('train', 'Validation'),
+                                          ('training', 'test')])
+def test_split_folders_whatever_their_case(tmp_path, train, valid):
+    for split, n in ((train, 3), (valid, 2)):
+        for c in ('cat', 'dog'):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n): Image.new('RGB', (8, 8), (i, 0, 0)).save(tmp_path / split / c / f'{i}.png')
+    items = read_folder(tmp_path)
+    assert sorted(set(items.labels)) == ['cat', 'dog']                 # not the classes 'Train' and 'Valid'
+    assert len(items.valid_idx) == 4 and len(items.files) == 10
+    assert all(Path(items.files[i]).parts[-3] == valid for i in items.valid_idx)
+
+
+def test_a_validation_folder_without_a_training_folder_is_refused(tmp_path):
+    for split in ('VAL', 'cat'):
+        (tmp_path / split).mkdir()
+        Image.new('RGB', (8, 8)).save(tmp_path / split / '0.png')
+    with pytest.raises(ValueError, match=r"has VAL/ but no train/ next to it: a split folder is not a class"):
+        read_folder(tmp_path)

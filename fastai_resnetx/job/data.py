@@ -243,25 +243,44 @@ def _check_layout(root:Path):
                          f"arrange the images as <class>/ folders")
 
 
+TRAIN_FOLDERS = ('train', 'training')
+
+
+def _split_folders(root:Path, names:tuple) -> list:
+    "The sub-folders of `root` named one of `names`, whatever their case (`Train/`, `VAL/`)."
+    try: found = [d.name for d in os.scandir(root) if d.name.lower() in names and d.is_dir()]
+    except OSError as e: _unreadable(e)
+    return [root / n for n in sorted(found, key=lambda n: (names.index(n.lower()), n))]
+
+
+def _train_folder(root:Path):
+    found = _split_folders(root, TRAIN_FOLDERS)
+    if len(found) > 1: raise ValueError(f"`data` {str(root)!r} has {' and '.join(f.name + '/' for f in found)}: "
+                                        f"keep one training folder")
+    return found[0] if found else None
+
+
 def _valid_folder(root:Path):
-    found = [root / n for n in VALID_FOLDERS if (root / n).is_dir()]
+    "The validation split's folder: valid/, val/ or validation/ (any case); test/ where none of those is there."
+    found = _split_folders(root, VALID_FOLDERS) or _split_folders(root, ('test',))
     if len(found) > 1: raise ValueError(f"`data` {str(root)!r} has {' and '.join(f.name + '/' for f in found)}: "
                                         f"keep one validation folder")
     return found[0] if found else None
 
 
 def read_folder(path, valid_pct:float=0.2, seed:int=42, skip=()) -> FolderItems:
-    "A data folder's images and labels (`train/` and `valid/`, `val/` or `validation/`, or class folders) minus `skip`."
+    "A data folder's images and labels (train/ and valid/, val/, validation/ or test/, any case; or classes) less `skip`."
     root, seen, notes = Path(path), set(), []
     if not root.is_dir(): raise ValueError(f"`data` folder {str(root)!r} does not exist")
-    valid_dir = _valid_folder(root)
+    valid_dir, train_dir = _valid_folder(root), _train_folder(root)
     _check_layout(root)
-    if (root / 'train').is_dir():
-        roots, train = [root / 'train'], _class_images(root / 'train', seen, skip)
+    if train_dir is not None:
+        roots, train = [train_dir], _class_images(train_dir, seen, skip)
         valid = _class_images(valid_dir, seen, skip) if valid_dir else None
         if valid is not None: roots.append(valid_dir)
     elif valid_dir is not None:
-        raise ValueError(f"`data` {str(root)!r} has {valid_dir.name}/ but no train/ next to it")
+        raise ValueError(f"`data` {str(root)!r} has {valid_dir.name}/ but no train/ next to it: a split folder "
+                         f"is not a class; give train/ and {valid_dir.name}/ of class folders, or class folders")
     else: roots, train, valid = [root], _class_images(root, seen, skip), None
     n_train = sum(map(len, train.values()))
     if n_train == 0: raise ValueError(f"`data` folder {str(root)!r} holds no image files")
