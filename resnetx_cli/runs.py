@@ -23,11 +23,9 @@ _TEMP = re.compile(r'^\.(.+)\.tmp-\d+$')   # `.export.pkl.tmp-PID`: a file being
 
 
 def process_seconds() -> float:
-    "Seconds since this process started (interpreter start-up and imports included)."
-    try:
-        import psutil
-        return time.time() - psutil.Process().create_time()
-    except Exception: return time.time() - _T0
+    "Seconds since this command started (its first import), not since its process began (`bash -c 'a && resnetx'`)."
+    # bash execs the last command into its own process, whose start time would count `a` (a pip install) as ours
+    return time.time() - _T0
 
 
 def nearest_existing(path:Path) -> Path:

@@ -94,3 +94,10 @@ def test_two_runs_never_hold_the_lock_at_once(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match='is being written by another run'): b.__enter__()
     assert c.fd is not None
     c.__exit__(None, None, None)
+
+
+def test_wall_clock_counts_the_command_not_what_the_shell_ran_before_it():
+    # bash execs the last command of `-c` into its own process: that process began before `sleep 2`
+    r = subprocess.run(['bash', '-c', f'sleep 2 && {sys.executable} -c "from resnetx_cli.runs import process_seconds; '
+                                      f'print(process_seconds())"'], capture_output=True, text=True, timeout=60)
+    assert 0 < float(r.stdout) < 1.5, r.stdout
