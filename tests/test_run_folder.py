@@ -335,6 +335,21 @@ def test_labels_csv_is_read_as_fastai_reads_it(tmp_path):
         read_csv_labels(data, data / 'bad.csv')
 
 
+def test_labels_csv_columns_by_header_name_and_one_file_under_two_spellings(tmp_path):
+    from fastai_resnetx.job.data import read_csv_labels
+    data = labelled_images(tmp_path / 'data')
+    rows = [r.split(',') for r in (data / 'labels.csv').read_text().splitlines()[1:]]
+    # is_valid in the middle: the label is still the column after the file, by name
+    (data / 'mid.csv').write_text('fname,is_valid,label\n' + '\n'.join(f"{f},{'True' if i % 4 == 0 else 'False'},{y}"
+                                                                       for i, (f, y) in enumerate(rows)))
+    items = read_csv_labels(data, data / 'mid.csv')
+    assert items.classes == ['digit3', 'digit7'] and len(items.valid_idx) == 4
+    for spelling in (str(data / rows[0][0]), 'images/../' + rows[0][0]):   # the same file as line 2
+        (data / 'twice.csv').write_text('file,label\n' + '\n'.join(f'{f},{y}' for f, y in rows) + f'\n{spelling},digit7')
+        with pytest.raises(ValueError, match=rf"line {len(rows) + 2}: .* is the file of line 2 again"):
+            read_csv_labels(data, data / 'twice.csv')
+
+
 @pytest.mark.slow
 def test_labels_csv_run_and_exif_in_training_and_predict(tmp_path):
     import numpy as np

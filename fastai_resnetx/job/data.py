@@ -269,7 +269,7 @@ def _valid_folder(root:Path):
 
 
 def read_folder(path, valid_pct:float=0.2, seed:int=42, skip=()) -> FolderItems:
-    "A data folder's images and labels (train/ and valid/, val/, validation/ or test/, any case; or classes) less `skip`."
+    "A data folder's images and labels (train/ and valid/, val/, validation/ or test/, any case; or classes)."
     root, seen, notes = Path(path), set(), []
     if not root.is_dir(): raise ValueError(f"`data` folder {str(root)!r} does not exist")
     valid_dir, train_dir = _valid_folder(root), _train_folder(root)
@@ -300,6 +300,24 @@ def read_folder(path, valid_pct:float=0.2, seed:int=42, skip=()) -> FolderItems:
     return FolderItems(files, labels, list(range(n_train, len(files))), roots, notes)
 
 
+def _csv_columns(df) -> tuple:
+    "(file, label, is_valid or None) column indices: `is_valid` by its name, the file and label the first two others."
+    names = [str(c).strip().lower() for c in df.columns]
+    vi = names.index('is_valid') if 'is_valid' in names else None
+    others = [i for i in range(len(names)) if i != vi]
+    if len(others) < 2: raise ValueError(f"`--labels` needs a file column and a label column besides is_valid, "
+                                         f"got the columns {list(df.columns)}")
+    return others[0], others[1], vi
+
+
+def _same_file_key(f:Path) -> tuple:
+    "What makes two paths one file: its device and inode (a hard link too), else its resolved path."
+    try:
+        st = os.stat(f)
+        return st.st_dev, st.st_ino
+    except OSError: return (os.path.realpath(f),)
+
+
 def read_csv_labels(path, labels, valid_pct:float=0.2, seed:int=42) -> FolderItems:
     "A data folder's images and labels from CSV (as fastai's `from_csv`: file and label columns, optional `is_valid`)."
     import pandas as pd
@@ -311,18 +329,19 @@ def read_csv_labels(path, labels, valid_pct:float=0.2, seed:int=42) -> FolderIte
     if df.shape[1] < 2 or len(df) == 0:
         raise ValueError(f"`--labels` {str(labels)!r} needs a file column and a label column and at least one row, "
                          f"got {df.shape[1]} column(s) and {len(df)} row(s)")
-    valid_col = next((c for c in df.columns if str(c).strip().lower() == 'is_valid'), None)
-    vi = None if valid_col is None else list(df.columns).index(valid_col)
+    fi, li, vi = _csv_columns(df)
+    valid_col = None if vi is None else df.columns[vi]
     by_class, valid_by_class, seen = {}, {}, {}
     for i, row in enumerate(df.itertuples(index=False), start=2):          # line 1 is the header
-        fn, label = str(row[0]).strip(), str(row[1]).strip()
+        fn, label = str(row[fi]).strip(), str(row[li]).strip()
         where = f"`--labels` {str(labels)!r} line {i}"
         if not fn or not label: raise ValueError(f"{where}: an empty file name or label")
         f = root / fn
         if not f.is_file(): raise ValueError(f"{where}: image {fn!r} is not in `data` {str(root)!r}")
         if f.suffix.lower() not in image_extensions: raise ValueError(f"{where}: {fn!r} is not an image file name")
-        if str(f) in seen: raise ValueError(f"{where}: {fn!r} is listed twice (also line {seen[str(f)]})")
-        seen[str(f)] = i
+        key = _same_file_key(f)   # `a.png`, its absolute path and `sub/../a.png` are one file
+        if key in seen: raise ValueError(f"{where}: {fn!r} is the file of line {seen[key]} again: list each image once")
+        seen[key] = i
         is_valid = vi is not None and str(row[vi]).strip().lower() in ('1', 'true', 'yes')
         (valid_by_class if is_valid else by_class).setdefault(label, []).append(f)
     if len(by_class) < 2:
