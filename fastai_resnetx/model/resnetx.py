@@ -4,6 +4,8 @@ Its children read like a ResNet's (`conv1 bn1 act1 maxpool stage1 .. stageN glob
 `nn.Sequential(*list(model.children())[:-2])` computes `forward_features`, and a hook on a stage sees its feature map,
 which is what fastai's `create_body`/`DynamicUnet` and timm's feature extractors assume. A folded skip may still reach
 across stages: the earlier outputs a later stage reads travel with a stage's output tensor (attribute `CARRY`)."""
+import weakref
+
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
@@ -44,6 +46,20 @@ class CarryError(RuntimeError):
     "A stage of a folded ResNetX did not get the earlier outputs its skips read: it stops instead of computing else."
 
 
+def _owner_ref(t):
+    "A weak reference to the tensor a carry is attached to (None where there is none to take: an FX proxy)."
+    try: return weakref.ref(t)
+    except TypeError: return None
+
+
+def _carry_of(x):
+    "The earlier outputs attached to `x` itself, or None where `x` holds a copy of another tensor's."
+    # fastai's tensors copy the attribute onto every op's result (`x * 2`, a dropout): such a copy is not a stage output
+    carry = getattr(x, CARRY, None)
+    if isinstance(carry, tuple) and len(carry) == 5 and carry[4] is not None and carry[4]() is not x: return None
+    return carry
+
+
 class Stage(nn.ModuleList):
     """The units of stage `index`, run in order on the previous stage's output; folded skips read earlier outputs too.
 
@@ -52,14 +68,16 @@ class Stage(nn.ModuleList):
     `torch.utils.checkpoint` around the stage keeps them: whatever the hooks return becomes the stage's output, and the
     earlier outputs go with it. Where they cannot arrive (a stage run alone, a module inserted between stages, the
     graph cut by reentrant checkpointing) the stage raises `CarryError` instead of computing something else."""
-    def __init__(self, units, index:int, plan:FoldPlan):
+    def __init__(self, units, index:int, plan:FoldPlan, owner=None):
         super().__init__(units)
         lo = sum(plan.num_units[:index - 1])
         hi = lo + plan.num_units[index - 1]   # units lo+1..hi; input = output lo
         self.index, self.grad_checkpointing = index, False
         self._in, self._skip, self._out = plan.in_slots[lo:hi], plan.skip_slots[lo:hi], plan.out_slots[lo:hi]
         self._n_alive, self._fold = plan.n_alive, plan.fold
-        self._key = (plan.num_units, plan.fold, plan.start_id, plan.end_id, plan.stage_local)
+        # the model's own token (one object its stages share; a deepcopy or a reload gets a new one) makes another
+        # model's earlier outputs, even of the same plan, a carry this stage refuses
+        self._key = (plan.num_units, plan.fold, plan.start_id, plan.end_id, plan.stage_local, owner)
         # outputs from before this stage's input that this stage or a later one reads: they must come with the input
         self._needs = tuple(sorted({s for s in plan.sources[lo:] if s < lo}))
         # slots of the outputs up to this stage's last but one that later stages read: only those are passed on
@@ -80,9 +98,9 @@ class Stage(nn.ModuleList):
         if not (self._needs or self._keep): return super().__call__(x)   # nothing to carry (fold 1)
         # read the carry before any hook can replace the input, and pass it on after every hook replaced the output
         box = []
-        out = super().__call__(x, _carry=getattr(x, CARRY, None), _box=box)
+        out = super().__call__(x, _carry=_carry_of(x), _box=box)
         # a tensor, or an FX proxy: FX tracing carries the earlier outputs at trace time the same way
-        if box and isinstance(out, (Tensor, torch.fx.Proxy)): setattr(out, CARRY, box[-1])
+        if box and isinstance(out, (Tensor, torch.fx.Proxy)): setattr(out, CARRY, (*box[-1], _owner_ref(out)))
         return out
 
     def _check(self, x, carry):
@@ -121,6 +139,11 @@ class Stage(nn.ModuleList):
             # `__call__` attaches it to the stage's output after the hooks: whatever they return carries it
             if _box is not None: _box.append((self._key, self.index, kept, no_grad))
         return out
+
+
+class _ModelToken:
+    "One per model, shared by its stages: carries are accepted from stages of the same model only (compared by id)."
+    def __repr__(self): return f'<model {id(self):#x}>'
 
 
 def _output_shapes(cfg:ResNetXConfig):
@@ -173,8 +196,9 @@ class ResNetX(nn.Module):
             raise ValueError(f"`stem` must name its layers conv1, bn1, act1, maxpool, got {list(stem)}")
         for name, layer in stem.items(): self.add_module(name, layer)
         self.stage_names = []
+        owner = _ModelToken()
         for s, units in enumerate(stages, start=1):
-            self.add_module(f'stage{s}', Stage(units, s, self.plan))
+            self.add_module(f'stage{s}', Stage(units, s, self.plan, owner))
             self.stage_names.append(f'stage{s}')
         self.num_features, self.drop_rate = cfg.widths[-1], cfg.drop_rate
         first, red = STEM_STRIDE[cfg.stem]

@@ -1,0 +1,39 @@
+"A carry belongs to one tensor of one model: fastai's tensors, another model's stage and a copy of the model."
+import copy
+
+import pytest
+import torch
+from fastai.torch_core import TensorImage
+
+from fastai_resnetx import ResNetX, ResNetXConfig
+from fastai_resnetx.model.resnetx import CarryError
+from test_resnetx import randomise, reference_forward
+
+CFG = ResNetXConfig((2, 2, 2), 'basic', (8, 16, 24), strides=(1, 2, 2), stem='small', stem_width=8, num_classes=3,
+                    fold=3)
+
+
+def models():
+    torch.manual_seed(0)
+    return randomise(ResNetX(CFG)).eval(), randomise(ResNetX(CFG)).eval()
+
+
+@pytest.mark.parametrize('kind', [torch.Tensor, TensorImage])
+def test_a_module_between_stages_is_an_error_on_fastai_tensors_too(kind):
+    a, _ = models()
+    x = torch.randn(2, 3, 16, 16).as_subclass(kind)
+    with torch.no_grad():
+        s1 = a.stage1(a.forward_stem(x))
+        assert torch.allclose(a.stage2(s1), reference_forward(a, x)[4], atol=1e-5)   # the stage's own output: fine
+        for changed in (s1 * 2, s1 + 1, torch.nn.functional.dropout(s1, 0.5, training=True)):
+            with pytest.raises(CarryError, match='does not carry them'): a.stage2(changed)
+
+
+def test_another_models_carry_is_refused_and_a_copy_has_its_own():
+    a, b = models()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        with pytest.raises(CarryError): b.stage2(a.stage1(a.forward_stem(x)))   # same plan, other weights
+        c = copy.deepcopy(a)
+        with pytest.raises(CarryError): c.stage2(a.stage1(a.forward_stem(x)))
+        assert torch.allclose(c(x), a(x), atol=1e-6)                           # the copy runs as itself
