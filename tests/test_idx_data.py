@@ -144,3 +144,12 @@ def test_real_debian_files():
     assert d.train_labels.bincount().tolist() == [6000] * 10 and d.test_labels.bincount().tolist() == [1000] * 10
     assert int(d.train_labels[0]) == 9 and d.classes[9] == 'Ankle boot'
     assert md5s(DEBIAN) == FASHION_MNIST_MD5
+
+
+@pytest.mark.skipif(not DEBIAN.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_fashion_mnist_dls_beside_digits_dls():
+    from fastai_resnetx.job.tensor_data import fashion_mnist_dls
+    dls = fashion_mnist_dls(bs=100, seed=0)
+    xb, yb = dls.one_batch()
+    assert xb.shape == (100, 1, 28, 28) and len(dls.valid_ds) == 10000 and dls.c == 10
+    assert abs(float(dls.valid.one_batch()[0].mean())) < 0.2            # normalised with the training set's stats

@@ -10,8 +10,8 @@ from fastai.losses import CrossEntropyLossFlat
 
 from ..checks import check_int, check_float
 
-__all__ = ['Augment', 'ImageTensors', 'TensorImageDL', 'tensor_dls', 'idx_dls', 'IdxImage', 'IdxLabel', 'predict_dls',
-           'random_crop', 'random_flip', 'random_erase']
+__all__ = ['Augment', 'ImageTensors', 'TensorImageDL', 'tensor_dls', 'idx_dls', 'fashion_mnist_dls', 'IdxImage',
+           'IdxLabel', 'predict_dls', 'random_crop', 'random_flip', 'random_erase']
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,12 @@ def idx_dls(data, bs:int=256, augment:Augment=None, seed:int=None, device=None) 
     return tensor_dls(ImageTensors(data.train_images, data.train_labels, data.classes),
                       ImageTensors(data.test_images, data.test_labels, data.classes), bs=bs, augment=augment, seed=seed,
                       device=device)
+
+
+def fashion_mnist_dls(bs:int=256, augment:Augment=Augment(flip=True), seed:int=None, folder=None) -> DataLoaders:
+    "Fashion-MNIST as fastai `DataLoaders` (60,000 training images; the 10,000 test images validate), checksummed."
+    from .idx_data import load_fashion_mnist
+    return idx_dls(load_fashion_mnist(folder), bs=bs, augment=augment, seed=seed)
 
 
 class IdxLabel:
