@@ -57,6 +57,46 @@ def _blocks(model) -> list:
     return stages
 
 
+# children a block may hold besides its branch layers and its activation after the add: the skip's `downsample`, and
+# timm's stochastic depth (`drop_path`, which `FoldUnit` takes over at the same rate)
+_OTHER_CHILDREN = ('downsample', 'drop_path')
+
+
+def _check_consumed(block, where:str):
+    "Refuse a block whose forward is its own or that holds a child folding would leave out (it would be lost)."
+    names, act = FAMILY_BLOCKS[_qualname(block)]
+    known = {n if isinstance(n, str) else n[1] for n in names} | {act, *_OTHER_CHILDREN}
+    extra = [n for n, _ in block.named_children() if n not in known]
+    if extra:
+        raise ValueError(f"`model`'s block {where} ({_qualname(block)}) has the layer {extra[0]!r}, which fold_resnet "
+                         f"does not know where to put: folding would drop it; allowed children: {sorted(known)}")
+    if 'forward' in vars(block):
+        raise ValueError(f"`model`'s block {where} has a forward of its own (patched on the instance): fold_resnet "
+                         f"cannot know what it computes")
+
+
+def _check_unit(block, unit, where:str, model):
+    "The unit at fold 1 computes what the block does, on a small random batch (eval mode; nothing is changed)."
+    conv1 = next(m for m in block.modules() if isinstance(m, nn.Conv2d))
+    p = next(block.parameters(), None)
+    if p is None or p.device.type == 'meta': return
+    x = torch.randn(2, conv1.in_channels, 8, 8, device=p.device, dtype=p.dtype)
+    modes = [m.training for m in block.modules()]
+    try:
+        block.eval()
+        with torch.no_grad():
+            try: want = block(x)
+            except (RuntimeError, NotImplementedError): return   # the source itself cannot run here (a half CPU op)
+            got = unit(x, x)
+    finally:
+        for m, mode in zip(block.modules(), modes): m.training = mode
+    if want.shape != got.shape or not torch.allclose(want.float(), got.float(), rtol=1e-3, atol=1e-4):
+        diff = float((want.float() - got.float()).abs().max()) if want.shape == got.shape else float('nan')
+        raise ValueError(f"`model`'s block {where} ({_qualname(block)}) computes something else than its layers "
+                         f"folded (largest difference {diff:.3g} on a random batch): its forward was changed; "
+                         f"fold_resnet refuses rather than fold it wrong")
+
+
 def _branch(block) -> Block:
     "The block's layers before its residual add, as a `Block` of its own submodules (no copy)."
     names, _ = FAMILY_BLOCKS[_qualname(block)]
@@ -110,8 +150,13 @@ def _head(model, family:str):
     "The source's pooling and classifier (torchvision's `avgpool` + flatten as timm's equal 'avg' pool)."
     if family == 'timm':
         return model.global_pool, model.fc, model.global_pool.pool_type, model.num_classes, model.drop_rate
-    fc = model.fc
-    return SelectAdaptivePool2d(pool_type='avg', flatten=True), fc, 'avg', getattr(fc, 'out_features', 0), 0.
+    fc, pool = model.fc, model.avgpool
+    if not (isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1))):
+        raise ValueError(f"`model.avgpool` is {pool!r}, not torchvision's AdaptiveAvgPool2d(1): fold_resnet keeps a "
+                         f"ResNet's pooling as it is and knows only that one")
+    linears = [m for m in fc.modules() if isinstance(m, nn.Linear)]
+    num_classes = linears[-1].out_features if linears else 0      # an `nn.Sequential` head: its last linear layer
+    return SelectAdaptivePool2d(pool_type='avg', flatten=True), fc, 'avg', num_classes, 0.
 
 
 def fold_resnet(model:nn.Module, fold:int=1, start_id:int=None, end_id:int=None) -> ResNetX:
@@ -139,6 +184,10 @@ def fold_resnet(model:nn.Module, fold:int=1, start_id:int=None, end_id:int=None)
                 with torch.device(device_dtype['device']):
                     shortcut = new_projection(chans[src], chans[l], reds[l] // reds[src], kind, _norm_like(b.bn1))
                 shortcut.to(dtype=device_dtype['dtype']).train(model.training)
+            where = f'layer{len(units) + 1}.{len(stage_units)}'
+            _check_consumed(b, where)
+            own = nn.Identity() if b.downsample is None else b.downsample
+            _check_unit(b, FoldUnit(_branch(b), own, _post_act(b)), where, model)
             stage_units.append(FoldUnit(_branch(b), shortcut, _post_act(b), _drop_path_rate(b)))
         units.append(stage_units)
     global_pool, fc, pool_type, num_classes, drop_rate = _head(model, family)

@@ -1,0 +1,46 @@
+"fold_resnet keeps every layer it does not fold, or refuses in one line naming the block: never a smaller model."
+import pytest, timm, torch, torchvision
+from torch import nn
+
+from fastai_resnetx import fold_resnet
+
+
+def test_a_layer_added_to_a_block_is_refused_not_dropped():
+    m = timm.create_model('resnet10t', num_classes=5)
+    m.layer2[0].extra = nn.Conv2d(128, 128, 1)            # a new child the block's known layers do not list
+    with pytest.raises(ValueError, match=r"block layer2\.0 \(timm\.models\.resnet\.BasicBlock\) has the layer 'extra'"):
+        fold_resnet(m, fold=2)
+
+
+def test_a_renamed_layer_is_refused():
+    m = timm.create_model('seresnet18', num_classes=5)
+    blk = m.layer1[0]
+    blk.squeeze = blk.se                                   # `se` renamed: timm's forward would not find it
+    del blk.se
+    with pytest.raises(ValueError, match=r"block layer1\.0 .* has the layer 'squeeze'"): fold_resnet(m)
+
+
+def test_a_forward_patched_on_one_block_is_refused():
+    m = torchvision.models.resnet18(num_classes=5)
+    b = m.layer3[1]
+    b.forward = lambda x, b=b: type(b).forward(b, x) * 2
+    with pytest.raises(ValueError, match=r"block layer3\.1 has a forward of its own"): fold_resnet(m)
+
+
+def test_a_changed_block_class_forward_is_caught_on_a_random_batch(monkeypatch):
+    m = timm.create_model('resnet10t', num_classes=5).eval()
+    cls = type(m.layer1[0])
+    real = cls.forward
+    monkeypatch.setattr(cls, 'forward', lambda self, x: real(self, x) + 1)   # what a new timm release could do
+    with pytest.raises(ValueError, match=r"block layer1\.0 .* computes something else than its layers folded"):
+        fold_resnet(m)
+
+
+def test_pooling_is_the_sources_and_a_sequential_head_counts_its_classes():
+    m = torchvision.models.resnet18()
+    m.avgpool = nn.AdaptiveMaxPool2d(1)
+    with pytest.raises(ValueError, match=r"`model.avgpool` is AdaptiveMaxPool2d"): fold_resnet(m)
+    m = torchvision.models.resnet18()
+    m.fc = nn.Sequential(nn.Linear(512, 64), nn.ReLU(), nn.Linear(64, 10))
+    f = fold_resnet(m.eval())
+    assert f.num_classes == 10 and f(torch.randn(1, 3, 32, 32)).shape == (1, 10)
