@@ -1,6 +1,8 @@
 "ResNetX (a folded ResNet), CNN building blocks and model-inspection tools for fastai."
 __version__ = '0.1.0'
 
+# first: the `resnetx` command's clock starts when its first module is imported (`python -m fastai_resnetx` starts here)
+from resnetx_cli import runs as _runs
 import warnings as _warnings
 with _warnings.catch_warnings():
     # fastai.layers calls torch.jit.script when it is first imported, which torch 2.14 deprecates: fastai's to fix and

@@ -74,6 +74,7 @@ def test_a_folder_without_weights_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize('name', sorted(RESNETX_CONFIGS))
 def test_every_arch_folded(tmp_path, name):
     total = sum(RESNETX_CONFIGS[name].num_units)
-    m = timm.create_model(name, fold=3, end_id=total - 1, num_classes=4)
+    fold = 3 if total > 4 else 2          # resnetx_small's 4 units: a window from unit 2 to unit 3
+    m = timm.create_model(name, fold=fold, end_id=total - 1, num_classes=4)
     back = round_trip(m, tmp_path / name)
-    assert (back.cfg.fold, back.cfg.end_id) == (3, total - 1) and same_logits(m, back, 32)
+    assert (back.cfg.fold, back.cfg.end_id) == (fold, total - 1) and same_logits(m, back, 32)

@@ -265,7 +265,11 @@ def run_study(out, settings:StudySettings=None, report_only:bool=False, log=prin
         t0 = time.time()
         for note in notes: log(f"note: {note}")
         for i, (arm, seed) in enumerate(todo, start=1):
-            rec = run_one(data, s, arm, seed)
+            try: rec = run_one(data, s, arm, seed)
+            except KeyboardInterrupt as e:   # Ctrl-C, SIGTERM: the front door prints where the study stopped
+                e.kept = (f"during run {arm.name} seed {seed}; the {len(runs)} finished runs are kept in "
+                          f"{out / RESULTS}: the same command resumes")
+                raise
             _append(out / RESULTS, rec)
             runs.append(rec)
             eta = (time.time() - t0) / i * (len(todo) - i)

@@ -156,13 +156,20 @@ def create_resnetx(name:str, pretrained:bool=False, weights=None, **kwargs) -> R
     # features_only wraps the model in timm's FeatureGetterNet, which calls `forward_intermediates`
     model = build_model_with_cfg(_build, name, pretrained=pretrained,
                                  pretrained_filter_fn=partial(map_state_dict, source=source),
-                                 feature_cfg=dict(feature_cls='getter'), name=name, **kwargs)
+                                 feature_cfg=dict(feature_cls='getter', out_indices=_feature_indices(name, kwargs)),
+                                 name=name, **kwargs)
     for m in (model, getattr(model, 'model', None)):   # the cfg keeps the file the weights came from, not the tensors
         if pretrained and isinstance(getattr(m, 'pretrained_cfg', None), dict):
             m.pretrained_cfg.pop('state_dict', None)
             if path: m.pretrained_cfg['file'] = path
     if isinstance(model, ResNetX): model._model_args = _model_args(name, model.cfg)
     return model
+
+
+def _feature_indices(name:str, kwargs:dict) -> tuple:
+    "timm's default feature taps (`features_only`): the stem's and every stage's (timm's default 0-4 is 4 stages')."
+    stages = len(kwargs.get('num_units') or kwargs.get('num_nodes') or RESNETX_CONFIGS[name].num_units)
+    return tuple(range(stages + 1))
 
 
 # timm's `get_model_args` takes these from the model itself, and leaves drop rates out of a saved config

@@ -46,9 +46,17 @@ class CarryError(RuntimeError):
     "A stage of a folded ResNetX did not get the earlier outputs its skips read: it stops instead of computing else."
 
 
+class _OwnerRef:
+    "A weak reference to the tensor a carry belongs to; pickled or copied, it is dead (a saved output carries nothing)."
+    __slots__ = ('ref',)
+    def __init__(self, t=None): self.ref = None if t is None else weakref.ref(t)
+    def __call__(self): return None if self.ref is None else self.ref()
+    def __reduce__(self): return (_OwnerRef, ())   # hooks that keep outputs (DynamicUnet) get exported with the model
+
+
 def _owner_ref(t):
     "A weak reference to the tensor a carry is attached to (None where there is none to take: an FX proxy)."
-    try: return weakref.ref(t)
+    try: return _OwnerRef(t)
     except TypeError: return None
 
 
