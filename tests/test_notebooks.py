@@ -15,7 +15,8 @@ THREADS = {'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1', 'OPENBLAS_NUM_THREADS
 def test_notebooks_found():
     names = [p.name for p in NOTEBOOKS]
     for name in ('01_quick_start.ipynb', '02_pretrained_weights.ipynb', '03_flops_summary.ipynb', '04_splitting_any_model.ipynb',
-                 '05_resnetx_and_fold.ipynb', '06_blocks.ipynb', '07_unet_segmentation.ipynb'):
+                 '05_resnetx_and_fold.ipynb', '06_blocks.ipynb', '07_unet_segmentation.ipynb',
+                 '08_fashion_mnist_study.ipynb'):
         assert name in names, f'{name} is missing from {NBS}: {names}'
 
 
