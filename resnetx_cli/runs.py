@@ -59,16 +59,24 @@ def check_name_lengths(path:Path, arg:str):
 MARKER_MAX_BYTES = 64 * 1024   # a marker lists a few names: anything bigger is not one
 
 
-def odd_marker(folder:Path) -> str | None:
-    "Why the marker in `folder` cannot be read as one (a link, a pipe, a folder, too big), or None (absent or a file)."
-    try: st = os.lstat(Path(folder) / MARKER)
+def _odd_file(path:Path) -> str | None:
+    "Why `path` is not a regular file the tool could have written (a link, a pipe, a folder), or None (absent or one)."
+    try: st = os.lstat(path)
     except FileNotFoundError: return None
     except OSError as e: return f"cannot be read ({e.strerror})"
     if stat.S_ISLNK(st.st_mode): return 'is a symbolic link'
     if not stat.S_ISREG(st.st_mode):
         return 'is a folder' if stat.S_ISDIR(st.st_mode) else 'is not a regular file (a pipe, socket or device)'
-    if st.st_size > MARKER_MAX_BYTES: return f'is {st.st_size} bytes long, more than a marker ({MARKER_MAX_BYTES})'
     return None
+
+
+def odd_marker(folder:Path) -> str | None:
+    "Why the marker in `folder` cannot be read as one (a link, a pipe, a folder, too big), or None (absent or a file)."
+    path = Path(folder) / MARKER
+    why = _odd_file(path)
+    size = path.stat().st_size if why is None and path.exists() else 0
+    if why or size <= MARKER_MAX_BYTES: return why
+    return f'is {size} bytes long, more than a marker ({MARKER_MAX_BYTES})'
 
 
 def read_marker(folder:Path):
@@ -104,15 +112,6 @@ def looks_like_run(path:Path) -> bool:
         (Path(path) / "export.pkl").is_file() and (Path(path) / "metrics.json").is_file())
 
 
-def _odd_lock(folder:Path) -> str | None:
-    "Why the lock file in `folder` is not one the tool could have made (a link, not a regular file), or None."
-    try: st = os.lstat(Path(folder) / LOCK)
-    except FileNotFoundError: return None
-    except OSError as e: return f"cannot be read ({e.strerror})"
-    if stat.S_ISLNK(st.st_mode): return 'is a symbolic link'
-    return None if stat.S_ISREG(st.st_mode) else 'is not a regular file'
-
-
 def _ours(name:str) -> bool:
     "The marker, the lock, or a temporary output file: names only the tool writes."
     m = _TEMP.match(name)
@@ -135,7 +134,7 @@ def check_out_folder(out:Path, data:Path=None, command:str='resnetx train'):
     if out.is_dir():
         try: names = sorted(os.listdir(out))
         except OSError as e: raise ValueError(f"`--out` {str(out)!r} cannot be read: {e.strerror}") from None
-        for name, why in ((MARKER, odd_marker(out)), (LOCK, _odd_lock(out))):
+        for name, why in ((MARKER, odd_marker(out)), (LOCK, _odd_file(out / LOCK))):
             if why: raise ValueError(f"`--out` {str(out)!r}: {name} {why}; the tool writes it itself: move it away")
         listed = written_files(out, command)
         if listed is None:
@@ -232,12 +231,14 @@ class OutputFolder:
         "Where output `name` is written before it is renamed into place."
         return self.out / f'.{name}.tmp-{os.getpid()}'
 
+    def open_new(self, name:str):
+        "Output `name`'s temporary file, opened for writing as a new file: a link or pipe put there is refused."
+        return os.fdopen(os.open(self.temp(name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), 'wb')
+
     def write_text(self, name:str, text:str) -> Path:
-        "Write `text` to output `name`'s temporary file, a new file (never through a link someone put there)."
-        path = self.temp(name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, 'w') as f: f.write(text)
-        return path
+        "Write `text` to output `name`'s temporary file (through `open_new`)."
+        with self.open_new(name) as f: f.write(text.encode())
+        return self.temp(name)
 
     def discard(self, stale:bool=False):
         "Remove this run's temporary files (`stale`: also those a killed run left; the lock says none is running)."

@@ -101,3 +101,21 @@ def test_wall_clock_counts_the_command_not_what_the_shell_ran_before_it():
     r = subprocess.run(['bash', '-c', f'sleep 2 && {sys.executable} -c "from resnetx_cli.runs import process_seconds; '
                                       f'print(process_seconds())"'], capture_output=True, text=True, timeout=60)
     assert 0 < float(r.stdout) < 1.5, r.stdout
+
+
+def test_study_outputs_are_not_written_through_a_planted_link_or_pipe(tmp_path):
+    from fastai_resnetx.job.study import _append
+    out, target = tmp_path / 'out', tmp_path / 'victim.txt'
+    out.mkdir()
+    target.write_text('precious')
+    folder = OutputFolder(out, 'resnetx study')
+    folder.temp('report.md').symlink_to(target)            # planted under the temporary name
+    with pytest.raises(FileExistsError): folder.write_text('report.md', 'new')
+    (out / 'results.jsonl').symlink_to(target)
+    with pytest.raises(OSError): _append(out / 'results.jsonl', {'a': 1})
+    os.mkfifo(out / 'pipe.jsonl')
+    signal.alarm(10)                                         # a blocking open would wait for a reader
+    try:
+        with pytest.raises(OSError): _append(out / 'pipe.jsonl', {'a': 1})
+    finally: signal.alarm(0)
+    assert target.read_text() == 'precious'

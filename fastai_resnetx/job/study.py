@@ -5,7 +5,7 @@ crosses a stage boundary), or fold 1 widened to a folded model's FLOPs (equal co
 same data order and augmentation (the loaders' random numbers come from `s` alone) and starts from the same random
 state when its model is built. Each finished run is one line of `results.jsonl`, so a stopped study resumes where it
 stopped; a changed setting is refused, never mixed in."""
-import json, math, os, platform, time
+import json, math, os, platform, stat, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 
@@ -210,8 +210,11 @@ def _check_arms(runs:list, arms:list):
 
 def _append(path:Path, record:dict):
     "Add one finished run to the results file, on disk before the next run starts (a crash loses no finished run)."
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0), 0o644)
+    # not through a link, and no wait on a pipe named like it (non-blocking open, then a regular file only)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{str(path)!r} is not a regular file: move it away")
         os.write(fd, (json.dumps(record, allow_nan=False) + '\n').encode())
         os.fsync(fd)
     finally: os.close(fd)
@@ -230,7 +233,7 @@ def write_report(out:Path, runs:list, folder, title:str, notes=()):
     text = report_markdown(runs, title, notes)
     folder.write_text('report.md', text)
     fig = plot_study(runs, title)
-    fig.savefig(folder.temp('study.png'), format='png', dpi=100)
+    with folder.open_new('study.png') as f: fig.savefig(f, format='png', dpi=100)
     plt.close(fig)
     folder.commit(['report.md', 'study.png'], also=[RESULTS, SETTINGS])
     return text
