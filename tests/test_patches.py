@@ -1,5 +1,5 @@
 "The fastai methods the package patches, all from integration/patches.py (and the two documented elsewhere)."
-import socket
+import socket, subprocess, sys
 
 import torch.distributed as dist
 from fastai.distributed import DistributedDL
@@ -26,3 +26,18 @@ def test_broadcast_runs_on_a_cpu_process_group():
         assert DistributedDL._broadcast(None, [7, 11], 0) == [7, 11]
     finally:
         dist.destroy_process_group()
+
+
+def test_importing_the_package_leaves_warning_filters_and_patches_fastai_distributed_when_it_comes():
+    "accelerate (which fastai.distributed imports) adds a global warning filter: the package does not import it."
+    code = """
+import warnings, sys
+import fastai.vision.all
+before = list(warnings.filters)
+import fastai_resnetx
+print(list(warnings.filters) == before, 'accelerate' in sys.modules, 'fastai.distributed' in sys.modules)
+from fastai.distributed import DistributedDL
+print(DistributedDL._broadcast.__module__)
+"""
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ['True', 'False', 'False', 'fastai_resnetx.integration.patches']

@@ -11,7 +11,6 @@ from matplotlib import pyplot as plt
 from fastcore.meta import delegates
 from fastai.vision.all import (vision_learner, accuracy, set_seed, model_meta, num_distrib, rank_distrib, OptimWrapper,
                                Callback, ProgressCallback)
-import fastai.distributed  # noqa: F401  (Learner.distrib_ctx)
 
 from ..model.resnetx import num_params
 from ..model.config import RESNETX_CONFIGS
@@ -262,6 +261,7 @@ def _data_parallel(learn):
     if num_distrib() <= 1:
         yield
         return
+    import fastai.distributed  # noqa: F401  (Learner.distrib_ctx; imports accelerate, which changes warning filters)
     try:
         with learn.distrib_ctx(**distrib_kwargs()): yield
     finally:
