@@ -1,6 +1,72 @@
-import os
+"The shared test kit: offline for every test, one weight randomiser, the fold plan's reference forward, digits data."
+import ipaddress, os, socket, urllib.request
 os.environ.setdefault('MPLBACKEND', 'Agg')   # tests draw plots without a screen
-import torch
+
+import pytest, torch
+from torch import nn
 
 # the suite runs as 2 pytest-xdist workers on 2 cores: one torch thread each avoids oversubscription
 if os.environ.get('PYTEST_XDIST_WORKER'): torch.set_num_threads(1)
+
+
+def _local(host) -> bool:
+    "Whether `host` is this machine (loopback, or none given)."
+    if host in (None, '', 'localhost'): return True
+    try: return ipaddress.ip_address(str(host).split('%')[0]).is_loopback
+    except ValueError: return False
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    "Every test runs offline, as CI does: reaching past this machine raises at once, naming the address."
+    connect, connect_ex, getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+    def refuse(what): raise AssertionError(f'network access attempted: {what!r}')
+    def local(sock, address) -> bool: return sock.family == socket.AF_UNIX or _local(address[0])
+    monkeypatch.setattr(socket.socket, 'connect', lambda s, a: connect(s, a) if local(s, a) else refuse(a))
+    monkeypatch.setattr(socket.socket, 'connect_ex', lambda s, a: connect_ex(s, a) if local(s, a) else refuse(a))
+    monkeypatch.setattr(socket, 'getaddrinfo', lambda host, *a, **k: getaddrinfo(host, *a, **k) if _local(host)
+                        else refuse(host))
+    monkeypatch.setattr(socket, 'create_connection', lambda address, *a, **k: refuse(address))
+    monkeypatch.setattr(urllib.request, 'urlopen', lambda url, *a, **k: refuse(url))
+
+
+def randomise(model:nn.Module, seed:int=0) -> nn.Module:
+    "Seeded weights and norm statistics off their init values (so a wrong wiring shows), in eval mode; cheap for big models."
+    # slices of one random pool: weights uniform with variance 1/fan_in, norm weights in [0.5, 1], biases and means
+    # near 0, variances in [0.5, 1.5]; no global random state is touched
+    pool = torch.rand(1 << 20, generator=torch.Generator().manual_seed(seed))
+    twice = torch.cat([pool, pool])
+    def vals(n, i):   # n values starting at a place that differs from tensor to tensor
+        if n > pool.numel(): return pool.repeat(n // pool.numel() + 1)[:n]
+        start = (i * 7919) % pool.numel()
+        return twice[start:start + n]
+    with torch.no_grad():
+        for i, (name, p) in enumerate(model.named_parameters()):
+            v = vals(p.numel(), i).view_as(p).to(p.dtype)
+            if p.dim() > 1: p.copy_((2 * v - 1) * (3 / p[0].numel()) ** 0.5)
+            else: p.copy_(0.5 + 0.5 * v if name.endswith('weight') else 0.2 * (v - 0.5))
+        for i, (name, b) in enumerate(model.named_buffers()):
+            if name.endswith('running_mean'): b.copy_(0.2 * (vals(b.numel(), i) - 0.5).view_as(b))
+            elif name.endswith('running_var'): b.copy_((0.5 + vals(b.numel(), i)).view_as(b))
+            elif name.endswith('num_batches_tracked'): b.zero_()
+    return model.eval()
+
+
+def reference_forward(m, x, keep:bool=False):
+    "An obviously correct ResNetX forward: every unit's output kept, skip sources from the original code's `get_pred`."
+    from fastai_resnetx import get_pred
+    plan = m.plan
+    out = {0: m.maxpool(m.act1(m.bn1(m.conv1(x))))}
+    for l, unit in enumerate(m.units, start=1):
+        src = get_pred(l, plan.fold, plan.start_id, plan.end_id)
+        out[l] = unit.act(unit.branch(out[l - 1]) + unit.shortcut(out[src]))   # out of place, nothing shared
+    logits = m.fc(m.global_pool(out[plan.n_units]))
+    return (logits, out) if keep else logits
+
+
+@pytest.fixture(scope='session')
+def digits16():
+    "scikit-learn's digits at 16 px, 160 items, no augmentation: for tests that do not change the DataLoaders."
+    from fastai_resnetx.job.data import digits_dls
+    torch.manual_seed(0)
+    return digits_dls(size=16, bs=32, n_items=160, augment=False)

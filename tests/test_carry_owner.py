@@ -7,7 +7,7 @@ from fastai.torch_core import TensorImage
 
 from fastai_resnetx import ResNetX, ResNetXConfig
 from fastai_resnetx.model.resnetx import CarryError
-from test_resnetx import randomise, reference_forward
+from conftest import randomise, reference_forward
 
 CFG = ResNetXConfig((2, 2, 2), 'basic', (8, 16, 24), strides=(1, 2, 2), stem='small', stem_width=8, num_classes=3,
                     fold=3)
@@ -24,7 +24,7 @@ def test_a_module_between_stages_is_an_error_on_fastai_tensors_too(kind):
     x = torch.randn(2, 3, 16, 16).as_subclass(kind)
     with torch.no_grad():
         s1 = a.stage1(a.forward_stem(x))
-        assert torch.allclose(a.stage2(s1), reference_forward(a, x)[4], atol=1e-5)   # the stage's own output: fine
+        assert torch.allclose(a.stage2(s1), reference_forward(a, x, keep=True)[1][4], atol=1e-5)   # the stage's own output: fine
         for changed in (s1 * 2, s1 + 1, torch.nn.functional.dropout(s1, 0.5, training=True)):
             with pytest.raises(CarryError, match='does not carry them'): a.stage2(changed)
 

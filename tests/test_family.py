@@ -7,6 +7,7 @@ from torch.overrides import TorchFunctionMode
 
 from fastai_resnetx import ResNetX, get_pred, num_params
 from fastai_resnetx.model.family import fold_resnet
+from conftest import randomise, reference_forward
 
 TIMM_ARCHS = timm.list_models(module='resnet')   # every arch of timm's resnet.py: a new one is covered automatically
 TV_ARCHS = [n for n in torchvision.models.list_models(module=torchvision.models)
@@ -22,26 +23,6 @@ class _SkipInit(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def _fill(model:nn.Module, seed:int=0) -> nn.Module:
-    "Seeded small weights and BatchNorm statistics (cheaply: slices of one random pool), in eval mode."
-    pool = torch.rand(1 << 20, generator=torch.Generator().manual_seed(seed))
-    twice = torch.cat([pool, pool])
-    def vals(n, i):   # n values starting at a place that differs from tensor to tensor
-        if n > pool.numel(): return pool.repeat(n // pool.numel() + 1)[:n]
-        start = (i * 7919) % pool.numel()
-        return twice[start:start + n]
-    with torch.no_grad():
-        for i, (name, p) in enumerate(model.named_parameters()):
-            v = vals(p.numel(), i).view_as(p)
-            if p.dim() > 1: p.copy_((2 * v - 1) * (3 / p[0].numel()) ** 0.5)   # uniform, variance 1/fan_in
-            else: p.copy_(0.5 + 0.5 * v if name.endswith('weight') else 0.2 * (v - 0.5))
-        for i, (name, b) in enumerate(model.named_buffers()):
-            if name.endswith('running_mean'): b.copy_(0.2 * (vals(b.numel(), i) - 0.5))
-            elif name.endswith('running_var'): b.copy_(0.5 + vals(b.numel(), i))
-            elif name.endswith('num_batches_tracked'): b.zero_()
-    return model.eval()
-
-
 def build(name:str, init:bool=False, **kwargs) -> nn.Module:
     "timm's arch `name` (torchvision's as 'tv:NAME'), seeded random weights (init skipped unless `init`), in eval mode."
     if init:
@@ -51,7 +32,7 @@ def build(name:str, init:bool=False, **kwargs) -> nn.Module:
     with _SkipInit():
         if name.startswith('tv:'): model = torchvision.models.get_model(name[3:], weights=None, **kwargs)
         else: model = timm.create_model(name, pretrained=False, **kwargs)
-    return _fill(model)
+    return randomise(model)
 
 
 def check_exact(name:str, size:int=32):
@@ -81,17 +62,6 @@ def test_fold1_exact_quick(name): check_exact(name)
 def test_fold1_exact_every_arch(name):
     "Every arch of timm's resnet.py and torchvision's ResNet builders (the lists iterate the libraries): exact at fold 1."
     check_exact(name)
-
-
-def reference_forward(m:ResNetX, x, keep:bool=False):
-    "An obviously correct forward from the unit table: every output kept, skip sources from the original ResNetX code's `get_pred`."
-    plan = m.plan
-    out = {0: m.maxpool(m.act1(m.bn1(m.conv1(x))))}
-    for l, unit in enumerate(m.units, start=1):
-        src = get_pred(l, plan.fold, plan.start_id, plan.end_id)
-        out[l] = unit.act(unit.branch(out[l - 1]) + unit.shortcut(out[src]))   # out of place, nothing shared
-    logits = m.fc(m.global_pool(out[plan.n_units]))
-    return (logits, out) if keep else logits
 
 
 # SE, ECA, ResNeXt groups, d stem + avg_down, anti-aliasing, GroupNorm, basic blocks, torchvision's ResNeXt

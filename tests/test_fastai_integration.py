@@ -9,12 +9,7 @@ from fastai.vision.learner import default_split
 from fastai_resnetx import (resnetx18, resnetx50, resnetx_mbconv, RESNETX_ARCHS, resnetx_arch, arch_splitter, arch_groups,
                             ResNetX, Stage, create_resnetx)
 from fastai_resnetx.job.data import digits_dls
-
-
-@pytest.fixture(scope='module')
-def tiny_dls():
-    set_seed(0)
-    return digits_dls(size=16, bs=32, n_items=160, augment=False)
+from conftest import randomise
 
 
 class PeakLRs(Callback):
@@ -53,8 +48,8 @@ def test_create_body_n_in_adapts_first_conv_and_cfg():
 
 
 @pytest.mark.slow
-def test_vision_learner_groups_freeze_and_discriminative_lrs(tiny_dls):
-    learn = vision_learner(tiny_dls, resnetx18, pretrained=False, metrics=accuracy)
+def test_vision_learner_groups_freeze_and_discriminative_lrs(digits16):
+    learn = vision_learner(digits16, resnetx18, pretrained=False, metrics=accuracy)
     body = learn.model[0]                            # fastai's Sequential of the stem layers and stages
     assert isinstance(body[0], nn.Conv2d) and all(isinstance(m, Stage) for m in body[4:]) and len(body) == 8
     assert learn.model[1][-1].out_features == 10     # fastai's head for dls.c classes
@@ -74,64 +69,64 @@ def test_vision_learner_groups_freeze_and_discriminative_lrs(tiny_dls):
     assert rec.peaks[0] == pytest.approx(1e-5, rel=0.05)
 
 
-def test_by_name_gets_the_same_groups_as_the_entry_point(tiny_dls):
-    by_fn = vision_learner(tiny_dls, resnetx18, pretrained=False)
-    by_name = vision_learner(tiny_dls, 'resnetx18', pretrained=False)      # built by timm: Sequential(TimmBody, head)
+def test_by_name_gets_the_same_groups_as_the_entry_point(digits16):
+    by_fn = vision_learner(digits16, resnetx18, pretrained=False)
+    by_name = vision_learner(digits16, 'resnetx18', pretrained=False)      # built by timm: Sequential(TimmBody, head)
     assert isinstance(by_name.model[0].model, ResNetX)
     assert by_name.splitter is arch_splitter
     assert [g.role for g in arch_groups(by_name.model)] == ['stem + stages 1-2', 'stages 3-4', 'head']
     assert n_params(by_name.splitter(by_name.model)) == n_params(by_fn.splitter(by_fn.model))
-    xb = tiny_dls.one_batch()[0]
+    xb = digits16.one_batch()[0]
     assert by_name.model(xb).shape == (len(xb), 10)
-    folded = vision_learner(tiny_dls, 'resnetx18', pretrained=False, fold=3)    # config keywords go through timm
+    folded = vision_learner(digits16, 'resnetx18', pretrained=False, fold=3)    # config keywords go through timm
     assert folded.model[0].model.cfg.fold == 3
 
 
 @pytest.mark.slow
-def test_partial_and_resnetx_arch(tiny_dls):
-    learn = vision_learner(tiny_dls, partial(resnetx18, fold=2), pretrained=False)   # fastai's defaults: no model_meta
+def test_partial_and_resnetx_arch(digits16):
+    learn = vision_learner(digits16, partial(resnetx18, fold=2), pretrained=False)   # fastai's defaults: no model_meta
     assert learn.splitter is default_split and all(isinstance(m, Stage) for m in learn.model[0][4:])
     with learn.no_bar(): learn.fit(1, 1e-3)
     n = len(model_meta)   # a configuration no other test registers (tests share a process under xdist)
     archs = [resnetx_arch('resnetx18', fold=2, start_id=3) for _ in range(3)] + [resnetx_arch(resnetx18, fold=2, start_id=3)]
     assert len(model_meta) == n + 1 and all(a is archs[0] for a in archs)   # one entry per configuration
     assert resnetx_arch('resnetx18', fold=1) is resnetx18 and resnetx_arch('resnetx18', fold=2) is not archs[0]
-    learn = vision_learner(tiny_dls, archs[0], pretrained=False)
+    learn = vision_learner(digits16, archs[0], pretrained=False)
     assert learn.splitter is arch_splitter and len(learn.splitter(learn.model)) == 3
-    assert n_params(learn.splitter(learn.model))[0] > n_params(arch_splitter(vision_learner(tiny_dls, resnetx18, pretrained=False).model))[0]   # fold 2: extra projections
+    assert n_params(learn.splitter(learn.model))[0] > n_params(arch_splitter(vision_learner(digits16, resnetx18, pretrained=False).model))[0]   # fold 2: extra projections
     with pytest.raises(ValueError, match='`fold` must be an integer >= 1, got 0'): resnetx_arch('resnetx18', fold=0)
     with pytest.raises(ValueError, match=r"`name` must be one of \[.*'resnetx18'"): resnetx_arch('resnet18')
 
 
-def test_input_channels_through_fastai(tiny_dls):
+def test_input_channels_through_fastai(digits16):
     dls = digits_dls(size=16, bs=32, n_items=320, augment=False, bw=True)
     learn = vision_learner(dls, 'resnetx18', pretrained=False, n_in=1)     # timm builds it with in_chans=n_in
     assert learn.model[0].model.cfg.in_chans == 1 and learn.model(dls.one_batch()[0]).shape == (32, 10)
     learn = vision_learner(dls, resnetx18, pretrained=False, n_in=1)       # fastai swaps the first conv
     assert learn.model[0][0].in_channels == 1 and learn.model(dls.one_batch()[0]).shape == (32, 10)
     # `c_in`/`in_chans` are the model's spellings: a fastai path says so instead of building something else
-    with pytest.raises(TypeError, match='c_in'): vision_learner(tiny_dls, resnetx18, pretrained=False, c_in=1)
-    with pytest.raises(ValueError, match='c_in'): vision_learner(tiny_dls, 'resnetx18', pretrained=False, c_in=1)
-    with pytest.raises(TypeError, match='in_chans'): vision_learner(tiny_dls, 'resnetx18', pretrained=False, in_chans=1)
+    with pytest.raises(TypeError, match='c_in'): vision_learner(digits16, resnetx18, pretrained=False, c_in=1)
+    with pytest.raises(ValueError, match='c_in'): vision_learner(digits16, 'resnetx18', pretrained=False, c_in=1)
+    with pytest.raises(TypeError, match='in_chans'): vision_learner(digits16, 'resnetx18', pretrained=False, in_chans=1)
     for key in ('c_in', 'in_chans'):
         with pytest.raises(ValueError, match=f"`{key}` .* pass fastai's `n_in=`"): resnetx_arch('resnetx18', **{key: 1})
 
 
-def test_weights_path_and_pretrained_path(tiny_dls):
+def test_weights_path_and_pretrained_path(digits16):
     # fastai calls arch(weights=...) when the meta has a `weights` key, else arch(pretrained=...)
     assert isinstance(resnetx50(weights=None), ResNetX) and isinstance(resnetx_mbconv(pretrained=False), ResNetX)
-    learn = vision_learner(tiny_dls, resnetx_mbconv, pretrained=False)
+    learn = vision_learner(digits16, resnetx_mbconv, pretrained=False)
     assert type(learn.model[0][4][0].branch).__name__ == 'MBConv' and len(learn.splitter(learn.model)) == 3
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('arch', [resnetx18, partial(resnetx18, fold=2)], ids=['entry_point', 'partial'])
-def test_export_round_trip(tiny_dls, tmp_path, arch):
-    learn = vision_learner(tiny_dls, arch, pretrained=False, path=tmp_path)
+def test_export_round_trip(digits16, tmp_path, arch):
+    learn = vision_learner(digits16, arch, pretrained=False, path=tmp_path)
     with learn.no_bar(): learn.fit(1, 1e-3)
     learn.export('export.pkl')
     learn2 = load_learner(tmp_path / 'export.pkl')
-    x = tiny_dls.valid.one_batch()[0][:4]
+    x = digits16.valid.one_batch()[0][:4]
     learn.model.eval(); learn2.model.eval()
     with torch.no_grad(): torch.testing.assert_close(learn.model(x), learn2.model(x), rtol=0, atol=1e-6)
 
@@ -173,15 +168,10 @@ def test_digits_end_to_end():
 
 @pytest.fixture
 def cached_resnet18(tmp_path, monkeypatch):
-    "torchvision's resnet18 DEFAULT weights (random values) in a temporary torch hub cache; the network refuses."
-    import os, socket, torchvision
+    "torchvision's resnet18 DEFAULT weights (random values) in a temporary torch hub cache."
+    import os, torchvision
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
-    def refuse(*a, **k): raise AssertionError('network access attempted')
-    monkeypatch.setattr(socket.socket, 'connect', refuse)
-    torch.manual_seed(0)
-    tv = torchvision.models.resnet18().eval()
-    with torch.no_grad():
-        for p in tv.parameters(): p.normal_(0, 0.05)
+    tv = randomise(torchvision.models.resnet18())
     url = torchvision.models.get_model_weights('resnet18')['DEFAULT'].url
     path = tmp_path / 'torch' / 'hub' / 'checkpoints' / os.path.basename(url)
     path.parent.mkdir(parents=True)

@@ -4,6 +4,7 @@ from timm.layers import DropPath
 from fastai_resnetx import (ResNetX, ResNetXConfig, Stage, FoldUnit, resnetx18, resnetx34, resnetx50, resnetx101,
                             resnetx152, resnetx_mbconv, resnetx_fused, num_params, get_pred)
 from fastai_resnetx.model.weights import resnet_key
+from conftest import randomise, reference_forward
 
 
 @pytest.mark.parametrize('ours, theirs', [(resnetx18, 'resnet18'), (resnetx34, 'resnet34'), (resnetx50, 'resnet50'),
@@ -27,32 +28,12 @@ def test_fold1_keys_are_torchvision_keys_renamed():
     assert 'stage2.0.branch.conv2.weight' in ours and 'stage2.0.shortcut.0.weight' in ours and 'conv1.weight' in ours
 
 
-def randomise(model):
-    "Weights and BN statistics that do not depend on init quirks (so a wrong wiring shows)."
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters(): p.normal_(0, 0.05)
-        for b in model.buffers():
-            if b.dtype.is_floating_point: b.uniform_(0.5, 1.5)
-    return model.eval()
-
-
 @pytest.mark.parametrize('ours, theirs', [(resnetx18, torchvision.models.resnet18), (resnetx50, torchvision.models.resnet50)])
 def test_fold1_is_a_resnet(ours, theirs):
     tv, m = randomise(theirs()), ours().eval()
     copy_torchvision(m, tv)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad(): assert (m(x) - tv(x)).abs().max() <= 1e-4
-
-
-def reference_forward(m:ResNetX, x):
-    "An obviously correct forward: every unit's output kept in a dict, skip sources from the original ResNetX code's `get_pred`."
-    cfg, plan = m.cfg, m.plan
-    out = {0: m.maxpool(m.act1(m.bn1(m.conv1(x))))}
-    for l, unit in enumerate(m.units, start=1):
-        src = get_pred(l, cfg.fold, plan.start_id, plan.end_id)
-        out[l] = unit.act(unit.branch(out[l - 1]) + unit.shortcut(out[src]))   # out of place, nothing shared
-    return out
 
 
 LAYOUTS = [ResNetXConfig((2, 2, 2, 2), 'basic', (16, 24, 32, 48), stem_width=16, num_classes=5),
@@ -64,7 +45,7 @@ def test_every_fold_matches_reference_and_sequential_body(cfg, fold):
     m = randomise(ResNetX(cfg, fold=fold))
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
-        ref = reference_forward(m, x)
+        _, ref = reference_forward(m, x, keep=True)
         n = m.plan.n_units
         assert (m.forward_features(x) - ref[n]).abs().max() <= 1e-5
         assert (m(x) - m.fc(m.global_pool(ref[n]))).abs().max() <= 1e-5
@@ -78,7 +59,7 @@ def test_hooks_on_stages_see_their_feature_maps():
     x = torch.randn(1, 3, 64, 64)
     seen = {}
     hooks = [getattr(m, n).register_forward_hook(lambda mod, i, o, n=n: seen.__setitem__(n, o)) for n in m.stage_names]
-    with torch.no_grad(): m(x); ref = reference_forward(m, x)
+    with torch.no_grad(): m(x); _, ref = reference_forward(m, x, keep=True)
     for h in hooks: h.remove()
     ends = [2, 4, 6, 8]   # the last unit of each stage
     for n, end in zip(m.stage_names, ends):
@@ -104,7 +85,7 @@ def test_custom_block_that_returns_its_input():
     cfg = ResNetXConfig((2, 2), Passthrough, (64, 64), strides=(1, 1), fold=2, num_classes=3)
     m = randomise(ResNetX(cfg))
     x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad(): assert (m.forward_features(x) - reference_forward(m, x)[4]).abs().max() == 0
+    with torch.no_grad(): assert (m.forward_features(x) - reference_forward(m, x, keep=True)[1][4]).abs().max() == 0
     assert not m.units[0].add_inplace and resnetx18().units[0].add_inplace   # built-in blocks keep the in-place add
 
 
@@ -148,7 +129,7 @@ def test_deep_stem_and_avgpool_shortcut():
     assert isinstance(proj[0], nn.AvgPool2d) and proj[1].stride == (1, 1) and proj[1].in_channels == 64
     x = torch.randn(2, 3, 64, 64)
     m = randomise(m)
-    with torch.no_grad(): assert (m.forward_features(x) - reference_forward(m, x)[8]).abs().max() <= 1e-5
+    with torch.no_grad(): assert (m.forward_features(x) - reference_forward(m, x, keep=True)[1][8]).abs().max() <= 1e-5
 
 
 def test_timm_and_fastai_spellings():

@@ -7,7 +7,7 @@ from fastai_resnetx import resnetx_small, fold_plan, ResNetX, ResNetXConfig
 from fastai_resnetx.model.resnetx import CarryError
 from fastai_resnetx.model.topology import stage_input
 from test_layers import load_same
-from test_resnetx import randomise
+from conftest import randomise
 
 
 def downsample(ni, nf): return nn.Sequential(nn.Conv2d(ni, nf, 1, 2, bias=False), nn.BatchNorm2d(nf))

@@ -1,5 +1,5 @@
 "Pretrained weights, offline: the tests write their own checkpoints where torchvision, timm and torch hub look for them."
-import os, socket, urllib.request, warnings
+import os, warnings
 from pathlib import Path
 
 import pytest, timm, torch, torchvision
@@ -8,15 +8,7 @@ from safetensors.torch import save_file
 from fastai_resnetx import resnetx18, resnetx50, resnetx152, resnetx_mbconv, ResNetX, RESNETX_CONFIGS
 from fastai_resnetx.model.archs import load_pretrained, torchvision_weights, default_cfgs, PRETRAINED_TAGS
 from fastai_resnetx.model.weights import resnet_key, CheckpointError, read_checkpoint, resnet_counterpart
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    "Any attempt to reach the network fails loudly."
-    def refuse(*args, **kwargs): raise AssertionError('network access attempted')
-    for obj, name in [(socket.socket, 'connect'), (socket.socket, 'connect_ex'), (socket, 'getaddrinfo'),
-                      (socket, 'create_connection'), (urllib.request, 'urlopen')]:
-        monkeypatch.setattr(obj, name, refuse)
+from conftest import randomise
 
 
 @pytest.fixture
@@ -28,13 +20,7 @@ def torch_home(tmp_path, monkeypatch):
 
 def random_resnet(depth:int, seed:int=0) -> nn.Module:
     "torchvision's ResNet with random weights and BatchNorm statistics (so that every tensor matters)."
-    torch.manual_seed(seed)
-    tv = getattr(torchvision.models, f'resnet{depth}')().eval()
-    with torch.no_grad():
-        for p in tv.parameters(): p.normal_(0, 0.05)
-        for b in tv.buffers():
-            if b.dtype.is_floating_point: b.uniform_(0.5, 1.5)
-    return tv
+    return randomise(getattr(torchvision.models, f'resnet{depth}')(), seed)
 
 
 def cache_resnet(depth:int, entry:str='DEFAULT') -> nn.Module:

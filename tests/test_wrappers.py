@@ -9,6 +9,7 @@ from fastai.torch_core import TensorImage
 
 from fastai_resnetx import ResNetX, ResNetXConfig, resnetx18, skip_source
 from fastai_resnetx.model.resnetx import CARRY, CarryError
+from conftest import randomise
 
 LAYOUTS = {'resnetx18': (2, 2, 2, 2), 'resnetx34/50': (3, 4, 6, 3), 'resnetx101': (3, 4, 23, 3),
            'resnetx152': (3, 8, 36, 3), 'resnetx_mbconv/fused': (2, 3, 4, 2)}
@@ -19,12 +20,7 @@ def tiny(num_units, fold=1, start_id=None, end_id=None):
     torch.manual_seed(0)
     cfg = ResNetXConfig(num_units, 'basic', (4, 5, 6, 7), stem_width=4, fold=fold, start_id=start_id, end_id=end_id,
                         num_classes=3)
-    m = ResNetX(cfg).eval()
-    with torch.no_grad():   # BN statistics away from 0/1, so that a wrong skip shows in the logits
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                mod.running_mean.uniform_(-.5, .5); mod.running_var.uniform_(.5, 2.); mod.weight.uniform_(.5, 1.5)
-    return m
+    return randomise(ResNetX(cfg))   # norm statistics off 0/1, so that a wrong skip shows in the logits
 
 
 def windows(num_units):
