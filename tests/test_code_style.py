@@ -20,3 +20,12 @@ def test_lines_statements_and_comments(path):
              if t.type == tokenize.OP and t.string == ';']
     cites = [i for i, line in enumerate(src.splitlines(), 1) if re.search(r'\bissue ?#?\d+|\bseed ?0\d\d\b', line, re.I)]
     assert (long, semis, cites) == ([], [], []), f"{path.name}: lines over 120 {long}, `;` at {semis}, cites at {cites}"
+
+
+def test_no_function_over_40_lines():
+    "The house rule: a function that needs more than 40 lines is two functions."
+    import ast
+    long = [f'{p.relative_to(ROOT)}:{n.name} ({n.end_lineno - n.lineno + 1})' for p in FILES
+            for n in ast.walk(ast.parse(p.read_text()))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 40]
+    assert not long, f'functions over 40 lines: {long}'

@@ -320,17 +320,9 @@ def _same_file_key(f:Path) -> tuple:
 
 def read_csv_labels(path, labels, valid_pct:float=0.2, seed:int=42) -> FolderItems:
     "A data folder's images and labels from CSV (as fastai's `from_csv`: file and label columns, optional `is_valid`)."
-    import pandas as pd
     root, labels = Path(path), Path(labels)
-    try: df = pd.read_csv(labels, header='infer', dtype=str, keep_default_na=False)
-    except Exception as e:
-        raise ValueError(f"`--labels` {str(labels)!r} cannot be read as CSV: "
-                         f"{str(e).strip().splitlines()[0]}") from None
-    if df.shape[1] < 2 or len(df) == 0:
-        raise ValueError(f"`--labels` {str(labels)!r} needs a file column and a label column and at least one row, "
-                         f"got {df.shape[1]} column(s) and {len(df)} row(s)")
+    df = _read_labels_csv(labels)
     fi, li, vi = _csv_columns(df)
-    valid_col = None if vi is None else df.columns[vi]
     by_class, valid_by_class, seen = {}, {}, {}
     for i, row in enumerate(df.itertuples(index=False), start=2):          # line 1 is the header
         fn, label = str(row[fi]).strip(), str(row[li]).strip()
@@ -344,25 +336,41 @@ def read_csv_labels(path, labels, valid_pct:float=0.2, seed:int=42) -> FolderIte
         seen[key] = i
         is_valid = vi is not None and str(row[vi]).strip().lower() in ('1', 'true', 'yes')
         (valid_by_class if is_valid else by_class).setdefault(label, []).append(f)
-    if len(by_class) < 2:
-        raise ValueError(f"`--labels` {str(labels)!r} gives {len(by_class)} training label(s) {sorted(by_class)}: "
-                         f"at least 2 are needed")
-    notes = []
-    if valid_col is None:
-        by_class, valid_by_class = _random_holdout(by_class, valid_pct, seed)
-        notes.append(_holdout_note(by_class, valid_by_class, seed).replace('no valid/ folder', 'no is_valid column'))
-    else:
-        extra = sorted(set(valid_by_class) - set(by_class))
-        if extra:
-            raise ValueError(f"label {extra[0]!r} has only is_valid rows in `--labels` {str(labels)!r}: "
-                             f"nothing to train on")
-        if not valid_by_class: raise ValueError(f"`--labels` {str(labels)!r}: no row has is_valid true")
-    train, valid = by_class, valid_by_class
+    train, valid, notes = _csv_split(by_class, valid_by_class, vi is not None, labels, valid_pct, seed)
     files = [f for c in sorted(train) for f in train[c]] + [f for c in sorted(valid) for f in valid[c]]
     ys = [c for c in sorted(train) for _ in train[c]] + [c for c in sorted(valid) for _ in valid[c]]
     n_train = sum(map(len, train.values()))
     return FolderItems(files, ys, list(range(n_train, len(files))), [root], notes,
                        get_y=CsvLabel({str(f): y for f, y in zip(files, ys)}))
+
+
+def _read_labels_csv(labels:Path):
+    "The `--labels` CSV as text columns, with at least two columns and one row, or one clear error."
+    import pandas as pd
+    try: df = pd.read_csv(labels, header='infer', dtype=str, keep_default_na=False)
+    except Exception as e:
+        raise ValueError(f"`--labels` {str(labels)!r} cannot be read as CSV: "
+                         f"{str(e).strip().splitlines()[0]}") from None
+    if df.shape[1] < 2 or len(df) == 0:
+        raise ValueError(f"`--labels` {str(labels)!r} needs a file column and a label column and at least one row, "
+                         f"got {df.shape[1]} column(s) and {len(df)} row(s)")
+    return df
+
+
+def _csv_split(by_class:dict, valid_by_class:dict, has_valid:bool, labels:Path, valid_pct:float, seed:int):
+    "(train, valid, notes): the CSV's `is_valid` split checked, or a seeded random hold-out where it has none."
+    if len(by_class) < 2:
+        raise ValueError(f"`--labels` {str(labels)!r} gives {len(by_class)} training label(s) {sorted(by_class)}: "
+                         f"at least 2 are needed")
+    if not has_valid:
+        train, valid = _random_holdout(by_class, valid_pct, seed)
+        return train, valid, [_holdout_note(train, valid, seed).replace('no valid/ folder', 'no is_valid column')]
+    extra = sorted(set(valid_by_class) - set(by_class))
+    if extra:
+        raise ValueError(f"label {extra[0]!r} has only is_valid rows in `--labels` {str(labels)!r}: "
+                         f"nothing to train on")
+    if not valid_by_class: raise ValueError(f"`--labels` {str(labels)!r}: no row has is_valid true")
+    return by_class, valid_by_class, []
 
 
 def _check_readable(files):

@@ -38,17 +38,7 @@ def plot_topology(model_or_arch, figsize=None, dpi:int=100, out=None, title:str=
     n = plan.n_units
     figsize = figsize or (max(8., 0.5 * n + 2), 3.2)
     fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
-    # stages as shaded spans; output 0 is the stem
-    bounds, start = [], 1
-    for s, k in enumerate(plan.num_units, start=1):
-        bounds.append((s, start, start + k - 1))
-        start += k
-    for s, a, b in bounds:
-        ax.axvspan(a - 0.45, b + 0.45, color='0.93' if s % 2 else '0.86', zorder=0)
-        ax.text((a + b) / 2, -0.55, f'stage {s}', ha='center', va='top', fontsize=8)
-    ax.plot(range(n + 1), [0] * (n + 1), color='0.3', lw=1, zorder=1)  # the main path x_{l-1} -> unit l
-    ax.scatter(range(n + 1), [0] * (n + 1), s=36, color='0.15', zorder=3)
-    ax.text(0, -0.55, 'stem', ha='center', va='top', fontsize=8)
+    _draw_chain(ax, plan.num_units)
     drawn = []
     for src, l, kind in skips:
         span = l - src
@@ -72,6 +62,19 @@ def plot_topology(model_or_arch, figsize=None, dpi:int=100, out=None, title:str=
     fig.skips = drawn
     if out is not None: fig.savefig(out, dpi=dpi)
     return fig
+
+
+def _draw_chain(ax, num_units):
+    "The stem and units as dots on the main path, each stage a shaded span."
+    start, n = 1, sum(num_units)
+    for s, k in enumerate(num_units, start=1):
+        a, b = start, start + k - 1
+        ax.axvspan(a - 0.45, b + 0.45, color='0.93' if s % 2 else '0.86', zorder=0)
+        ax.text((a + b) / 2, -0.55, f'stage {s}', ha='center', va='top', fontsize=8)
+        start += k
+    ax.plot(range(n + 1), [0] * (n + 1), color='0.3', lw=1, zorder=1)  # the main path x_{l-1} -> unit l
+    ax.scatter(range(n + 1), [0] * (n + 1), s=36, color='0.15', zorder=3)
+    ax.text(0, -0.55, 'stem', ha='center', va='top', fontsize=8)
 
 
 def plot_confusion_matrix(predicted, actual, vocab, figsize=(6, 6), dpi:int=100):

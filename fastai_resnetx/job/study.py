@@ -245,12 +245,7 @@ def run_study(out, settings:StudySettings=None, report_only:bool=False, log=prin
     out = Path(out)
     check_out_folder(out, None, 'resnetx study')
     with OutputFolder(out, 'resnetx study') as folder:
-        if report_only:
-            runs = read_results(out)
-            if not runs: raise ValueError(f"`--report` {str(out)!r} holds no finished runs")
-            try: notes = json.loads((out / SETTINGS).read_text()).get('notes', [])
-            except (OSError, ValueError, AttributeError): notes = []
-            return runs, write_report(out, runs, folder, _title(runs[0]['recipe'], runs), notes)
+        if report_only: return _report_again(out, folder)
         s = settings.checked()
         _check_recipe(out, s.recipe())
         data = load_idx_data(s.data)
@@ -265,21 +260,35 @@ def run_study(out, settings:StudySettings=None, report_only:bool=False, log=prin
         wanted = {(a.name, i) for a in arms for i in range(s.seeds)}
         log(f"study in {out}: {len(arms)} arms x {s.seeds} seeds; {len(done & wanted)} "
             f"runs done, {len(todo)} to run ({', '.join(a.name for a in arms)}); data {data.source}")
-        t0 = time.time()
         for note in notes: log(f"note: {note}")
-        for i, (arm, seed) in enumerate(todo, start=1):
-            try: rec = run_one(data, s, arm, seed)
-            except KeyboardInterrupt as e:   # Ctrl-C, SIGTERM: the front door prints where the study stopped
-                e.kept = (f"during run {arm.name} seed {seed}; the {len(runs)} finished runs are kept in "
-                          f"{out / RESULTS}: the same command resumes")
-                raise
-            _append(out / RESULTS, rec)
-            runs.append(rec)
-            eta = (time.time() - t0) / i * (len(todo) - i)
-            log(f"[{i}/{len(todo)}] {arm.name} seed {seed}: test accuracy {100 * rec['test_accuracy']:.2f}% "
-                f"(loss {rec['test_loss']:.4f}) in {rec['fit_seconds'] / 60:.1f} min; ETA {_eta(eta)}")
+        _run_todo(out, data, s, todo, runs, log)
         mine = [r for r in runs if r['arm'] in {a.name for a in arms} and r['seed'] < s.seeds]
         return mine, write_report(out, mine, folder, _title(s.recipe(), mine), notes)
+
+
+def _report_again(out:Path, folder) -> tuple:
+    "(runs, report) from the results already in `out`, without training."
+    runs = read_results(out)
+    if not runs: raise ValueError(f"`--report` {str(out)!r} holds no finished runs")
+    try: notes = json.loads((out / SETTINGS).read_text()).get('notes', [])
+    except (OSError, ValueError, AttributeError): notes = []
+    return runs, write_report(out, runs, folder, _title(runs[0]['recipe'], runs), notes)
+
+
+def _run_todo(out:Path, data, s:StudySettings, todo:list, runs:list, log):
+    "Train each (arm, seed) of `todo`, appending its result to `out`'s results file (and `runs`) as it finishes."
+    t0 = time.time()
+    for i, (arm, seed) in enumerate(todo, start=1):
+        try: rec = run_one(data, s, arm, seed)
+        except KeyboardInterrupt as e:   # Ctrl-C, SIGTERM: the front door prints where the study stopped
+            e.kept = (f"during run {arm.name} seed {seed}; the {len(runs)} finished runs are kept in "
+                      f"{out / RESULTS}: the same command resumes")
+            raise
+        _append(out / RESULTS, rec)
+        runs.append(rec)
+        eta = (time.time() - t0) / i * (len(todo) - i)
+        log(f"[{i}/{len(todo)}] {arm.name} seed {seed}: test accuracy {100 * rec['test_accuracy']:.2f}% "
+            f"(loss {rec['test_loss']:.4f}) in {rec['fit_seconds'] / 60:.1f} min; ETA {_eta(eta)}")
 
 
 def _title(recipe:dict, runs:list) -> str:

@@ -171,25 +171,8 @@ def fold_resnet(model:nn.Module, fold:int=1, start_id:int=None, end_id:int=None)
     for b in blocks:
         chans.append(_out_chans(b))
         reds.append(reds[-1] * b.stride)
-    kind, device_dtype = _shortcut_kind(stages), get_device_dtype(model)
-    units, l = [], 0
-    for bs in stages:
-        stage_units = []
-        for b in bs:
-            l += 1
-            src = plan.sources[l - 1]
-            if (chans[src], reds[src]) == (chans[l - 1], reds[l - 1]):   # the skip has the block's input shape
-                shortcut = nn.Identity() if b.downsample is None else b.downsample
-            else:
-                with torch.device(device_dtype['device']):
-                    shortcut = new_projection(chans[src], chans[l], reds[l] // reds[src], kind, _norm_like(b.bn1))
-                shortcut.to(dtype=device_dtype['dtype']).train(model.training)
-            where = f'layer{len(units) + 1}.{len(stage_units)}'
-            _check_consumed(b, where)
-            own = nn.Identity() if b.downsample is None else b.downsample
-            _check_unit(b, FoldUnit(_branch(b), own, _post_act(b)), where, model)
-            stage_units.append(FoldUnit(_branch(b), shortcut, _post_act(b), _drop_path_rate(b)))
-        units.append(stage_units)
+    kind = _shortcut_kind(stages)
+    units = _fold_units(model, stages, plan, chans, reds, kind)
     global_pool, fc, pool_type, num_classes, drop_rate = _head(model, family)
     unit_classes = {type(b) for b in blocks}
     conv1 = next(m for m in model.conv1.modules() if isinstance(m, nn.Conv2d))
@@ -207,6 +190,29 @@ def fold_resnet(model:nn.Module, fold:int=1, start_id:int=None, end_id:int=None)
     folded.source_arch = _source_name(model, family)
     if family == 'timm' and getattr(model, 'pretrained_cfg', None): folded.pretrained_cfg = dict(model.pretrained_cfg)
     return folded
+
+
+def _fold_units(model:nn.Module, stages:list, plan, chans:list, reds:list, kind:str) -> list:
+    "Every block as a `FoldUnit` per stage: its own layers, the skip `plan` gives it (its downsample, or a new one)."
+    device_dtype, units, l = get_device_dtype(model), [], 0
+    for bs in stages:
+        stage_units = []
+        for b in bs:
+            l += 1
+            src = plan.sources[l - 1]
+            if (chans[src], reds[src]) == (chans[l - 1], reds[l - 1]):   # the skip has the block's input shape
+                shortcut = nn.Identity() if b.downsample is None else b.downsample
+            else:
+                with torch.device(device_dtype['device']):
+                    shortcut = new_projection(chans[src], chans[l], reds[l] // reds[src], kind, _norm_like(b.bn1))
+                shortcut.to(dtype=device_dtype['dtype']).train(model.training)
+            where = f'layer{len(units) + 1}.{len(stage_units)}'
+            _check_consumed(b, where)
+            own = nn.Identity() if b.downsample is None else b.downsample
+            _check_unit(b, FoldUnit(_branch(b), own, _post_act(b)), where, model)
+            stage_units.append(FoldUnit(_branch(b), shortcut, _post_act(b), _drop_path_rate(b)))
+        units.append(stage_units)
+    return units
 
 
 def _stage_chans(chans, num_units):
