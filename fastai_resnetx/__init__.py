@@ -40,6 +40,7 @@ __all__ = [
     # the archs and the model
     'resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152', 'resnetx_mbconv', 'resnetx_fused',
     'resnetx_small', 'resnetx20', 'RESNETX_ARCHS', 'ResNetX', 'ResNetXConfig', 'create_resnetx', 'num_params',
+    'detach_carry',   # what a user keeps of a stage output, without the earlier outputs it carries
     # blocks (fastai's `ResBlock` keeps its name: ours is `AvgPoolResBlock`)
     'Block', 'BasicBlock', 'Bottleneck', 'LinearBottleneck', 'InvertedResidual', 'DepthwiseSeparableConv', 'MBConv',
     'FusedMBConv', 'AvgPoolResBlock', 'ConvNormAct', 'SqueezeExcitation',

@@ -37,3 +37,24 @@ def test_another_models_carry_is_refused_and_a_copy_has_its_own():
         c = copy.deepcopy(a)
         with pytest.raises(CarryError): c.stage2(a.stage1(a.forward_stem(x)))
         assert torch.allclose(c(x), a(x), atol=1e-6)                           # the copy runs as itself
+
+
+@pytest.mark.parametrize('kind', [torch.Tensor, TensorImage])
+def test_detach_carry_drops_the_earlier_outputs_and_leaves_the_stage_output_working(kind, tmp_path):
+    from fastai_resnetx import detach_carry
+    a, _ = models()
+    x = torch.randn(2, 3, 16, 16).as_subclass(kind)
+    with torch.no_grad():
+        s1 = a.stage1(a.forward_stem(x))
+        kept = detach_carry(s1)
+        assert torch.equal(kept, s1) and kept.data_ptr() == s1.data_ptr()          # the same values, no copy
+        torch.save(s1, tmp_path / 'with.pt')
+        torch.save(kept, tmp_path / 'without.pt')
+        # the carry holds outputs 0 and 1 (8 channels, 16x16 each): two more maps of s1's size, about 3x the file
+        ratio = (tmp_path / 'with.pt').stat().st_size / (tmp_path / 'without.pt').stat().st_size
+        assert 2.5 < ratio < 3.5, ratio
+        assert torch.load(tmp_path / 'without.pt', weights_only=False).__dict__.get('resnetx_carry') is None
+        with pytest.raises(CarryError): a.stage2(kept)                                # what the user keeps carries nothing
+        assert torch.allclose(a.stage2(s1), reference_forward(a, x, keep=True)[1][4], atol=1e-5)   # s1 still works
+        t = torch.ones(3)
+        assert detach_carry(t) is t and detach_carry(None) is None                  # nothing to drop: the same object

@@ -21,7 +21,8 @@ API = {'resnetx18', 'resnetx34', 'resnetx50', 'resnetx101', 'resnetx152', 'resne
        'skip_source', 'fold_plan', 'FoldPlan',
        'arch_summary', 'get_module', 'model_summary', 'arch_splitter', 'arch_groups', 'stage_splitter',
        'plot_topology', 'resnetx_arch', 'load_pretrained', 'BF16MixedPrecision', 'pick_precision', 'distrib_kwargs',
-       'fold_resnet', 'folded', 'folded_arch'}   # fold timm's and torchvision's ResNets
+       'fold_resnet', 'folded', 'folded_arch',   # fold timm's and torchvision's ResNets
+       'detach_carry'}
 # what the star import must not hold: the fold rule's old names (get_pred, layer_diff), the duplicate arch table,
 # the training job's generic names
 NOT_API = {'get_pred', 'layer_diff', 'ARCHS', 'train', 'digits_dls', 'folder_dls', 'TrainSettings', 'TRAIN_DEFAULTS',

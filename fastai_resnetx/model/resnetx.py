@@ -20,9 +20,19 @@ from .blocks import get_block
 from .config import ResNetXConfig
 from ..checks import check_choice
 
-__all__ = ['FoldUnit', 'Stage', 'CarryError', 'ResNetX', 'num_params']
+__all__ = ['FoldUnit', 'Stage', 'CarryError', 'ResNetX', 'num_params', 'detach_carry']
 
 CARRY = 'resnetx_carry'   # the attribute of a stage's output that holds the earlier outputs later stages read
+
+
+def detach_carry(t):
+    "`t` without the earlier outputs a folded stage's output carries (an alias of the same values; `t` is unchanged)."
+    # for what a user keeps past the forward pass: `torch.save`, a hook's stored outputs, a list of features. The stage
+    # output itself keeps its carry, which the next stage reads.
+    if not (isinstance(t, Tensor) and hasattr(t, CARRY)): return t
+    alias = t.view_as(t)
+    if hasattr(alias, CARRY): delattr(alias, CARRY)   # fastai's tensors copy it onto the alias
+    return alias
 
 
 class FoldUnit(nn.Module):
