@@ -48,3 +48,37 @@ def test_fold3_model_through_timm_is_traceable_and_matches_conv():
         assert torch.allclose(traced(x), out, atol=1e-5)
         for mod in gemms: mod.forward = nn.Conv2d.forward.__get__(mod)   # back to torch's conv, same weights
         assert torch.allclose(m(x), out, atol=1e-4)
+
+
+class _Calls(torch.overrides.TorchFunctionMode):
+    "Records which of F.conv2d and F.linear run."
+    def __init__(self): super().__init__(); self.seen = []
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (F.conv2d, F.linear): self.seen.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_matmul_runs_only_on_cpu_in_eager_mode():
+    c = Conv1x1Gemm(8, 6, stride=2)
+    for device, want in (('cpu', ['linear']), ('meta', ['conv2d'])):    # meta stands for any other device here
+        with _Calls() as calls: c.to(device)(torch.randn(2, 8, 6, 6, device=device))
+        assert calls.seen == want, (device, calls.seen)
+    c = Conv1x1Gemm(8, 6, stride=2)
+    traced = torch.jit.trace(c, torch.randn(2, 8, 6, 6))
+    assert 'aten::_convolution' in str(traced.graph) and 'aten::linear' not in str(traced.graph)
+
+
+@pytest.mark.parametrize('fold', [1, 3])
+def test_vmap_ensembles_resnetx_with_stack_module_state(fold):
+    "torch.func's model ensembling (torchvision's resnet18 runs it): the same logits as each model alone."
+    import copy
+    from torch.func import vmap, functional_call, stack_module_state
+    from fastai_resnetx import resnetx_small
+    from conftest import randomise
+    models = [randomise(resnetx_small(fold=fold, num_classes=4), seed) for seed in (0, 1, 2)]
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to('meta')
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    out = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), in_dims=(0, 0, None))(params, buffers, x)
+    with torch.no_grad(): ref = torch.stack([m(x) for m in models])
+    assert out.shape == (3, 2, 4) and (out - ref).abs().max() <= 1e-5 and (ref[0] - ref[1]).abs().max() > 1e-3
