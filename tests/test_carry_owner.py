@@ -58,3 +58,33 @@ def test_detach_carry_drops_the_earlier_outputs_and_leaves_the_stage_output_work
         assert torch.allclose(a.stage2(s1), reference_forward(a, x, keep=True)[1][4], atol=1e-5)   # s1 still works
         t = torch.ones(3)
         assert detach_carry(t) is t and detach_carry(None) is None                  # nothing to drop: the same object
+
+
+def test_hooks_and_wrappers_that_rebuild_keyword_arguments_never_see_the_carry():
+    "accelerate's device hooks (dispatch_model, cpu_offload) and a pytree-mapping pre-hook: the plain model's logits."
+    from accelerate import cpu_offload, dispatch_model
+    a, _ = models()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad(): ref = reference_forward(a, x)
+    dispatched = dispatch_model(copy.deepcopy(a), device_map={n: 'cpu' for n, _ in a.named_children()},
+                                main_device='cpu', force_hooks=True)
+    assert hasattr(dispatched.stage2, '_hf_hook')                             # accelerate's hook is on each stage
+    offloaded = cpu_offload(copy.deepcopy(a), execution_device=torch.device('cpu'))
+    hooked, seen = copy.deepcopy(a), []
+    def rebuild(mod, args, kwargs):   # returns fresh containers, as pytree-mapping hooks do
+        seen.append(sorted(kwargs))
+        return torch.utils._pytree.tree_map(lambda t: t, (args, kwargs))
+    for name in hooked.stage_names: getattr(hooked, name).register_forward_pre_hook(rebuild, with_kwargs=True)
+    with torch.no_grad():
+        for m in (dispatched, offloaded, hooked): assert (m(x) - ref).abs().max() <= 1e-5
+    assert seen == [[]] * 3                                                    # no hand-over keywords to see
+
+
+def test_two_threads_on_one_model_each_get_their_own_logits():
+    from concurrent.futures import ThreadPoolExecutor
+    a, _ = models()
+    xs = [torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(8)]
+    with torch.no_grad():
+        refs = [reference_forward(a, x) for x in xs]
+        with ThreadPoolExecutor(4) as pool: outs = list(pool.map(a, xs))
+    assert all((o - r).abs().max() <= 1e-5 for o, r in zip(outs, refs))

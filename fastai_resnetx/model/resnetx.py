@@ -4,7 +4,7 @@ Its children read like a ResNet's (`conv1 bn1 act1 maxpool stage1 .. stageN glob
 `nn.Sequential(*list(model.children())[:-2])` computes `forward_features`, and a hook on a stage sees its feature map,
 which is what fastai's `create_body`/`DynamicUnet` and timm's feature extractors assume. A folded skip may still reach
 across stages: the earlier outputs a later stage reads travel with a stage's output tensor (attribute `CARRY`)."""
-import weakref
+import contextvars, weakref
 
 import torch
 from torch import nn, Tensor
@@ -23,6 +23,9 @@ from ..checks import check_choice
 __all__ = ['FoldUnit', 'Stage', 'CarryError', 'ResNetX', 'num_params', 'detach_carry']
 
 CARRY = 'resnetx_carry'   # the attribute of a stage's output that holds the earlier outputs later stages read
+# `Stage.__call__` hands the carry to its own `forward` through this, never as an argument: hooks that see keyword
+# arguments and wrappers that rebuild them (accelerate's device hooks, pytree-mapping pre-hooks) neither see nor copy it
+_HANDOVER = contextvars.ContextVar('resnetx_handover', default=None)
 
 
 def detach_carry(t):
@@ -115,8 +118,13 @@ class Stage(nn.ModuleList):
     def __call__(self, x):
         if not (self._needs or self._keep): return super().__call__(x)   # nothing to carry (fold 1)
         # read the carry before any hook can replace the input, and pass it on after every hook replaced the output
-        box = []
-        out = super().__call__(x, _carry=_carry_of(x), _box=box)
+        box, carry = [], _carry_of(x)
+        if torch.compiler.is_compiling():   # dynamo cannot trace ContextVar.set; a compiled graph has no such wrappers
+            out = super().__call__(x, _carry=carry, _box=box)
+        else:
+            token = _HANDOVER.set((self, carry, box))
+            try: out = super().__call__(x)
+            finally: _HANDOVER.reset(token)
         # a tensor, or an FX proxy: FX tracing carries the earlier outputs at trace time the same way
         if box and isinstance(out, (Tensor, torch.fx.Proxy)): setattr(out, CARRY, (*box[-1], _owner_ref(out)))
         return out
@@ -141,8 +149,12 @@ class Stage(nn.ModuleList):
         return carry[2]
 
     def forward(self, x:Tensor, _carry=None, _box=None) -> Tensor:
-        "The stage on the previous stage's output `x` (the stem's for stage 1); `__call__` passes the earlier outputs."
+        "The stage on the previous stage's output `x` (the stem's for stage 1); `__call__` hands over the earlier outputs."
+        handed = None if torch.compiler.is_compiling() else _HANDOVER.get()
+        if handed is not None and handed[0] is self: _carry, _box = handed[1:]
         slots = self._check(x, _carry) if self._needs else None
+        if slots is not None and isinstance(x, Tensor):   # a model spread over devices (accelerate's device_map)
+            slots = [t.to(x.device) if isinstance(t, Tensor) and t.device != x.device else t for t in slots]
         # compute on an alias without the incoming carry: carries never nest, and fastai's tensors, which copy their
         # attributes onto every result, leave none on this stage's outputs
         if isinstance(x, Tensor) and hasattr(x, CARRY):
