@@ -70,3 +70,19 @@ def digits16():
     from fastai_resnetx.job.data import digits_dls
     torch.manual_seed(0)
     return digits_dls(size=16, bs=32, n_items=160, augment=False)
+
+
+def fill_hf_cache(hub, name:str, seed:int=0) -> dict:
+    "A random checkpoint of timm's `name` where the Hugging Face cache `hub` keeps its default tag's weights."
+    import timm
+    from safetensors.torch import save_file
+    cfg = timm.models.get_pretrained_cfg(name)
+    torch.manual_seed(seed)
+    sd = {k: v.contiguous() for k, v in timm.create_model(name).state_dict().items()}
+    commit = '0' * 40
+    repo = hub / f"models--{cfg.hf_hub_id.replace('/', '--')}"
+    (repo / 'snapshots' / commit).mkdir(parents=True)
+    save_file(sd, repo / 'snapshots' / commit / 'model.safetensors')
+    (repo / 'refs').mkdir()
+    (repo / 'refs' / 'main').write_text(commit)
+    return sd

@@ -4,23 +4,9 @@ import json, os, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest, torch, timm
-from safetensors.torch import save_file
+from conftest import fill_hf_cache
 
 RESNETX = Path(sys.executable).parent / 'resnetx'
-
-
-def fill_hf_cache(hub:Path, name:str) -> dict:
-    "A random checkpoint of timm's `name` where the Hugging Face cache keeps its default tag's weights."
-    cfg = timm.models.get_pretrained_cfg(name)
-    torch.manual_seed(0)
-    sd = {k: v.contiguous() for k, v in timm.create_model(name).state_dict().items()}
-    commit = '0' * 40
-    repo = hub / f"models--{cfg.hf_hub_id.replace('/', '--')}"
-    (repo / 'snapshots' / commit).mkdir(parents=True)
-    save_file(sd, repo / 'snapshots' / commit / 'model.safetensors')
-    (repo / 'refs').mkdir()
-    (repo / 'refs' / 'main').write_text(commit)
-    return sd
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ submodules), its `downsample` the unit's shortcut, its last activation the unit'
 classifier are the source's modules too. Modules are moved, not copied: the ResNetX holds the very parameters (and
 whatever weights they hold), so the source model must not be used afterwards. A fold that needs a skip the source does
 not have (an earlier output of another shape) gets a new projection of the family's own kind (see `new_projection`)."""
-import torch
+import timm, torch
 from torch import nn
 from timm.layers import SelectAdaptivePool2d, get_device_dtype
 
@@ -188,8 +188,22 @@ def fold_resnet(model:nn.Module, fold:int=1, start_id:int=None, end_id:int=None)
     stem = dict(conv1=model.conv1, bn1=model.bn1, act1=act1, maxpool=model.maxpool)
     folded = ResNetX.from_parts(cfg, stem, units, global_pool, fc).train(model.training)
     folded.source_arch = _source_name(model, family)
-    if family == 'timm' and getattr(model, 'pretrained_cfg', None): folded.pretrained_cfg = dict(model.pretrained_cfg)
+    _set_export_cfg(folded, model, family)
     return folded
+
+
+def _set_export_cfg(folded:ResNetX, model:nn.Module, family:str):
+    "Give `folded` the timm cfg and arguments of the folded arch name that rebuilds it (what `save_for_hf` writes)."
+    # so that `timm.create_model('local-dir:DIR', pretrained=True)` gives it back; the source's cfg where no name fits
+    from .family_archs import export_name, export_args   # that module builds on this one
+    name = export_name(model, family)
+    if name is None:
+        if family == 'timm' and getattr(model, 'pretrained_cfg', None): folded.pretrained_cfg = dict(model.pretrained_cfg)
+        return
+    cfg = dict(model.pretrained_cfg) if family == 'timm' and getattr(model, 'pretrained_cfg', None) else \
+        timm.models.get_pretrained_cfg(name).to_dict()
+    folded.pretrained_cfg = dict(cfg, architecture=name)
+    folded._model_args = export_args(folded)
 
 
 def _fold_units(model:nn.Module, stages:list, plan, chans:list, reds:list, kind:str) -> list:

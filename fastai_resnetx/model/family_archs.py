@@ -5,7 +5,7 @@ fastai arch (`vision_learner(dls, 'folded_resnet50d')`) and a plain function. It
 library (timm's pretrained tags and loader; torchvision's weights enum and loader), the weights read from the local
 cache when present (no network), and folds it with `fold_resnet`: one construction path (`ResNetX.from_parts`)."""
 import re, sys
-from functools import partial
+from functools import lru_cache, partial
 
 import timm, torch, torchvision
 from timm.models import build_model_with_cfg, generate_default_cfgs, get_arch_pretrained_cfgs, resolve_pretrained_cfg
@@ -16,7 +16,7 @@ from .family import fold_resnet
 from .resnetx import ResNetX
 from .weights import checkpoint_file, read_checkpoint
 
-__all__ = ['folded', 'FOLDED_ARCHS', 'TIMM_SOURCES', 'TV_SOURCES', 'folded_source']
+__all__ = ['folded', 'FOLDED_ARCHS', 'TIMM_SOURCES', 'TV_SOURCES', 'folded_source']   # and export_name, export_args
 
 PREFIX, TV_PREFIX = 'folded_', 'folded_tv_'
 TIMM_SOURCES = tuple(timm.list_models(module='resnet'))   # every ResNet of timm's resnet.py
@@ -120,14 +120,54 @@ def _build(name:str, pretrained:bool, fold:int, start_id, end_id, pretrained_cfg
     return _adapt_tv(fold_resnet(model, fold, start_id, end_id), **timm_args)
 
 
+def _is_saved_export(pretrained_cfg) -> bool:
+    "Whether `pretrained_cfg` is what timm read from a saved model's config.json (`local-dir:`, `hf-hub:`)."
+    source = pretrained_cfg.get('source') if isinstance(pretrained_cfg, dict) else getattr(pretrained_cfg, 'source', None)
+    return source in ('local-dir', 'hf-hub')
+
+
 def create_folded(name:str, pretrained:bool=False, fold:int=1, start_id:int=None, end_id:int=None, **kwargs) -> ResNetX:
     "The folded arch `name` through timm's builder (pretrained cfg, `features_only`); `kwargs` go to the source's."
     folded_source(name)
     if not isinstance(pretrained, bool): raise ValueError(f"`pretrained` must be True or False, got {pretrained!r}")
     cfg, overlay = kwargs.pop('pretrained_cfg', None), kwargs.pop('pretrained_cfg_overlay', None)
-    build = partial(_build, name, pretrained, fold, start_id, end_id, cfg, overlay)
-    return build_model_with_cfg(build, name, pretrained=False, pretrained_cfg=cfg, pretrained_cfg_overlay=overlay,
-                                feature_cfg=dict(feature_cls='getter'), **kwargs)
+    # a saved folded model (save_for_hf, then 'local-dir:' or 'hf-hub:') holds its own tensors: timm's loader reads
+    # them into the folded model; the source's checkpoint is for `pretrained` by the source's tags only
+    saved = pretrained and _is_saved_export(cfg)
+    build = partial(_build, name, pretrained and not saved, fold, start_id, end_id, cfg, overlay)
+    model = build_model_with_cfg(build, name, pretrained=saved, pretrained_cfg=cfg, pretrained_cfg_overlay=overlay,
+                                 feature_cfg=dict(feature_cls='getter'), **kwargs)
+    if isinstance(model, ResNetX): model._model_args = dict(getattr(model, '_model_args', {}), **export_args(model))
+    return model
+
+
+def export_args(model:ResNetX) -> dict:
+    "The arguments that rebuild a folded model from its name (what timm's `save_for_hf` writes to config.json)."
+    cfg = model.cfg
+    return dict(fold=cfg.fold, start_id=cfg.start_id, end_id=cfg.end_id)
+
+
+def _layout(m:torch.nn.Module) -> dict:
+    "A ResNet's tensor names and shapes but for the classifier, the first conv's without its input channels."
+    return {k: v.shape[:1] + v.shape[2:] if k in ('conv1.weight', 'conv1.0.weight') else v.shape
+            for k, v in m.state_dict().items() if not k.startswith('fc.')}
+
+
+@lru_cache(maxsize=None)
+def _source_layout(family:str, src:str) -> dict:
+    "The layout of source arch `src` as its library builds it (on the meta device: no memory, no init)."
+    with torch.device('meta'):
+        return _layout(timm.create_model(src) if family == 'timm' else torchvision.models.get_model(src))
+
+
+def export_name(model:torch.nn.Module, family:str):
+    "The folded arch name that rebuilds source `model` (a timm or torchvision ResNet), or None if none does."
+    arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
+    candidates = TV_SOURCES if family != 'timm' else [arch] if arch in TIMM_SOURCES else []
+    layout = _layout(model)
+    for src in candidates:
+        if _source_layout(family, src) == layout: return (PREFIX if family == 'timm' else TV_PREFIX) + src
+    return None
 
 
 def _entry(name:str):
