@@ -294,6 +294,27 @@ def test_open_image_applies_exif_orientation(tmp_path):
     assert np.abs(got - np.asarray(img)).mean() < 4 and np.abs(stored - np.asarray(img)).mean() > 20   # JPEG loss only
 
 
+@pytest.mark.parametrize('bw', [False, True])
+def test_the_digits_export_opens_files_as_every_export_does(tmp_path, bw):
+    "The default run's learner (digits held as arrays) predicts a phone JPEG as the same picture stored upright."
+    from fastai.vision.all import vision_learner, load_learner
+    from fastai_resnetx import resnetx_small
+    from fastai_resnetx.job.data import digits_dls, with_resize
+    from digit_folders import digit_images
+    dls = digits_dls(size=16, bs=16, n_items=40, augment=False, bw=bw)
+    learn = vision_learner(dls, resnetx_small, pretrained=False, n_in=1 if bw else 3)
+    with_resize(learn.dls, 16)
+    learn.export(tmp_path / 'export.pkl')
+    learn = load_learner(tmp_path / 'export.pkl')
+    img = digit_images(7, 1, size=24)[0].convert('RGB').crop((0, 0, 24, 16))   # not square: a turn changes the shape
+    exif_rotated(img, tmp_path / 'phone.jpg')
+    img.save(tmp_path / 'upright.jpg', quality=95)
+    x_phone, x_upright = (learn.dls.test_dl([tmp_path / p]).one_batch()[0] for p in ('phone.jpg', 'upright.jpg'))
+    assert x_phone.shape == (1, 1 if bw else 3, 16, 16)
+    assert (x_phone - x_upright).abs().mean() < 0.05, (x_phone - x_upright).abs().mean()
+    assert learn.dls.test_dl([0]).one_batch()[0].shape == x_phone.shape           # an index is still a digit
+
+
 def test_images_next_to_annotations_or_a_csv_refused_with_what_works(tmp_path, capsys):
     from digit_folders import write_class
     data = tmp_path / 'pets'

@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, PILImage, PILImageBW, RandomSplitter,
                                IndexSplitter, Resize, aug_transforms, image_extensions, verify_images)
+from fasttransform import Transform
 from resnetx_cli.runs import looks_like_run   # the front door's rule: one rule for what is a run folder
 
 from ..checks import check_int
@@ -28,12 +29,22 @@ def available_memory(device=None) -> int:
     except ImportError: return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
 
 
-class DigitImage:
-    "Item getter: the digit at index `i` as an 8-bit PIL image (scikit-learn stores 0..16)."
-    def __init__(self, images:np.ndarray, bw:bool=False): self.images, self.bw = images, bw
-    def __call__(self, i):
+class DigitImage(Transform):
+    "Item getter: the digit at index `i` as an 8-bit PIL image (scikit-learn stores 0..16); a file or image as opened."
+    # typed: fastai's `test_dl` (and so an exported learner's `predict`) starts here for files and images too, which
+    # are then opened as every export opens them (EXIF orientation applied)
+    def __init__(self, images:np.ndarray, bw:bool=False):
+        super().__init__()
+        self.images, self.bw = images, bw
+        self.input_types = (int, np.integer, Path, str, Image.Image)   # what `TfmdLists.infer_idx` reads
+
+    def encodes(self, i:int|np.integer):
         img = Image.fromarray(self.images[i])
         return PILImageBW(img) if self.bw else PILImage(img.convert('RGB'))
+
+    def encodes(self, fn:Path|str|Image.Image):   # noqa: F811  (fastcore dispatches on the annotation)
+        img = open_image(fn)
+        return PILImageBW(img.convert('L')) if self.bw else img
 
 
 class DigitLabel:
