@@ -6,7 +6,7 @@ A folder is a run folder only if `resnetx train` (or `resnetx study`) marked it:
 says which command wrote it and lists the files it wrote. Only those files are ever replaced; anything else in the
 folder is the user's and is never touched.
 """
-import errno, json, os, re, signal, stat, tempfile, time
+import errno, json, mimetypes, os, re, signal, stat, tempfile, time
 from pathlib import Path
 
 __all__ = ['process_seconds', 'MARKER', 'LOCK', 'OUTPUTS', 'written_files', 'is_run_folder', 'looks_like_run',
@@ -107,9 +107,20 @@ def is_run_folder(path:Path, command:str='resnetx train') -> bool:
 
 
 def looks_like_run(path:Path) -> bool:
-    "Never data: a marked run or study folder, or one holding an `export.pkl` and a `metrics.json` (an older run's)."
-    return any(is_run_folder(path, c) for c in OUTPUTS_OF) or (
-        (Path(path) / "export.pkl").is_file() and (Path(path) / "metrics.json").is_file())
+    "Never data: a marked run or study folder, or an unmarked older run's (its four outputs and nothing else of note)."
+    if any(is_run_folder(path, c) for c in OUTPUTS_OF): return True
+    p = Path(path)
+    if not ((p / "export.pkl").is_file() and (p / "metrics.json").is_file()): return False
+    try: entries = list(os.scandir(p))
+    except OSError: return False
+    # a run before the marker wrote only its outputs: a folder with other images, or with folders, is data
+    return not any((e.is_dir() and not e.name.startswith('.')) or (_is_image(e.name) and e.name not in OUTPUTS)
+                   for e in entries)
+
+
+def _is_image(name:str) -> bool:
+    "Whether a file name has an image extension (the rule fastai's `image_extensions` follows: the mimetypes table)."
+    return (mimetypes.guess_type(name)[0] or '').startswith('image/')
 
 
 def _ours(name:str) -> bool:

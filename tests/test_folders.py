@@ -57,12 +57,41 @@ def test_files_read_once_and_symlink_loops_not_followed(tmp_path):
 
 def test_outputs_and_earlier_runs_are_never_data(tmp_path):
     data = digit_folder(tmp_path, layout='flat', n=10)
-    run = data / 'runs' / 'old'                                              # an earlier run's outputs, inside the data
-    write_class(run, 1, 2); (run / 'export.pkl').write_bytes(b'x'); (run / 'metrics.json').write_text('{}')
+    run = data / 'runs' / 'old'                             # an unmarked earlier run's four outputs, inside the data
+    old_run(run)
     write_class(data / 'out', 2, 3)                                           # this run's --out folder
     write_class(data / '.out.tmp-123', 4, 3)                                  # a hidden (temporary) folder
     items = read_folder(data, skip=[data / 'out'])
     assert labels_of(items) == ['3', '7'] and len(items.files) == 20
+    assert items.notes[:1] == [f"skipped folder {str(data / 'runs')!r}: it holds a `resnetx` run's outputs, not images"]
+    assert not any(repr(str(data / 'out')) in n for n in items.notes)        # this run's own --out goes unsaid
+
+
+def old_run(folder:Path):
+    "What `resnetx train` wrote before it marked its folders: its four outputs and nothing else."
+    folder.mkdir(parents=True)
+    for name in ('loss.png', 'confusion_matrix.png'): digit_images(1, 1)[0].save(folder / name)
+    (folder / 'export.pkl').write_bytes(b'x'); (folder / 'metrics.json').write_text('{}')
+
+
+def test_a_class_folder_holding_an_export_and_metrics_is_still_a_class(tmp_path):
+    "Only the marker (or an older run's outputs alone) makes a folder a run: a class with these files is data."
+    data = digit_folder(tmp_path, layout='flat', n=6)
+    write_class(data / 'shirts', 1, 6)
+    for folder in (data / 'shirts', data):                                    # in a class folder, and in the root
+        (folder / 'export.pkl').write_bytes(b'my learner'); (folder / 'metrics.json').write_text('{"mine": 1}')
+    items = read_folder(data)
+    assert labels_of(items) == ['3', '7', 'shirts'] and items.labels.count('shirts') == 6
+    from resnetx_cli.runs import OutputFolder
+    marked = data / 'marked'
+    with OutputFolder(marked, 'resnetx train') as out:                      # a marked run folder is never data
+        digit_images(2, 1)[0].save(out.temp('loss.png'), format='png')
+        out.temp('metrics.json').write_text('{}')
+        out.commit(['loss.png', 'metrics.json'])
+    items = read_folder(data)
+    assert labels_of(items) == ['3', '7', 'shirts'] and any(repr(str(marked)) in n for n in items.notes)
+    with pytest.raises(ValueError, match=r"is a run folder of the `resnetx` command \(its outputs\), not data"):
+        read_folder(marked)
 
 
 def test_16_bit_images_are_scaled_not_clipped(tmp_path):

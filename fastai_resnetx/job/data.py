@@ -192,10 +192,13 @@ def _what_is_in(folder:Path) -> str:
         f", ...)")
 
 
-def _class_images(folder:Path, seen:set, skip) -> dict:
+def _class_images(folder:Path, seen:set, skip, notes:list) -> dict:
     "{class: image files} of `folder`'s class folders; loose images, and class folders without images, are refused."
     outputs = set()
     files = find_images(folder, seen, skip, outputs)
+    if os.path.realpath(folder) not in {os.path.realpath(s) for s in skip} and looks_like_run(folder):
+        raise ValueError(f"`data` {str(folder)!r} is a run folder of the `resnetx` command (its outputs), not data: "
+                         f"give the folder of class folders")
     loose = [f for f in files if f.parent == folder]
     if loose:
         raise ValueError(f"{str(folder)!r} holds {len(loose)} images outside class folders "
@@ -208,7 +211,11 @@ def _class_images(folder:Path, seen:set, skip) -> dict:
     output_tops = {Path(o).relative_to(folder).parts[0] for o in outputs if Path(o) != folder}
     for d in sorted(os.listdir(folder)):
         p = folder / d
-        if d.startswith('.') or d in by_class or d in output_tops or not p.is_dir(): continue
+        if d.startswith('.') or d in by_class or not p.is_dir(): continue
+        if d in output_tops:   # an earlier run's outputs (or this run's --out): not a class, and said so
+            if os.path.realpath(p) not in {os.path.realpath(s) for s in skip}:
+                notes.append(f"skipped folder {display_name(str(p))!r}: it holds a `resnetx` run's outputs, not images")
+            continue
         if os.path.islink(p) and _inside(os.path.realpath(p), os.path.realpath(folder)): continue   # a second view
         if os.path.realpath(p) in {os.path.realpath(s) for s in skip}: continue
         raise ValueError(f"class folder {display_name(str(p))!r} {_what_is_in(p)}: every class folder must hold "
@@ -286,13 +293,13 @@ def read_folder(path, valid_pct:float=0.2, seed:int=42, skip=()) -> FolderItems:
     valid_dir, train_dir = _valid_folder(root), _train_folder(root)
     _check_layout(root)
     if train_dir is not None:
-        roots, train = [train_dir], _class_images(train_dir, seen, skip)
-        valid = _class_images(valid_dir, seen, skip) if valid_dir else None
+        roots, train = [train_dir], _class_images(train_dir, seen, skip, notes)
+        valid = _class_images(valid_dir, seen, skip, notes) if valid_dir else None
         if valid is not None: roots.append(valid_dir)
     elif valid_dir is not None:
         raise ValueError(f"`data` {str(root)!r} has {valid_dir.name}/ but no train/ next to it: a split folder "
                          f"is not a class; give train/ and {valid_dir.name}/ of class folders, or class folders")
-    else: roots, train, valid = [root], _class_images(root, seen, skip), None
+    else: roots, train, valid = [root], _class_images(root, seen, skip, notes), None
     n_train = sum(map(len, train.values()))
     if n_train == 0: raise ValueError(f"`data` folder {str(root)!r} holds no image files")
     if len(train) < 2: raise ValueError(f"`data` folder {str(roots[0])!r} needs at least 2 class folders, "
