@@ -387,3 +387,26 @@ def test_labels_csv_run_and_exif_in_training_and_predict(tmp_path):
     x_phone, x_upright = (learn.dls.test_dl([p]).one_batch()[0] for p in (data / 'images' / '7_0.jpg', tmp_path / 'upright.jpg'))
     assert (x_phone - x_upright).abs().mean() < 0.05 and (x_phone - x_upright.transpose(-1, -2).flip(-1)).abs().mean() > 0.1
     assert learn.predict(data / 'images' / '7_0.jpg')[0] == learn.predict(tmp_path / 'upright.jpg')[0]
+
+
+# ---- 8 (round 2). an arch that cannot be an image classifier's backbone: one line before any work
+
+@pytest.mark.parametrize('arch, words', [
+    ('raft_small', "its forward takes 2 inputs (image1, image2), not one image batch"),
+    ('r3d_18', "its first convolution is 3-D (Conv3d): it takes video clips, not images"),
+    ('fcn_resnet50', "fastai's create_body cuts it before its first layer"),
+    ('vit_b_16', "fastai's create_body cannot cut it (StopIteration)"),
+])
+def test_an_arch_that_is_no_image_classifier_backbone_is_refused_before_the_data(tmp_path, data, capsys, monkeypatch,
+                                                                                 arch, words):
+    from fastai_resnetx.job import train as job
+    monkeypatch.setattr(job, 'read_folder', lambda *a, **k: pytest.fail('the data were read'))
+    line = refusal(capsys, tmp_path, data, '--arch', arch)
+    assert line.startswith(f"resnetx train: error: `arch` {arch!r} is not an image classification backbone: ") and (
+        words in line), line
+
+
+@pytest.mark.parametrize('arch', ['raft_small', 'r3d_18'])
+def test_summary_of_a_non_image_model_says_why_not_the_size(capsys, arch):
+    line = one_line(capsys, ['summary', arch])
+    assert 'is not an image classification backbone' in line and '`size`' not in line, line

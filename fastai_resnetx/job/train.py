@@ -1,5 +1,5 @@
 "The main job: train an arch on the built-in digits or an image folder, and write the learner, plots and metrics."
-import copy, json, math, os, re, shutil, sys, time
+import json, math, os, re, shutil, sys, time
 from contextlib import contextmanager, ExitStack, nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -18,6 +18,7 @@ from ..model import archs as _resnetx
 from .data import (digits_dls, folder_dls, read_folder, read_csv_labels, digits_split_sizes, available_memory,
                    with_resize, display_name)
 from .plots import plot_confusion_matrix
+from .arch_checks import check_arch, check_input_size
 from .idx_data import load_idx_data, is_fashion_mnist, is_idx_folder
 from .tensor_data import TensorImageDL, Augment, idx_dls, predict_dls
 from ..integration.distributed import distrib_kwargs
@@ -130,27 +131,6 @@ class StopOnNonFinite(Callback):
         if not math.isfinite(loss):
             raise ValueError(f"the training loss became {loss} at epoch {self.epoch + 1}, batch {self.iter + 1}: "
                              f"try a smaller --lr or check the data and starting weights; no outputs were written")
-
-
-def check_input_size(model:nn.Module, size:int, arch:str, bs:int=1, device=None, in_chans:int=3):
-    "Refuse, in one line, a `size` that `model` cannot take or whose activations for `bs` images cannot fit in memory."
-    try: meta = copy.deepcopy(model).to('meta').eval()
-    except Exception: return                       # cannot copy it: the real run will tell
-    numel, hooks = [0], [m.register_forward_hook(
-                             lambda m, i, o: numel.__setitem__(0, numel[0] + (o.numel() if torch.is_tensor(o) else 0)))
-                         for m in meta.modules() if not list(m.children())]
-    try:
-        with torch.no_grad(): meta(torch.empty(1, in_chans, size, size, device='meta'))
-    except NotImplementedError: return             # an op without a meta kernel: the real run will tell
-    except Exception as e:
-        raise ValueError(f"`size` {size} does not work with {arch}: "
-                         f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
-    finally:
-        for h in hooks: h.remove()
-    need, free = 4 * bs * numel[0], available_memory(device)   # fp32 outputs of every layer, kept for the backward pass
-    if need > free:
-        raise ValueError(f"`size` {size} with `bs` {bs} needs at least {need / 2**30:.1f} GiB for {arch}'s "
-                         f"activations, {free / 2**30:.1f} GiB are free here: use a smaller size or batch size")
 
 
 @contextmanager
@@ -349,6 +329,7 @@ def train(data=None, out='runs/latest', n_items:int=None, show:bool=True, save:b
     "Train on `data` (image folder, `labels` optional CSV; None: digits), outputs to `out`; the metrics and `learner`."
     idx = load_idx_data(data) if data is not None and (is_fashion_mnist(data) or is_idx_folder(data)) else None
     s = TrainSettings(**kwargs).checked(*((IDX_DEFAULTS, idx.size[0]) if idx is not None else (TRAIN_DEFAULTS,)))
+    check_arch(resolve_arch(s.arch, s.fold), s.arch, s.size)   # before the folder, the data or the weights
     out, main = Path(out), rank_distrib() == 0
     progress, writing = _Progress(out), save and main
     try:

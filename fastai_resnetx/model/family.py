@@ -198,7 +198,8 @@ def _set_export_cfg(folded:ResNetX, model:nn.Module, family:str):
     from .family_archs import export_name, export_args   # that module builds on this one
     name = export_name(model, family)
     if name is None:
-        if family == 'timm' and getattr(model, 'pretrained_cfg', None): folded.pretrained_cfg = dict(model.pretrained_cfg)
+        if family == 'timm' and getattr(model, 'pretrained_cfg', None):
+            folded.pretrained_cfg = dict(model.pretrained_cfg)
         return
     cfg = dict(model.pretrained_cfg) if family == 'timm' and getattr(model, 'pretrained_cfg', None) else \
         timm.models.get_pretrained_cfg(name).to_dict()

@@ -122,8 +122,8 @@ def _build(name:str, pretrained:bool, fold:int, start_id, end_id, pretrained_cfg
 
 def _is_saved_export(pretrained_cfg) -> bool:
     "Whether `pretrained_cfg` is what timm read from a saved model's config.json (`local-dir:`, `hf-hub:`)."
-    source = pretrained_cfg.get('source') if isinstance(pretrained_cfg, dict) else getattr(pretrained_cfg, 'source', None)
-    return source in ('local-dir', 'hf-hub')
+    cfg = pretrained_cfg if isinstance(pretrained_cfg, dict) else getattr(pretrained_cfg, '__dict__', {})
+    return cfg.get('source') in ('local-dir', 'hf-hub')
 
 
 def create_folded(name:str, pretrained:bool=False, fold:int=1, start_id:int=None, end_id:int=None, **kwargs) -> ResNetX:

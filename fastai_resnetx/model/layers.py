@@ -74,7 +74,7 @@ class SqueezeExcitation(_TVSqueezeExcitation):
 
 
 def _gemm_helps(x:Tensor) -> bool:
-    "Whether the matmul form runs here: CPU tensors in eager mode, where it was measured (not compiled, traced or vmapped)."
+    "Whether the matmul form runs: on CPU in eager mode, where it was measured (not compiled, traced or vmapped)."
     if x.device.type != 'cpu' or torch.compiler.is_compiling() or torch.jit.is_tracing(): return False
     functorch = getattr(getattr(torch._C, '_functorch', None), 'maybe_current_level', None)   # vmap, grad, jacrev
     return functorch is None or functorch() is None

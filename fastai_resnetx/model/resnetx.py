@@ -149,7 +149,7 @@ class Stage(nn.ModuleList):
         return carry[2]
 
     def forward(self, x:Tensor, _carry=None, _box=None) -> Tensor:
-        "The stage on the previous stage's output `x` (the stem's for stage 1); `__call__` hands over the earlier outputs."
+        "The stage on the previous stage's output `x` (the stem's for stage 1); `__call__` hands it earlier outputs."
         handed = None if torch.compiler.is_compiling() else _HANDOVER.get()
         if handed is not None and handed[0] is self: _carry, _box = handed[1:]
         slots = self._check(x, _carry) if self._needs else None
