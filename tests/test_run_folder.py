@@ -410,3 +410,38 @@ def test_an_arch_that_is_no_image_classifier_backbone_is_refused_before_the_data
 def test_summary_of_a_non_image_model_says_why_not_the_size(capsys, arch):
     line = one_line(capsys, ['summary', arch])
     assert 'is not an image classification backbone' in line and '`size`' not in line, line
+
+
+# ---- 9 (round 2). --pretrained offline: which file, where it goes, at once and before any work
+
+@pytest.mark.parametrize('arch, where', [
+    ('resnet10t', 'models--timm--resnet10t.c3_in1k'),                      # timm's: the Hugging Face cache
+    ('folded_resnet10t', 'models--timm--resnet10t.c3_in1k'),               # a folded timm ResNet: its source's file
+    ('resnet18', 'hub/checkpoints/resnet18-f37072fd.pth'),                 # torchvision's: the torch hub cache
+    ('resnetx18', 'hub/checkpoints/resnet18-f37072fd.pth'),                # ours: torchvision's ResNet weights
+])
+def test_pretrained_weights_missing_offline_is_one_line_naming_the_file(tmp_path, data, capsys, monkeypatch, arch,
+                                                                        where):
+    import time, huggingface_hub
+    from fastai_resnetx.job import train as job
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE', str(tmp_path / 'hf'))
+    monkeypatch.setattr(job, 'read_folder', lambda *a, **k: pytest.fail('the data were read'))
+    t = time.time()
+    line = refusal(capsys, tmp_path, data, '--arch', arch, '--pretrained')
+    assert time.time() - t < 10 and 'are not on this machine and' in line and 'cannot be reached' in line, line
+    assert where in line and str(tmp_path) in line, line
+
+
+def test_cached_timm_weights_are_handed_to_timm_as_a_file(tmp_path, monkeypatch, digits16):
+    "The cached file itself goes to timm (which would otherwise ask the hub for a newer revision): the same tensors."
+    import huggingface_hub
+    from fastai.vision.all import vision_learner
+    from fastai_resnetx.job.arch_checks import check_pretrained
+    from conftest import fill_hf_cache
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE', str(tmp_path / 'hf'))
+    sd = fill_hf_cache(tmp_path / 'hf', 'resnet10t', seed=4)
+    kwargs = check_pretrained('resnet10t', 'resnet10t')
+    assert kwargs['pretrained_cfg_overlay']['file'].startswith(str(tmp_path / 'hf'))
+    learn = vision_learner(digits16, 'resnet10t', pretrained=True, **kwargs)
+    assert torch.equal(learn.model[0].model.conv1[0].weight, sd['conv1.0.weight'])

@@ -143,9 +143,9 @@ def test_timm_prefilled_hf_cache(tmp_path, monkeypatch, torch_home):
         assert is_copy_of(m, tv) and 'models--timm--resnet18.a1_in1k' in m.pretrained_report.source
     with pytest.raises(ValueError, match=r"`weights`='timm:resnet50.a1_in1k': resnetx18 takes the timm weights \['timm:resnet18.tv_in1k'"):
         resnetx18(weights='timm:resnet50.a1_in1k')
-    # not cached: the download is tried (and refused here); the error says where to put the file
-    with pytest.raises(CheckpointError, match=r"could not download the weights resnetx34.a1_in1k from timm/resnet34.a1_in1k .*"
-                                              r"copy that file to the Hugging Face cache"):
+    # not cached, and the hub cannot be reached (refused here): the error says at once where to put the file
+    with pytest.raises(CheckpointError, match=r"the weights resnetx34.a1_in1k are not on this machine and huggingface.co "
+                                              r"cannot be reached .* to '.*models--timm--resnet34.a1_in1k'"):
         timm.create_model('resnetx34.a1_in1k', pretrained=True)
 
 
@@ -210,7 +210,7 @@ def test_bad_weights_values_and_no_download(torch_home):
     with pytest.raises(ValueError, match='`pretrained` must be True or False'): resnetx18(pretrained='yes')
     with pytest.raises(ValueError, match=r"`weights` must be True, .* got 3"): resnetx18(weights=3)
     # empty cache: the download is tried (and refused here), and the error says where to put the file
-    with pytest.raises(CheckpointError, match=r"could not download .*copy that file to '.*hub/checkpoints/resnet18-f37072fd.pth'"):
+    with pytest.raises(CheckpointError, match=r"not on this machine .*cannot be reached .*to '.*hub/checkpoints/resnet18-f37072fd.pth'"):
         resnetx18(pretrained=True)
     assert not list(torch_home.rglob('*.pth'))   # no partial file left behind
 
@@ -220,3 +220,16 @@ def test_resnet152_layout_is_mapped_on_meta():
     assert resnet_counterpart(m3.cfg) == 'resnet152'
     assert {resnet_key(k) for k in m.state_dict()} == set(tv.state_dict())
     assert {resnet_key(k) for k in m3.state_dict() if '.shortcut.' not in k} < set(tv.state_dict())
+
+
+def test_a_reachable_host_whose_download_fails_says_where_the_file_goes(torch_home, monkeypatch):
+    "The host answers but the download fails (a proxy, a 404): torchvision's loader is tried, and the error names the file."
+    from fastai_resnetx.model import weights
+    monkeypatch.setattr(weights, '_reachable', lambda host, hf=False: True)
+    tried = []
+    def fail(url, dst, *a, **k): tried.append(url); raise OSError('HTTP Error 403: Forbidden')
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', fail)
+    with pytest.raises(CheckpointError, match=r"could not download the weights resnetx18.tv_in1k from https://download"
+                                              r".*HTTP Error 403.*copy that file to '.*hub/checkpoints/resnet18-f37072fd.pth'"):
+        resnetx18(pretrained=True)
+    assert tried == ['https://download.pytorch.org/models/resnet18-f37072fd.pth']

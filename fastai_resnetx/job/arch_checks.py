@@ -6,7 +6,7 @@ from torch import nn
 
 from .data import available_memory
 
-__all__ = ['check_arch', 'check_input_size', 'not_an_image_model']
+__all__ = ['check_arch', 'check_input_size', 'not_an_image_model', 'check_pretrained']
 
 
 def not_an_image_model(model:nn.Module):
@@ -79,3 +79,21 @@ def check_input_size(model:nn.Module, size:int, arch:str, bs:int=1, device=None,
     if need > free:
         raise ValueError(f"`size` {size} with `bs` {bs} needs at least {need / 2**30:.1f} GiB for {arch}'s "
                          f"activations, {free / 2**30:.1f} GiB are free here: use a smaller size or batch size")
+
+
+def check_pretrained(arch, name:str) -> dict:
+    "Find (or download) `arch`'s pretrained weights before any work; the `vision_learner` keywords that load them."
+    # one line at once where they are missing and cannot be downloaded: which file, where it must go
+    import timm, torchvision
+    from timm.models import PretrainedCfg, resolve_pretrained_cfg
+    from ..model.weights import checkpoint_file
+    base = name.removeprefix('timm/')
+    if isinstance(arch, str) or timm.is_model(base) and not getattr(arch, '__module__', '').startswith('torchvision'):
+        cfg = resolve_pretrained_cfg(base)
+    else:   # a torchvision builder: its default weights, where torchvision's loader looks (the torch hub cache)
+        try: weights = torchvision.models.get_model_weights(arch).DEFAULT
+        except (ValueError, KeyError, AttributeError): return {}   # no weights enum: the builder says what it can
+        cfg = PretrainedCfg(url=weights.url, architecture=base, tag=weights.name.lower())
+    file = checkpoint_file(cfg)
+    # timm would ask the Hugging Face hub for a newer revision even with the file cached: hand it the file
+    return dict(pretrained_cfg_overlay=dict(file=file)) if isinstance(arch, str) else {}

@@ -18,7 +18,7 @@ from ..model import archs as _resnetx
 from .data import (digits_dls, folder_dls, read_folder, read_csv_labels, digits_split_sizes, available_memory,
                    with_resize, display_name)
 from .plots import plot_confusion_matrix
-from .arch_checks import check_arch, check_input_size
+from .arch_checks import check_arch, check_input_size, check_pretrained
 from .idx_data import load_idx_data, is_fashion_mnist, is_idx_folder
 from .tensor_data import TensorImageDL, Augment, idx_dls, predict_dls
 from ..integration.distributed import distrib_kwargs
@@ -180,19 +180,19 @@ def _in_chans(dls) -> int: return 1 if isinstance(dls.train, TensorImageDL) else
 IDX_HEAD = dict(ps=0.)
 
 
-def make_learner(dls, arch, pretrained:bool=False, precision:str='fp32'):
+def make_learner(dls, arch, pretrained:bool=False, precision:str='fp32', **kwargs):
     "The job's learner: fastai's `vision_learner`, fused AdamW, a stop at a non-finite loss; idx data as IDX_HEAD says."
     idx = isinstance(dls.train, TensorImageDL)
     learn = vision_learner(dls, arch, pretrained=pretrained, metrics=accuracy, opt_func=fused_adamw,
-                           cbs=StopOnNonFinite(), n_in=_in_chans(dls), **(IDX_HEAD if idx else {}))
+                           cbs=StopOnNonFinite(), n_in=_in_chans(dls), **(IDX_HEAD if idx else {}), **kwargs)
     # channels_last: 16-channel 3x3 convs on 28x28 maps run ~2x faster on CPU in it (oneDNN); resnetx_small trains
     # 14-22% faster (bench/fashion_speed.py). A grey (N, 1, H, W) batch is already in that layout.
     if idx and precision == 'fp32': learn.to_channelslast(use_amp=False)
     return apply_precision(learn, precision)
 
 
-def _learner(dls, s:TrainSettings):
-    learn = make_learner(dls, resolve_arch(s.arch, s.fold), s.pretrained, s.precision)
+def _learner(dls, s:TrainSettings, weights:dict):
+    learn = make_learner(dls, resolve_arch(s.arch, s.fold), s.pretrained, s.precision, **weights)
     check_input_size(learn.model, s.size, s.arch, dls.bs, dls.device, _in_chans(dls))
     return learn
 
@@ -329,7 +329,9 @@ def train(data=None, out='runs/latest', n_items:int=None, show:bool=True, save:b
     "Train on `data` (image folder, `labels` optional CSV; None: digits), outputs to `out`; the metrics and `learner`."
     idx = load_idx_data(data) if data is not None and (is_fashion_mnist(data) or is_idx_folder(data)) else None
     s = TrainSettings(**kwargs).checked(*((IDX_DEFAULTS, idx.size[0]) if idx is not None else (TRAIN_DEFAULTS,)))
-    check_arch(resolve_arch(s.arch, s.fold), s.arch, s.size)   # before the folder, the data or the weights
+    arch = resolve_arch(s.arch, s.fold)
+    check_arch(arch, s.arch, s.size)   # before the folder, the data or the weights
+    weights = check_pretrained(arch, s.arch) if s.pretrained else {}
     out, main = Path(out), rank_distrib() == 0
     progress, writing = _Progress(out), save and main
     try:
@@ -340,7 +342,7 @@ def train(data=None, out='runs/latest', n_items:int=None, show:bool=True, save:b
             set_seed(s.seed, reproducible=True)
             dls, notes = _dls(data, s, n_items, out, labels, idx)
             progress.step = 'building the model'
-            learn = progress.learn = _learner(dls, s)
+            learn = progress.learn = _learner(dls, s, weights)
             if writing: check_disk_space(learn.model, out)
             if main:
                 for note in filter(None, notes): print(note, flush=True)

@@ -137,6 +137,27 @@ def _folder_file(folder:Path) -> str:
     return str(found[0])
 
 
+def _reachable(host:str, hf:bool=False, timeout:float=2.) -> bool:
+    "Whether a connection to `host` opens within `timeout` seconds (Hugging Face's offline switch says no at once)."
+    import socket
+    if hf:
+        import huggingface_hub
+        if huggingface_hub.constants.HF_HUB_OFFLINE: return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout): return True
+    except Exception: return False   # no name service, no route, refused, or a sandbox that forbids sockets
+
+
+def _where_exactly(cfg) -> str:
+    "Where a copied weights file must go for the loader to find it (the Hugging Face cache's layout, or torch hub's)."
+    if not cfg.hf_hub_id: return repr(str(_hub_file(cfg.url)))
+    import huggingface_hub
+    repo = cfg.hf_hub_id.partition('@')[0]
+    folder = Path(huggingface_hub.constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+    return (f"{str(folder)!r} (the folder `hf download {repo}` fills on a machine with internet: "
+            f"snapshots/<commit>/{cfg.hf_hub_filename or HF_NAMES[0]} and refs/main)")
+
+
 def checkpoint_file(cfg, cache_dir=None) -> str:
     "A local file with the weights of pretrained cfg `cfg`: its `file`, a cached copy (no network), else a download."
     # a cached copy first: timm would ask the Hugging Face hub for a newer revision even when the file is cached
@@ -148,6 +169,11 @@ def checkpoint_file(cfg, cache_dir=None) -> str:
         raise CheckpointError(f"{name} has no pretrained weights: pass a file saved from this very architecture "
                               f"(weights='path/to/file.pth' or pretrained_cfg_overlay=dict(file=...))")
     where = f"the Hugging Face cache ($HF_HOME) as {cfg.hf_hub_id}" if cfg.hf_hub_id else repr(str(_hub_file(cfg.url)))
+    host = 'huggingface.co' if cfg.hf_hub_id else urlparse(cfg.url).hostname
+    if not _reachable(host, hf=bool(cfg.hf_hub_id)):   # at once, not after a minute of retries
+        raise CheckpointError(f"the weights {name} are not on this machine and {host} cannot be reached to download "
+                              f"them: copy the file from a machine with internet to {_where_exactly(cfg)}, or pass "
+                              f"the file (weights='path/to/file.pth' or pretrained_cfg_overlay=dict(file=...))")
     try:
         if cfg.hf_hub_id: return _hf_file(cfg, download=True, cache_dir=cache_dir)
         dst = _hub_file(cfg.url)
