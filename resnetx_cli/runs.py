@@ -6,7 +6,7 @@ A folder is a run folder only if `resnetx train` (or `resnetx study`) marked it:
 says which command wrote it and lists the files it wrote. Only those files are ever replaced; anything else in the
 folder is the user's and is never touched.
 """
-import errno, json, mimetypes, os, re, signal, stat, tempfile, time
+import errno, json, mimetypes, os, re, signal, stat, tempfile, threading, time
 from pathlib import Path
 
 __all__ = ['process_seconds', 'MARKER', 'LOCK', 'OUTPUTS', 'written_files', 'is_run_folder', 'looks_like_run',
@@ -164,9 +164,25 @@ def check_out_folder(out:Path, data:Path=None, command:str='resnetx train'):
     check_writable(out if out.is_dir() else out.parent, '--out')
 
 
-def _hold_signals():
-    "Block Ctrl-C, SIGTERM and SIGHUP (they arrive when unblocked); the old mask."
-    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+_HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _SignalsWait:
+    "Ctrl-C, SIGTERM and SIGHUP wait until the block is done, then arrive as they would have (their own handlers)."
+    # Blocking them covers this thread only: the kernel hands a process signal to any thread that does not block it
+    # (torch's), and Python then runs the handler in the main thread between two renames. So the main thread's
+    # handlers only note a signal for the block's length, and it is raised again after it.
+    def __enter__(self):
+        self.got, self.handlers = [], {}
+        self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(_HELD))
+        if threading.current_thread() is threading.main_thread():
+            for sig in _HELD: self.handlers[sig] = signal.signal(sig, lambda n, f: self.got.append(n))
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.handlers.items(): signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+        for sig in dict.fromkeys(self.got): signal.raise_signal(sig)   # after the block: the handler the run had
 
 
 class OutputFolder:
@@ -175,6 +191,7 @@ class OutputFolder:
     # and a user's files in the folder stay where they are
     def __init__(self, out, command:str='resnetx train'):
         self.out, self.command, self.created, self.fd = Path(out), command, [], None
+        self.committed = False   # True once the new outputs are all in place
 
     def __enter__(self):
         missing = []
@@ -262,7 +279,9 @@ class OutputFolder:
     def commit(self, names, also=()):
         "Put the written temporary files in place, the marker (listing them and `also`) first; signals wait until done."
         names = list(names)
-        old = _hold_signals()
+        with _SignalsWait(): self._commit(names, also)
+
+    def _commit(self, names:list, also):
         try:
             listed = sorted(set(names) | set(also) | set(written_files(self.out, self.command) or []))
             marker = self.write_text(MARKER, json.dumps({'written_by': self.command, 'files': listed,
@@ -272,6 +291,6 @@ class OutputFolder:
             os.replace(marker, self.out / MARKER)
             for n in names: os.replace(self.temp(n), self.out / n)
             self.created = []                     # the folder is a run folder now: kept
+            self.committed = True
         finally:
             self.discard()
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)

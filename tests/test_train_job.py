@@ -145,6 +145,44 @@ def test_sigterm_during_training_keeps_the_earlier_outputs(tmp_path):
     assert outputs(out) == old and no_temporaries(tmp_path)
 
 
+STOPPED_IN_RENAMES = """
+import os, sys, time
+from pathlib import Path
+ready, real = Path(sys.argv[1]), os.replace
+def replace(src, dst, *a, **k):   # the first output's rename: say so, wait for the other process's signal, go on
+    if Path(dst).name == 'export.pkl' and not ready.exists():
+        ready.write_text(str(os.getpid()))
+        time.sleep(3)
+    return real(src, dst, *a, **k)
+os.replace = replace
+from resnetx_cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize('sig, code, how', [(signal.SIGTERM, 143, 'terminated \\(SIGTERM\\)'),
+                                            (signal.SIGINT, 130, 'interrupted')])
+def test_a_signal_inside_the_final_renames_waits_for_them(tmp_path, sig, code, how):
+    "A real signal from another process between two renames: every output is the new run's, and the message says so."
+    data, out, ready = digit_folder(tmp_path / 'data', n=6), tmp_path / 'out', tmp_path / 'ready'
+    old = earlier_run(out)
+    argv = ['train', '--data', str(data), '--out', str(out), '--epochs', '1', '--size', '16', '--bs', '4',
+            '--precision', 'fp32']
+    proc = subprocess.Popen([sys.executable, '-c', STOPPED_IN_RENAMES, str(ready), *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    for _ in range(1200):
+        if ready.exists() or proc.poll() is not None: break
+        time.sleep(0.1)
+    assert ready.exists(), proc.communicate()[1][-2000:]
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code and len(error_lines(err)) == 1, err
+    assert re.fullmatch(rf"resnetx: {how} after writing all outputs to {re.escape(str(out))}", error_lines(err)[0]), err
+    new = outputs(out)
+    assert sorted(new) == sorted(old) and all(new[n] != old[n] for n in old if n != MARKER)   # all new, none old
+    assert json.loads(new['metrics.json'])['n_train'] > 0 and no_temporaries(tmp_path)
+
+
 def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     proc = subprocess.Popen([str(RESNETX), 'train', '--out', str(tmp_path / 'out')], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -291,9 +291,10 @@ def _write_outputs(learn, folder:OutputFolder, metrics:dict, predicted, actual):
 
 class _Progress:
     "Where a run is, to say what was kept when it is stopped."
-    def __init__(self, out:Path): self.out, self.step, self.learn = out, 'starting', None
+    def __init__(self, out:Path): self.out, self.step, self.learn, self.folder = out, 'starting', None, None
     def where(self) -> str:
         step = self.step
+        if self.folder is not None and self.folder.committed: step = 'done'   # a signal that waited for the renames
         if step == 'training' and self.learn is not None and getattr(self.learn, 'n_epoch', None):
             step = f'training (epoch {self.learn.epoch + 1} of {self.learn.n_epoch})'
         if step == 'done': return f'after writing all outputs to {self.out}'
@@ -338,6 +339,7 @@ def train(data=None, out='runs/latest', n_items:int=None, show:bool=True, save:b
         if writing: check_out_folder(out, None if data is None or idx is not None else Path(data))
         # the folder is created and locked now, before training: a second run into it is refused at once
         with OutputFolder(out) if writing else nullcontext() as folder:
+            progress.folder = folder
             progress.step = 'reading the data'
             set_seed(s.seed, reproducible=True)
             dls, notes = _dls(data, s, n_items, out, labels, idx)
