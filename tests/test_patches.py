@@ -1,6 +1,8 @@
 "The fastai methods the package patches, all from integration/patches.py (and the two documented elsewhere)."
 import socket, subprocess, sys
 
+import pytest
+
 import torch.distributed as dist
 from fastai.distributed import DistributedDL
 from fastai.learner import Learner
@@ -28,6 +30,7 @@ def test_broadcast_runs_on_a_cpu_process_group():
         dist.destroy_process_group()
 
 
+@pytest.mark.slow   # a fresh interpreter importing fastai: ~10 s
 def test_importing_the_package_leaves_warning_filters_and_patches_fastai_distributed_when_it_comes():
     "accelerate (which fastai.distributed imports) adds a global warning filter: the package does not import it."
     code = """

@@ -185,6 +185,7 @@ def test_init_like_fastai():
     assert 0.8 < conv.weight.std().item() / (2 / (conv.in_channels * 9)) ** 0.5 < 1.2   # kaiming normal, fan_in
 
 
+@pytest.mark.slow   # torch.compile: ~5 s
 def test_compile_fullgraph_and_export():
     m = resnetx18(fold=2, num_classes=4).eval()
     x = torch.randn(1, 3, 32, 32)

@@ -160,6 +160,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('sig, code, how', [(signal.SIGTERM, 143, 'terminated \\(SIGTERM\\)'),
                                             (signal.SIGINT, 130, 'interrupted')])
 def test_a_signal_inside_the_final_renames_waits_for_them(tmp_path, sig, code, how):

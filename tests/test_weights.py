@@ -55,6 +55,7 @@ def test_resnetx18_pretrained_gives_torchvision_logits(torch_home):
         assert torch.equal(resnetx18(weights=w).conv1.weight, tv.conv1.weight)
 
 
+@pytest.mark.slow   # ~3 s
 def test_timm_create_model_pretrained_offline(torch_home, tmp_path):
     "timm's own path: create_model(pretrained=True) reads the torch hub cache; the overlay file is train.py's --pretrained-path."
     tv = cache_resnet(50, 'IMAGENET1K_V2')
