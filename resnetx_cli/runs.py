@@ -133,6 +133,26 @@ def _listing(names:list, n:int=4) -> str:
     return ', '.join(repr(n_) for n_ in names[:n]) + (f' and {len(names) - n} more' if len(names) > n else '')
 
 
+def _busy(out:Path, fd:int) -> ValueError:
+    "The refusal for a folder whose lock (open as `fd`) another run holds: its process id, only if a number."
+    try: pid = os.pread(fd, 32, 0).decode(errors='replace').strip()
+    except OSError: pid = ''
+    pid = pid if pid.isdigit() else '?'      # only a number is printed, whatever the file holds
+    return ValueError(f"`--out` {str(out)!r} is being written by another run (process {pid}): wait for it or choose "
+                      f"another folder")
+
+
+def _check_not_running(out:Path):
+    "Refuse at once (before torch is imported) a folder another run holds locked; creates and holds nothing."
+    import fcntl
+    try: fd = os.open(out / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError: return                       # no lock file: no run (the real lock is taken before any writing)
+    try: fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError: raise _busy(out, fd) from None
+    except OSError: pass                         # a file system without locks
+    finally: os.close(fd)
+
+
 def check_out_folder(out:Path, data:Path=None, command:str='resnetx train'):
     "`--out` of `command`: new, empty or its run folder, writable, names that fit, not the data folder nor above it."
     check_name_lengths(out, '--out')
@@ -147,6 +167,7 @@ def check_out_folder(out:Path, data:Path=None, command:str='resnetx train'):
         except OSError as e: raise ValueError(f"`--out` {str(out)!r} cannot be read: {e.strerror}") from None
         for name, why in ((MARKER, odd_marker(out)), (LOCK, _odd_file(out / LOCK))):
             if why: raise ValueError(f"`--out` {str(out)!r}: {name} {why}; the tool writes it itself: move it away")
+        _check_not_running(out)
         listed = written_files(out, command)
         if listed is None:
             # a marker that is not this command's readable marker is someone else's file, not ours
@@ -226,12 +247,9 @@ class OutputFolder:
                 raise ValueError(f"`--out` {str(self.out)!r}: {LOCK} {why}") from None
             try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                try: pid = os.pread(fd, 32, 0).decode(errors='replace').strip()
-                except OSError: pid = ''
+                error = _busy(self.out, fd)
                 os.close(fd)
-                pid = pid if pid.isdigit() else '?'      # only a number is printed, whatever the file holds
-                raise ValueError(f"`--out` {str(self.out)!r} is being written by another run (process {pid}): "
-                                 f"wait for it or choose another folder") from None
+                raise error from None
             except OSError: return fd                  # a file system without locks: the run goes on unlocked
             # the run before may have unlinked the file between our open and flock: then we hold an orphan; again
             try: same = os.path.samestat(os.fstat(fd), os.lstat(lock))

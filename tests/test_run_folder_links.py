@@ -119,3 +119,18 @@ def test_study_outputs_are_not_written_through_a_planted_link_or_pipe(tmp_path):
         with pytest.raises(OSError): _append(out / 'pipe.jsonl', {'a': 1})
     finally: signal.alarm(0)
     assert target.read_text() == 'precious'
+
+
+def test_a_held_lock_is_refused_by_the_front_door_before_torch_is_imported(tmp_path):
+    import subprocess, sys
+    out, data = tmp_path / 'out', tmp_path / 'data'
+    data.mkdir()
+    code = ("import sys; from resnetx_cli import main; rc = main(sys.argv[1:]); "
+            "print('torch imported' if 'torch' in sys.modules else 'torch not imported'); sys.exit(rc)")
+    with OutputFolder(out, 'resnetx train'):                                 # this process is the run writing there
+        res = subprocess.run([sys.executable, '-c', code, 'train', '--data', str(data), '--out', str(out)],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and res.stdout.strip() == 'torch not imported', (res.stdout, res.stderr)
+        assert res.stderr.strip() == (f"resnetx train: error: `--out` {str(out)!r} is being written by another run "
+                                      f"(process {os.getpid()}): wait for it or choose another folder"), res.stderr
+    assert sorted(os.listdir(tmp_path)) == ['data']                          # the probe created and left nothing
