@@ -44,3 +44,22 @@ def test_pooling_is_the_sources_and_a_sequential_head_counts_its_classes():
     m.fc = nn.Sequential(nn.Linear(512, 64), nn.ReLU(), nn.Linear(64, 10))
     f = fold_resnet(m.eval())
     assert f.num_classes == 10 and f(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_detection_backbones_with_frozen_norms_fold_and_new_projections_stay_identity_norms():
+    "torchvision's detection models build their ResNet with FrozenBatchNorm2d: folded, new projections take that kind."
+    import torchvision
+    from torchvision.ops import FrozenBatchNorm2d
+    from conftest import randomise, reference_forward
+    src = randomise(torchvision.models.resnet18(norm_layer=FrozenBatchNorm2d))
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(): ref = src(x)
+    m = fold_resnet(src, fold=2)
+    own = {id(b.downsample) for layer in (src.layer2, src.layer3, src.layer4) for b in layer if b.downsample is not None}
+    new = [u.shortcut for u in m.units if isinstance(u.shortcut, nn.Sequential) and id(u.shortcut) not in own]
+    assert len(new) >= 2 and all(type(p[-1]) is FrozenBatchNorm2d for p in new)
+    assert all(torch.equal(p[-1].weight, torch.ones_like(p[-1].weight)) and not p[-1].running_var.ne(1).any()
+               and not any(True for _ in p[-1].parameters()) for p in new)        # identity, and frozen: no parameters
+    with torch.no_grad():
+        assert (m(x) - reference_forward(m, x)).abs().max() <= 1e-5
+        assert (fold_resnet(randomise(torchvision.models.resnet18(norm_layer=FrozenBatchNorm2d)))(x) - ref).abs().max() <= 1e-5

@@ -120,8 +120,10 @@ def _norm_like(norm:nn.Module):
     if isinstance(norm, nn.modules.batchnorm._BatchNorm):
         return lambda c: nn.BatchNorm2d(c, eps=norm.eps, momentum=norm.momentum, affine=norm.affine,
                                         track_running_stats=norm.track_running_stats)
-    raise ValueError(f"`model` uses the norm layer {_qualname(norm)}; new projections can be made for BatchNorm or "
-                     f"GroupNorm only")
+    if type(norm).__name__ == 'FrozenBatchNorm2d':   # torchvision's (its detection backbones) or timm's: new ones
+        return lambda c: type(norm)(c, eps=norm.eps)   # start as identity (weight 1, bias 0, mean 0, var 1), stay so
+    raise ValueError(f"`model` uses the norm layer {_qualname(norm)}; new projections can be made for BatchNorm, "
+                     f"FrozenBatchNorm2d or GroupNorm only")
 
 
 def new_projection(ni:int, nf:int, stride:int, kind:str, norm) -> nn.Module:
