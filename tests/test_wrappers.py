@@ -234,6 +234,11 @@ def test_scripting_says_what_works_and_tracing_works():
     m = tiny((2, 2, 2, 2), fold=3)
     with pytest.raises(RuntimeError, match=r'torch.jit.script cannot compile a ResNetX.*torch.jit.trace.*torch.export'):
         torch.jit.script(m)
+    import timm
+    from fastai.vision.all import create_body
+    for body in (create_body(m), create_body(timm.create_model('folded_resnet10t', fold=2)), create_body(tiny((1, 1, 1, 1)))):
+        with pytest.raises(RuntimeError, match=r'torch.jit.script cannot compile a ResNetX or its stages.*torch.jit.trace'):
+            torch.jit.script(body)                                              # fastai's body: the stages say it too
     x = torch.randn(1, 3, 32, 32)
     traced = torch.jit.trace(m, x)
     x2 = torch.randn(3, 3, 32, 32)

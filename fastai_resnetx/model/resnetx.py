@@ -81,6 +81,12 @@ def _carry_of(x):
     return carry
 
 
+_NO_SCRIPT = ("torch.jit.script cannot compile a ResNetX or its stages (their forward is plain Python over a "
+              "precomputed plan, and TorchScript, deprecated since torch 2.14, cannot type it). What works: "
+              "torch.jit.trace(model, example), torch.export.export(model, (example,)), torch.onnx.export, "
+              "torch.compile")
+
+
 class Stage(nn.ModuleList):
     """The units of stage `index`, run in order on the previous stage's output; folded skips read earlier outputs too.
 
@@ -104,6 +110,8 @@ class Stage(nn.ModuleList):
         # slots of the outputs up to this stage's last but one that later stages read: only those are passed on
         slot_of = (0,) + plan.out_slots   # slot_of[o]: the slot output o is written to
         self._keep = tuple(sorted({slot_of[s] for s in plan.sources[hi:] if s < hi}))
+
+    def __prepare_scriptable__(self): raise RuntimeError(_NO_SCRIPT)   # also inside fastai's create_body
 
     def run(self, x:Tensor, slots=None):
         "Run the units on `x`; `slots` holds the earlier outputs (None: none needed). Returns the output and the slots."
@@ -248,11 +256,7 @@ class ResNetX(nn.Module):
         model.num_classes, model.head_hidden_size = cfg.num_classes, model.num_features * global_pool.feat_mult()
         return model
 
-    def __prepare_scriptable__(self):
-        raise RuntimeError("torch.jit.script cannot compile a ResNetX (its forward is plain Python over a precomputed "
-                           "plan, and TorchScript, deprecated since torch 2.14, cannot type it). What works: "
-                           "torch.jit.trace(model, example), torch.export.export(model, (example,)), "
-                           "torch.onnx.export, torch.compile")
+    def __prepare_scriptable__(self): raise RuntimeError(_NO_SCRIPT)
 
     @property
     def cfg(self) -> ResNetXConfig:
