@@ -145,6 +145,7 @@ def _busy(out:Path, fd:int) -> ValueError:
 def _check_not_running(out:Path):
     "Refuse at once (before torch is imported) a folder another run holds locked; creates and holds nothing."
     import fcntl
+    if os.environ.get('RANK', '0') != '0': return   # torchrun's other ranks: rank 0 holds the lock, they write nothing
     try: fd = os.open(out / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError: return                       # no lock file: no run (the real lock is taken before any writing)
     try: fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -63,3 +63,21 @@ def test_detection_backbones_with_frozen_norms_fold_and_new_projections_stay_ide
     with torch.no_grad():
         assert (m(x) - reference_forward(m, x)).abs().max() <= 1e-5
         assert (fold_resnet(randomise(torchvision.models.resnet18(norm_layer=FrozenBatchNorm2d)))(x) - ref).abs().max() <= 1e-5
+
+
+def test_folded_tv_takes_timms_factory_arguments():
+    "device, dtype and output_stride (torchvision's replace_stride_with_dilation), as timm's own ResNets take them."
+    import torchvision
+    from conftest import randomise
+    assert {p.device.type for p in timm.create_model('folded_tv_resnet18', device='meta', fold=2).parameters()} == {'meta'}
+    assert {p.dtype for p in timm.create_model('folded_tv_resnet18', dtype=torch.bfloat16, fold=2).parameters()} == {
+        torch.bfloat16}
+    m = randomise(timm.create_model('folded_tv_resnet50', output_stride=16, num_classes=3))
+    tv = torchvision.models.resnet50(replace_stride_with_dilation=[False, False, True])   # torchvision's own dilation
+    want = [(b.conv2.stride, b.conv2.dilation) for layer in (tv.layer1, tv.layer2, tv.layer3, tv.layer4) for b in layer]
+    assert [(u.branch.conv2.stride, u.branch.conv2.dilation) for u in m.units] == want
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(): assert m.forward_features(x).shape == (1, 2048, 4, 4)   # 64 / 16
+    assert timm.create_model('folded_tv_resnet50', output_stride=8).forward_features(x).shape[-1] == 8
+    with pytest.raises(ValueError, match=r"`output_stride` 16: torchvision's resnet18 \(BasicBlock\) cannot dilate"):
+        timm.create_model('folded_tv_resnet18', output_stride=16)

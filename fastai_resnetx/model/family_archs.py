@@ -5,6 +5,7 @@ fastai arch (`vision_learner(dls, 'folded_resnet50d')`) and a plain function. It
 library (timm's pretrained tags and loader; torchvision's weights enum and loader), the weights read from the local
 cache when present (no network), and folds it with `fold_resnet`: one construction path (`ResNetX.from_parts`)."""
 import re, sys
+from contextlib import nullcontext
 from functools import lru_cache, partial
 
 import timm, torch, torchvision
@@ -13,6 +14,7 @@ from timm.models import adapt_input_conv
 from timm.layers import DropPath
 
 from .family import fold_resnet
+from ..checks import check_choice
 from .resnetx import ResNetX
 from .weights import checkpoint_file, read_checkpoint
 
@@ -81,8 +83,16 @@ def _timm_source(src:str, pretrained:bool, pretrained_cfg, overlay, **kwargs):
 
 
 def _tv_source(src:str, pretrained:bool, pretrained_cfg, overlay, num_classes:int=1000, in_chans:int=3,
-               drop_rate:float=0., drop_path_rate:float=0., global_pool:str=None, **kwargs):
+               drop_rate:float=0., drop_path_rate:float=0., global_pool:str=None, output_stride:int=32, **kwargs):
     "torchvision's model `src`, its weights through torchvision's loader (the torch hub cache first); timm's arguments."
+    check_choice('output_stride', output_stride, (8, 16, 32))
+    if output_stride < 32:   # timm's dilation, as torchvision says it (the last stage; the last two at 8)
+        if 'replace_stride_with_dilation' in kwargs:
+            raise ValueError("give `output_stride` or `replace_stride_with_dilation`, not both")
+        kwargs['replace_stride_with_dilation'] = [False, output_stride == 8, True]
+        if src in ('resnet18', 'resnet34'):
+            raise ValueError(f"`output_stride` {output_stride}: torchvision's {src} (BasicBlock) cannot dilate; its "
+                             f"Bottleneck ResNets can (folded_tv_resnet50, ...), and timm's folded_{src} can")
     weights = None
     if pretrained:
         tag, file = _tag_of(pretrained_cfg), (overlay or {}).get('file')
@@ -116,8 +126,12 @@ def _build(name:str, pretrained:bool, fold:int, start_id, end_id, pretrained_cfg
     family, src = folded_source(name)
     if family == 'timm':
         return fold_resnet(_timm_source(src, pretrained, pretrained_cfg, overlay, **kwargs), fold, start_id, end_id)
-    model, timm_args = _tv_source(src, pretrained, pretrained_cfg, overlay, **kwargs)
-    return _adapt_tv(fold_resnet(model, fold, start_id, end_id), **timm_args)
+    # timm's factory arguments that torchvision's builders lack: where and in which dtype the model is made
+    device, dtype = kwargs.pop('device', None), kwargs.pop('dtype', None)
+    with torch.device(device) if device is not None else nullcontext():
+        model, timm_args = _tv_source(src, pretrained, pretrained_cfg, overlay, **kwargs)
+        model = _adapt_tv(fold_resnet(model, fold, start_id, end_id), **timm_args)
+    return model.to(device=device, dtype=dtype) if device is not None or dtype is not None else model
 
 
 def _is_saved_export(pretrained_cfg) -> bool:

@@ -73,6 +73,7 @@ class SqueezeExcitation(_TVSqueezeExcitation):
         super().__init__(nc, squeeze, activation=get_act(act))
 
 
+@torch.jit.unused   # TorchScript (timm's FX-then-script test) takes the conv branch and never compiles this
 def _gemm_helps(x:Tensor) -> bool:
     "Whether the matmul form runs: on CPU in eager mode, where it was measured (not compiled, traced or vmapped)."
     if x.device.type != 'cpu' or torch.compiler.is_compiling() or torch.jit.is_tracing(): return False
@@ -82,7 +83,7 @@ def _gemm_helps(x:Tensor) -> bool:
 
 def conv1x1_gemm(x:Tensor, weight:Tensor, bias:Optional[Tensor]=None, stride:Tuple[int, int]=(1, 1)) -> Tensor:
     "`F.conv2d(x, weight, bias, stride)` for a 1x1 `weight`; on CPU in eager mode a strided slice and one matmul."
-    if not _gemm_helps(x): return nn.functional.conv2d(x, weight, bias, stride)
+    if torch.jit.is_scripting() or not _gemm_helps(x): return nn.functional.conv2d(x, weight, bias, stride)
     cl = x.is_contiguous(memory_format=torch.channels_last)
     if stride != (1, 1): x = x[:, :, ::stride[0], ::stride[1]]   # a 1x1 conv reads only these
     out = nn.functional.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)  # NHWC matmul
