@@ -180,3 +180,13 @@ def test_a_plain_resnet_of_any_layout_even_one_unit():
     with pytest.raises(ValueError, match=r'`start_id` must be <= 0 for num_units=\(1,\) .* got 1'):
         fold_plan((1,), 1, start_id=1)                                      # a window asked for explicitly: too small
     with pytest.raises(ValueError, match=r'`fold` must be <= 0 for num_units=\(1,\) .* got 2'): fold_plan((1,), 2)
+
+
+def test_plot_shades_each_stage_over_its_own_units():
+    "Stage s spans its units' positions (units numbered from 1; 0 is the stem), each with 0.45 either side."
+    from matplotlib.patches import Rectangle
+    from fastai_resnetx import plot_topology
+    fig = plot_topology('resnetx18', fold=2)
+    spans = sorted((round(r.get_x(), 2), round(r.get_x() + r.get_width(), 2)) for r in fig.axes[0].patches
+                   if isinstance(r, Rectangle))
+    assert spans == [(0.55, 2.45), (2.55, 4.45), (4.55, 6.45), (6.55, 8.45)]   # resnetx18: 2 units a stage
