@@ -258,8 +258,8 @@ def test_loss_becoming_nan_stops_the_run_with_one_line(tmp_path, data, monkeypat
     "A model whose output turns NaN at the 2nd training batch: one line, nothing written, no NaN in any JSON."
     import fastai_resnetx.job.train as job
     make, calls = job._learner, [0]
-    def learner(dls, s, weights):
-        learn = make(dls, s, weights)
+    def learner(dls, s, arch, weights):
+        learn = make(dls, s, arch, weights)
         def poison(m, i, o):
             calls[0] += m.training
             return o * float('nan') if m.training and calls[0] >= 2 else o

@@ -191,8 +191,8 @@ def make_learner(dls, arch, pretrained:bool=False, precision:str='fp32', **kwarg
     return apply_precision(learn, precision)
 
 
-def _learner(dls, s:TrainSettings, weights:dict):
-    learn = make_learner(dls, resolve_arch(s.arch, s.fold), s.pretrained, s.precision, **weights)
+def _learner(dls, s:TrainSettings, arch, weights:dict):
+    learn = make_learner(dls, arch, s.pretrained, s.precision, **weights)
     check_input_size(learn.model, s.size, s.arch, dls.bs, dls.device, _in_chans(dls))
     return learn
 
@@ -344,7 +344,7 @@ def train(data=None, out='runs/latest', n_items:int=None, show:bool=True, save:b
             set_seed(s.seed, reproducible=True)
             dls, notes = _dls(data, s, n_items, out, labels, idx)
             progress.step = 'building the model'
-            learn = progress.learn = _learner(dls, s, weights)
+            learn = progress.learn = _learner(dls, s, arch, weights)
             if writing: check_disk_space(learn.model, out)
             if main:
                 for note in filter(None, notes): print(note, flush=True)
