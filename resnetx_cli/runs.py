@@ -214,6 +214,7 @@ class OutputFolder:
     def __init__(self, out, command:str='resnetx train'):
         self.out, self.command, self.created, self.fd = Path(out), command, [], None
         self.committed = False   # True once the new outputs are all in place
+        self.finished = []       # outputs a run killed between its renames left, put in place when this one began
 
     def __enter__(self):
         missing = []
@@ -234,8 +235,32 @@ class OutputFolder:
             raise
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        self.finished = self._finish_switch()
         self.discard(stale=True)
         return self
+
+    def finished_note(self) -> str | None:
+        "One line for the user if this run first finished the switch of a run killed between its renames."
+        if not self.finished: return None
+        return (f"note: an earlier run into {self.out} was killed while putting its outputs in place; its remaining "
+                f"outputs ({', '.join(self.finished)}) are now in place, so the folder held one run's outputs again "
+                f"before this run began")
+
+    def _finish_switch(self) -> list:
+        "Finish a switch a killed run began (its marker names it): rename its remaining temporary outputs into place."
+        marker = read_marker(self.out)
+        switch = marker.get('switching') if isinstance(marker, dict) else None
+        if not (isinstance(switch, dict) and marker.get('written_by') == self.command
+                and isinstance(switch.get('pid'), int) and isinstance(switch.get('files'), list)): return []
+        moved = []
+        for n in switch['files']:
+            temp = self.out / f'.{n}.tmp-{switch["pid"]}'
+            # complete files: the marker names a switch only once every new output is written and closed
+            if n in OUTPUTS_OF[self.command] and temp.exists() and _odd_file(temp) is None:
+                os.replace(temp, self.out / n)
+                moved.append(n)
+        os.replace(self._marker({k: v for k, v in marker.items() if k != 'switching'}), self.out / MARKER)
+        return moved
 
     def _lock(self) -> int:
         "Open and lock `LOCK` in the folder (never through a link); the locked file is the one the path names."
@@ -300,15 +325,21 @@ class OutputFolder:
         names = list(names)
         with _SignalsWait(): self._commit(names, also)
 
+    def _marker(self, content:dict) -> Path:
+        "The marker `content` written to its temporary file."
+        return self.write_text(MARKER, json.dumps(content, indent=2))
+
     def _commit(self, names:list, also):
         try:
             listed = sorted(set(names) | set(also) | set(written_files(self.out, self.command) or []))
-            marker = self.write_text(MARKER, json.dumps({'written_by': self.command, 'files': listed,
-                                                         'rule': f'{self.command} replaces only the files listed '
-                                                                 'here; anything else in this folder is never touched'},
-                                                        indent=2))
-            os.replace(marker, self.out / MARKER)
+            marker = {'written_by': self.command, 'files': listed,
+                      'rule': f'{self.command} replaces only the files listed here; anything else in this folder is '
+                              'never touched'}
+            # the marker names the switch first: a run killed (SIGKILL) between the renames leaves it, and the next
+            # run into the folder finishes the switch (`_finish_switch`), so the folder holds one run's outputs
+            os.replace(self._marker({**marker, 'switching': {'pid': os.getpid(), 'files': names}}), self.out / MARKER)
             for n in names: os.replace(self.temp(n), self.out / n)
+            os.replace(self._marker(marker), self.out / MARKER)
             self.created = []                     # the folder is a run folder now: kept
             self.committed = True
         finally:

@@ -184,6 +184,72 @@ def test_a_signal_inside_the_final_renames_waits_for_them(tmp_path, sig, code, h
     assert json.loads(new['metrics.json'])['n_train'] > 0 and no_temporaries(tmp_path)
 
 
+@pytest.mark.slow
+def test_resnetx_train_killed_inside_its_renames_then_run_again(tmp_path):
+    "The real command SIGKILLed by another process between two renames: the next run says so and writes one set."
+    data, out, ready = digit_folder(tmp_path / 'data', n=6), tmp_path / 'out', tmp_path / 'ready'
+    old = earlier_run(out)
+    argv = ['train', '--data', str(data), '--out', str(out), '--epochs', '1', '--size', '16', '--bs', '4',
+            '--precision', 'fp32']
+    after_first = STOPPED_IN_RENAMES.replace('    return real(src, dst, *a, **k)\n', '').replace(
+        '    if Path(dst).name', '    real(src, dst, *a, **k)\n    if Path(dst).name')   # waits after the rename
+    proc = subprocess.Popen([sys.executable, '-c', after_first, str(ready), *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    for _ in range(1200):
+        if ready.exists() or proc.poll() is not None: break
+        time.sleep(0.1)
+    assert ready.exists(), proc.communicate()[1][-2000:]
+    proc.kill()
+    proc.communicate(timeout=60)
+    killed = outputs(out)
+    assert killed['export.pkl'] != old['export.pkl'] and killed['metrics.json'] == old['metrics.json']   # mixed
+    r = run_resnetx(*argv)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"note: an earlier run into .* was killed while putting its outputs in place; its remaining "
+                     r"outputs \(loss.png, confusion_matrix.png, metrics.json\) are now in place", r.stdout), r.stdout
+    assert json.loads((out / 'metrics.json').read_text())['n_train'] > 0 and no_temporaries(tmp_path)
+    assert 'switching' not in json.loads((out / MARKER).read_text())
+
+
+KILLED_AT = """
+import os, signal, sys
+from pathlib import Path
+from resnetx_cli.runs import OutputFolder, MARKER
+out, at, real = Path(sys.argv[1]), sys.argv[2], os.replace
+def replace(src, dst, *a, **k):   # SIGKILL itself (what no handler can catch) right after the rename named `at`
+    real(src, dst, *a, **k)
+    if Path(dst).name == at and (at != MARKER or 'switching' not in Path(dst).read_text()):
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+with OutputFolder(out) as folder:
+    for n in ('export.pkl', 'loss.png', 'confusion_matrix.png', 'metrics.json'):
+        folder.write_text(n, 'new ' + n)
+        if at == 'writing' and n == 'loss.png': os.kill(os.getpid(), signal.SIGKILL)
+    folder.commit(['export.pkl', 'loss.png', 'confusion_matrix.png', 'metrics.json'])
+"""
+
+
+@pytest.mark.parametrize('at, mixed, finished', [
+    ('writing', False, []),                                           # killed before the switch: the old set stays
+    ('export.pkl', True, ['loss.png', 'confusion_matrix.png', 'metrics.json']),   # after the first rename: mixed
+    ('metrics.json', False, []),                                      # after the last rename, before the marker
+    (MARKER, False, [])])                                             # after everything
+def test_a_run_killed_between_its_renames_is_finished_by_the_next(tmp_path, at, mixed, finished):
+    "SIGKILL (no handler runs) at each step of the switch: the next run into the folder finds one run's outputs."
+    out = tmp_path / 'out'
+    old = earlier_run(out)
+    r = subprocess.run([sys.executable, '-c', KILLED_AT, str(out), at], capture_output=True, text=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    kinds = {outputs(out)[n][:3] for n in old if n != MARKER}
+    assert (kinds == {b'old', b'new'}) == mixed, kinds            # the kill really landed between the renames
+    with OutputFolder(out) as folder: assert folder.finished == finished
+    note = folder.finished_note()
+    assert (note is not None) == mixed and (not mixed or ('was killed' in note and all(n in note for n in finished)))
+    now, want = outputs(out), (b'old' if at == 'writing' else b'new')
+    assert {now[n][:3] for n in old if n != MARKER} == {want}, now   # one run's outputs, whole
+    assert 'switching' not in json.loads(now[MARKER]) and no_temporaries(tmp_path)
+
+
 def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     proc = subprocess.Popen([str(RESNETX), 'train', '--out', str(tmp_path / 'out')], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -245,6 +245,7 @@ def run_study(out, settings:StudySettings=None, report_only:bool=False, log=prin
     out = Path(out)
     check_out_folder(out, None, 'resnetx study')
     with OutputFolder(out, 'resnetx study') as folder:
+        if folder.finished: log(folder.finished_note())
         if report_only: return _report_again(out, folder)
         s = settings.checked()
         _check_recipe(out, s.recipe())

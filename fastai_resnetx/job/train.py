@@ -343,6 +343,7 @@ def train(data=None, out='runs/latest', n_items:int=None, show:bool=True, save:b
             progress.step = 'reading the data'
             set_seed(s.seed, reproducible=True)
             dls, notes = _dls(data, s, n_items, out, labels, idx)
+            notes = [folder.finished_note() if writing else None, *notes]
             progress.step = 'building the model'
             learn = progress.learn = _learner(dls, s, arch, weights)
             if writing: check_disk_space(learn.model, out)
