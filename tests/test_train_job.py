@@ -160,6 +160,17 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+def stopped_in_renames(script:str, ready:Path, argv:list) -> subprocess.Popen:
+    "`resnetx *argv` started through `script`, once it waits in its renames (it wrote `ready`)."
+    proc = subprocess.Popen([sys.executable, '-c', script, str(ready), *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    for _ in range(1200):
+        if ready.exists() or proc.poll() is not None: break
+        time.sleep(0.1)
+    assert ready.exists(), proc.communicate()[1][-2000:]
+    return proc
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('sig, code, how', [(signal.SIGTERM, 143, 'terminated \\(SIGTERM\\)'),
                                             (signal.SIGINT, 130, 'interrupted')])
@@ -169,12 +180,7 @@ def test_a_signal_inside_the_final_renames_waits_for_them(tmp_path, sig, code, h
     old = earlier_run(out)
     argv = ['train', '--data', str(data), '--out', str(out), '--epochs', '1', '--size', '16', '--bs', '4',
             '--precision', 'fp32']
-    proc = subprocess.Popen([sys.executable, '-c', STOPPED_IN_RENAMES, str(ready), *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    for _ in range(1200):
-        if ready.exists() or proc.poll() is not None: break
-        time.sleep(0.1)
-    assert ready.exists(), proc.communicate()[1][-2000:]
+    proc = stopped_in_renames(STOPPED_IN_RENAMES, ready, argv)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code and len(error_lines(err)) == 1, err
@@ -193,12 +199,7 @@ def test_resnetx_train_killed_inside_its_renames_then_run_again(tmp_path):
             '--precision', 'fp32']
     after_first = STOPPED_IN_RENAMES.replace('    return real(src, dst, *a, **k)\n', '').replace(
         '    if Path(dst).name', '    real(src, dst, *a, **k)\n    if Path(dst).name')   # waits after the rename
-    proc = subprocess.Popen([sys.executable, '-c', after_first, str(ready), *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    for _ in range(1200):
-        if ready.exists() or proc.poll() is not None: break
-        time.sleep(0.1)
-    assert ready.exists(), proc.communicate()[1][-2000:]
+    proc = stopped_in_renames(after_first, ready, argv)
     proc.kill()
     proc.communicate(timeout=60)
     killed = outputs(out)
