@@ -8,6 +8,19 @@ from torch import nn
 # the suite runs as 2 pytest-xdist workers on 2 cores: one torch thread each avoids oversubscription
 if os.environ.get('PYTEST_XDIST_WORKER'): torch.set_num_threads(1)
 
+# the longest tests (timm's own suite, the notebooks, whole runs), started first: xdist then hands both workers a
+# share of them early and ends with quick tests, instead of one worker waiting on a 100 s test at the end
+FIRST = ('test_timm_suite.py', 'test_notebooks.py', 'test_splitter.py::test_one_small_arch_of_every_timm_family')
+
+
+def pytest_collection_modifyitems(config, items):
+    "Run order: the longest tests, then the other slow ones, then the quick ones (each in collection order)."
+    def rank(item) -> int:
+        first = [i for i, f in enumerate(FIRST) if f in item.nodeid]
+        if first: return first[0]
+        return len(FIRST) + (0 if item.get_closest_marker('slow') else 1)
+    items.sort(key=rank)
+
 
 def _local(host) -> bool:
     "Whether `host` is this machine (loopback, or none given)."
