@@ -1,0 +1,88 @@
+"""The shortcuts folding adds to a ResNet (skips of another shape than the block's input): they start as timm and
+torchvision start their own `downsample`, in the source's norm kind, dtype and device, and the folded model's timm cfg
+is its own copy. The oracles are the libraries' own fresh models, not the folding code."""
+import math
+
+import pytest, timm, torch, torchvision
+from torch import nn
+
+from fastai_resnetx import fold_resnet
+from conftest import reference_forward
+
+
+def new_projections(src:nn.Module, folded:nn.Module) -> list:
+    "The shortcuts of `folded` that are neither the source's own modules nor identities."
+    own = {id(m) for m in src.modules()}
+    return [u.shortcut for s in folded.stages for u in s
+            if not isinstance(u.shortcut, nn.Identity) and id(u.shortcut) not in own]
+
+
+def convs_and_norms(proj:nn.Module) -> tuple:
+    return ([m for m in proj.modules() if isinstance(m, nn.Conv2d)],
+            [m for m in proj.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))])
+
+
+@pytest.mark.parametrize('lib', ['timm', 'torchvision'])
+def test_new_projections_start_as_the_library_starts_its_own_downsample(lib):
+    torch.manual_seed(0)
+    src = timm.create_model('resnet18') if lib == 'timm' else torchvision.models.resnet18()
+    # the oracle: the library's own init of a fresh downsample, a 1x1 conv (64 -> 128 here): kaiming normal, fan_out
+    own = src.layer2[0].downsample[0].weight
+    assert own.std().item() == pytest.approx(math.sqrt(2 / 128), rel=0.05)
+    folded = fold_resnet(src, fold=3)
+    projections = new_projections(src, folded)
+    assert len(projections) >= 3
+    for proj in projections:
+        (conv,), (norm,) = convs_and_norms(proj)
+        ni, nf = conv.in_channels, conv.out_channels
+        assert nf >= 2 * ni                                 # fan_in and fan_out differ by sqrt(nf / ni) >= 1.41 here
+        assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / nf), rel=0.05), (ni, nf)
+        assert conv.weight.mean().abs().item() < 0.1 * math.sqrt(2 / nf)
+        assert torch.equal(norm.weight, torch.ones(nf)) and torch.equal(norm.bias, torch.zeros(nf))
+        assert torch.equal(norm.running_mean, torch.zeros(nf)) and torch.equal(norm.running_var, torch.ones(nf))
+        assert (norm.eps, norm.momentum) == (src.bn1.eps, src.bn1.momentum)
+
+
+def test_group_norm_sources_get_group_norm_projections_with_their_group_count():
+    src = timm.create_model('resnet50_gn')
+    own = src.layer2[0].downsample[1]                       # timm's own downsample norm: the oracle
+    assert isinstance(own, nn.GroupNorm) and own.num_groups == 32
+    projections = new_projections(src, fold_resnet(src, fold=3))
+    assert projections
+    for proj in projections:
+        _, (norm,) = convs_and_norms(proj)
+        assert isinstance(norm, nn.GroupNorm) and (norm.num_groups, norm.eps, norm.affine) == (32, own.eps, True)
+        assert torch.equal(norm.weight, torch.ones_like(norm.weight)) and not norm.bias.any()
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_new_projections_take_the_dtype_of_a_half_precision_source(dtype):
+    torch.manual_seed(0)
+    src = timm.create_model('resnet18', num_classes=3).to(dtype).eval()
+    folded = fold_resnet(src, fold=3)
+    assert {p.dtype for p in folded.parameters()} == {dtype}
+    assert {b.dtype for n, b in folded.named_buffers() if not n.endswith('num_batches_tracked')} == {dtype}
+    if dtype == torch.bfloat16:                             # CPU convs run bf16: the folded model computes its plan
+        x = torch.randn(2, 3, 32, 32).to(dtype)
+        with torch.no_grad(): out, ref = folded(x), reference_forward(folded, x)
+        assert out.dtype == dtype and torch.equal(out, ref)
+
+
+def test_the_folded_models_timm_cfg_is_its_own_copy():
+    src = timm.create_model('resnet18', layers=(1, 1, 1, 1))   # a layout no folded name has: the source's cfg
+    before = dict(src.pretrained_cfg)
+    folded = fold_resnet(src, fold=2)
+    assert folded.pretrained_cfg == before and folded.pretrained_cfg is not src.pretrained_cfg
+    folded.pretrained_cfg['mean'] = (0.5, 0.5, 0.5)
+    assert src.pretrained_cfg == before                      # editing one never changes the other
+    named = fold_resnet(timm.create_model('resnet18'), fold=2)
+    assert named.pretrained_cfg['architecture'] == 'folded_resnet18'
+
+
+def test_new_projection_norms_keep_the_sources_norm_settings():
+    from functools import partial
+    norm = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.03)   # a source built with its own norm settings
+    src = torchvision.models.resnet18(norm_layer=norm)
+    for proj in new_projections(src, fold_resnet(src, fold=2)):
+        _, (bn,) = convs_and_norms(proj)
+        assert (type(bn), bn.eps, bn.momentum, bn.affine, bn.track_running_stats) == (nn.BatchNorm2d, 1e-3, 0.03, True, True)
