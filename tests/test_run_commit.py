@@ -81,3 +81,101 @@ def test_a_forged_switch_in_the_marker_moves_only_the_commands_own_outputs(tmp_p
     with OutputFolder(out) as folder: assert folder.finished == ['export.pkl']
     assert (out / 'export.pkl').read_text() == 'new' and not (out / 'study.json').exists()
     assert not (tmp_path / 'x').exists() and 'switching' not in json.loads((out / MARKER).read_text())
+
+
+def test_a_signal_that_another_thread_receives_also_waits(monkeypatch):
+    "The kernel hands a process signal to any thread not blocking it (torch's): the handler still waits for the block."
+    import threading
+    got, sig = [], signal.SIGTERM
+    before = signal.signal(sig, lambda n, f: got.append(n))
+    helper = threading.Thread(target=time.sleep, args=(1,))         # a thread that does not block the signal
+    helper.start()
+    try:
+        with _SignalsWait():
+            signal.pthread_kill(helper.ident, sig)                     # delivered to that thread, not this one
+            time.sleep(0.05)
+            assert got == []
+        assert got == [sig]
+    finally:
+        helper.join(); signal.signal(sig, before)
+
+
+def test_the_front_door_probe_refuses_a_held_lock_in_process(tmp_path, monkeypatch):
+    from resnetx_cli.runs import _check_not_running
+    out = tmp_path / 'out'
+    out.mkdir()
+    assert _check_not_running(out) is None and os.listdir(out) == []        # no lock file: nothing made
+    monkeypatch.delenv('RANK', raising=False)
+    with OutputFolder(out):
+        with pytest.raises(ValueError) as e: _check_not_running(out)
+        assert str(e.value) == (f"`--out` {str(out)!r} is being written by another run (process {os.getpid()}): "
+                                f"wait for it or choose another folder")
+        monkeypatch.setenv('RANK', '0')
+        with pytest.raises(ValueError): _check_not_running(out)
+        monkeypatch.setenv('RANK', '1')                                     # torchrun's rank 1: rank 0 holds it
+        assert _check_not_running(out) is None
+    monkeypatch.setenv('RANK', '0')
+    (out / LOCK).write_text('123')                                          # a lock file nobody holds
+    assert _check_not_running(out) is None
+
+
+@pytest.mark.parametrize('text, shown', [(b'4242', '4242'), (b' 77\n', '77'), (b'', '?'), (b'12ab', '?'),
+                                         (b'9' * 40, '9' * 32)])
+def test_the_refusal_names_the_holder_only_by_a_number(tmp_path, text, shown):
+    import fcntl
+    from resnetx_cli.runs import _busy
+    (tmp_path / LOCK).write_bytes(text)
+    fd = os.open(tmp_path / LOCK, os.O_RDONLY)
+    try: assert f'(process {shown})' in str(_busy(tmp_path, fd)) and str(tmp_path) in str(_busy(tmp_path, fd))
+    finally: os.close(fd)
+
+
+def test_names_only_the_tool_writes():
+    from resnetx_cli.runs import _ours
+    for name in (MARKER, LOCK, '.export.pkl.tmp-12', '.results.jsonl.tmp-3', f'.{MARKER}.tmp-9'):
+        assert _ours(name), name
+    for name in ('export.pkl', '.notes.md.tmp-12', '.export.pkl.tmp-', 'x.resnetx-lock', '.export.pkl.tmp-1a'):
+        assert not _ours(name), name
+
+
+def test_outputs_are_written_with_the_usual_file_mode(tmp_path):
+    umask = os.umask(0o022); os.umask(umask)
+    with OutputFolder(tmp_path / 'out') as folder:
+        folder.write_text('metrics.json', '{}')
+        folder.commit(['metrics.json'])
+    import stat
+    assert stat.S_IMODE(os.stat(tmp_path / 'out' / 'metrics.json').st_mode) == 0o644 & ~umask
+
+
+def test_process_seconds_counts_from_the_commands_import():
+    from resnetx_cli.runs import process_seconds, _T0
+    t = process_seconds()
+    assert 0 <= t <= time.time() - _T0 + 1 and t < 24 * 3600
+
+
+def test_run_and_study_folders_are_told_apart(tmp_path):
+    from resnetx_cli.runs import is_run_folder, looks_like_run
+    study = tmp_path / 'study'
+    with OutputFolder(study, 'resnetx study') as folder:
+        folder.write_text('study.json', '{}'); folder.commit(['study.json'])
+    with OutputFolder(study, 'resnetx study') as folder:                  # a second commit keeps the first's names
+        folder.write_text('report.md', '#'); folder.commit(['report.md'])
+    assert json.loads((study / MARKER).read_text())['files'] == ['report.md', 'study.json']
+    assert is_run_folder(study, 'resnetx study') and not is_run_folder(study) and looks_like_run(study)
+    half = tmp_path / 'half'                                              # one of a run's two key outputs: data
+    half.mkdir(); (half / 'metrics.json').write_text('{}')
+    assert not looks_like_run(half)
+    (half / 'export.pkl').write_bytes(b'x')
+    assert looks_like_run(half)
+
+
+def test_a_folder_of_someone_elses_files_is_refused_naming_four_and_counting_the_rest(tmp_path):
+    from resnetx_cli.runs import check_out_folder
+    out = tmp_path / 'out'
+    out.mkdir()
+    for n in 'abcdef': (out / f'{n}.txt').write_text(n)
+    with pytest.raises(ValueError) as e: check_out_folder(out)
+    assert "holds files `resnetx train` did not write ('a.txt', 'b.txt', 'c.txt', 'd.txt' and 2 more)" in str(e.value)
+    for n in 'ef': (out / f'{n}.txt').unlink()
+    with pytest.raises(ValueError) as e: check_out_folder(out)
+    assert "('a.txt', 'b.txt', 'c.txt', 'd.txt'): choose" in str(e.value)
