@@ -251,7 +251,8 @@ def map_state_dict(state_dict:dict, model:nn.Module, source:str=None) -> dict:
     # at fold > 1 a projection with no counterpart of its shape keeps its init, whole
     # (its conv and norm belong together)
     fits = lambda k: key_of(k) in state_dict and state_dict[key_of(k)].shape == target[k].shape
-    new = {_projection_of(k) for k in target if _projection_of(k) and not fits(k)}
+    # (a BatchNorm counter an old checkpoint lacks does not make a projection new)
+    new = {_projection_of(k) for k in target if _projection_of(k) and not _COUNTER.search(k) and not fits(k)}
     out, report = {}, WeightsReport(source)
     for k, t in target.items():
         v = state_dict.get(key_of(k))

@@ -1,0 +1,65 @@
+"""Reading a checkpoint file as timm does: the same tensors as timm's own `load_state_dict` (EMA weights first, then
+'state_dict', then 'model'; DDP's `module.` prefix dropped), and one clear error for what is not a state dict."""
+import pytest, torch, torchvision
+from timm.models import load_state_dict
+
+from fastai_resnetx import resnetx18
+from fastai_resnetx.model.weights import read_checkpoint, CheckpointError
+
+
+def tensors(seed:int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {'conv.weight': torch.randn(2, 3, generator=g), 'bn.running_mean': torch.randn(2, generator=g)}
+
+
+@pytest.mark.parametrize('layout', [
+    {'state_dict': 1, 'state_dict_ema': 2, 'model': 3},   # timm's training checkpoints: the EMA weights win
+    {'model': 3, 'model_ema': 2},                         # timm's older EMA name
+    {'state_dict_ema': 2, 'model_ema': 3},                # both EMA names: state_dict_ema first
+    {'state_dict': 1, 'model': 3},
+    {'model': 3, 'opt': 0},                               # fastai's Learner.save
+    {'plain': 4},                                         # a bare state dict
+    {'module': 5}])                                       # a DDP model's state dict: `module.` prefixes
+def test_the_tensors_timm_itself_reads(tmp_path, layout):
+    def entry(k, seed):
+        if k == 'plain': return tensors(seed)
+        if k == 'module': return {f'module.{n}': v for n, v in tensors(seed).items()}
+        return tensors(seed) if k != 'opt' else {'lr': 0.1}
+    obj = {} if 'plain' in layout or 'module' in layout else {k: entry(k, s) for k, s in layout.items()}
+    if not obj: obj = entry(*next(iter(layout.items())))
+    torch.save(obj, tmp_path / 'c.pth')
+    ours, timms = read_checkpoint(tmp_path / 'c.pth'), load_state_dict(str(tmp_path / 'c.pth'))
+    assert list(ours) == list(timms) == ['conv.weight', 'bn.running_mean']
+    assert all(torch.equal(ours[k], timms[k]) for k in ours)
+
+
+@pytest.mark.parametrize('obj, words', [
+    ({}, r'does not hold a state dict \(a mapping of names to tensors\), got dict'),
+    ({'state_dict': {}}, 'does not hold a state dict'),
+    ({'conv.weight': torch.zeros(1), 'epoch': 3}, r"is not a state dict: entries \['epoch'\] are not str -> tensor"),
+    ({'conv.weight': torch.zeros(1), 7: torch.zeros(1)}, r"entries \[7\] are not str -> tensor"),
+    (torch.zeros(3), 'got Tensor')])
+def test_what_is_not_a_state_dict_is_one_error_naming_the_file(tmp_path, obj, words):
+    torch.save(obj, tmp_path / 'c.pth')
+    with pytest.raises(CheckpointError, match=words) as e: read_checkpoint(tmp_path / 'c.pth')
+    assert str(e.value).startswith(f"checkpoint file {str(tmp_path / 'c.pth')!r} ")
+
+
+def test_a_checkpoint_without_batchnorm_counters_loads_every_weight(tmp_path):
+    "torchvision's older checkpoints have no `num_batches_tracked`: torch's BatchNorm loads them (counters at 0)."
+    # (this found a bug: a missing counter made the whole downsample "new", so its conv kept its random init)
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet18()
+    sd = {k: v for k, v in tv.state_dict().items() if not k.endswith('num_batches_tracked')}
+    fresh = torchvision.models.resnet18()
+    fresh.load_state_dict(sd)                                   # the oracle: torchvision's model loads it, strictly
+    missing = [k for k in tv.state_dict() if k not in sd]
+    assert len(missing) == 20 and all(k.endswith('num_batches_tracked') for k in missing)
+    torch.save(sd, tmp_path / 'old.pth')
+    m = resnetx18(weights=tmp_path / 'old.pth').eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad(): assert torch.allclose(m(x), fresh.eval()(x), atol=1e-5)
+    counters = {k: v for k, v in m.state_dict().items() if k.endswith('num_batches_tracked')}
+    assert len(counters) == len(missing) and all(v.item() == 0 for v in counters.values())
+    assert not [k for k in m.pretrained_report.loaded if k.endswith('num_batches_tracked')]
+    assert m.pretrained_report.adapted == [] and m.pretrained_report.skipped == [] and m.new_keys == []
