@@ -248,10 +248,9 @@ def map_state_dict(state_dict:dict, model:nn.Module, source:str=None) -> dict:
         key_of, expected = resnet_key, _resnet_shapes(model.cfg)
     problems = _problems(state_dict, expected, model.num_features, arch)
     if problems: raise CheckpointError(f"{source} does not fit {arch} " + _problem_list(problems))
-    # at fold > 1 a projection with no counterpart of its shape keeps its init, whole
-    # (its conv and norm belong together)
+    # at fold > 1 a projection with no counterpart of its shape keeps its init, whole (conv and norm belong together);
+    # a BatchNorm counter an old checkpoint lacks does not make a projection new
     fits = lambda k: key_of(k) in state_dict and state_dict[key_of(k)].shape == target[k].shape
-    # (a BatchNorm counter an old checkpoint lacks does not make a projection new)
     new = {_projection_of(k) for k in target if _projection_of(k) and not _COUNTER.search(k) and not fits(k)}
     out, report = {}, WeightsReport(source)
     for k, t in target.items():
