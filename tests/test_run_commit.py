@@ -179,3 +179,41 @@ def test_a_folder_of_someone_elses_files_is_refused_naming_four_and_counting_the
     for n in 'ef': (out / f'{n}.txt').unlink()
     with pytest.raises(ValueError) as e: check_out_folder(out)
     assert "('a.txt', 'b.txt', 'c.txt', 'd.txt'): choose" in str(e.value)
+
+
+def test_out_folder_refusals_word_for_word(tmp_path):
+    "Each refusal of `check_out_folder` names the argument, the folder and what to do (in-process, exact text)."
+    from resnetx_cli.runs import check_out_folder
+    def refusal(out, data=None) -> str:
+        with pytest.raises(ValueError) as e: check_out_folder(out, data)
+        return str(e.value)
+    f = tmp_path / 'file'; f.write_text('x')
+    assert refusal(f) == f"`--out` {str(f)!r} is a file, not a folder"
+    data = tmp_path / 'data'; data.mkdir()
+    assert refusal(tmp_path, data) == (f"`--out` {str(tmp_path)!r} holds the `--data` folder: the run would replace "
+                                       f"it; choose another folder")
+    assert refusal(data, data).startswith(f"`--out` {str(data)!r} holds the `--data` folder")
+    odd = tmp_path / 'odd'; (odd / MARKER).mkdir(parents=True)
+    assert refusal(odd) == f"`--out` {str(odd)!r}: {MARKER} is a folder; the tool writes it itself: move it away"
+    locked = tmp_path / 'locked'; locked.mkdir(); os.symlink(tmp_path / 'elsewhere', locked / LOCK)
+    assert refusal(locked) == (f"`--out` {str(locked)!r}: {LOCK} is a symbolic link; the tool writes it itself: "
+                               f"move it away")
+    run = tmp_path / 'run'
+    with OutputFolder(run) as folder:
+        folder.write_text('metrics.json', '{}'); folder.commit(['metrics.json'])
+    (run / 'export.pkl').mkdir()                                          # an output name that is not the run's file
+    assert refusal(run) == f"`--out` {str(run)!r}: 'export.pkl' is not a file the earlier run wrote; move it away"
+    (run / 'export.pkl').rmdir()
+    assert check_out_folder(run) is None and check_out_folder(tmp_path / 'new' / 'deeper') is None
+
+
+def test_name_length_limit_is_the_file_systems_exactly(tmp_path):
+    from resnetx_cli.runs import check_name_lengths
+    limit = os.pathconf(tmp_path, 'PC_NAME_MAX')
+    assert check_name_lengths(tmp_path / ('a' * limit) / 'b', '--out') is None          # at the limit: fine
+    long = 'é' * (limit // 2 + 1)                                                        # 2 bytes a letter: counted in bytes
+    with pytest.raises(ValueError) as e: check_name_lengths(tmp_path / long / 'b', '--out')
+    assert str(e.value) == (f"`--out` {str(tmp_path / long / 'b')!r}: the name {long[:20]!r}... is "
+                            f"{2 * len(long)} bytes long, the file system allows {limit}")
+    with pytest.raises(ValueError, match=f"`--data` .* allows {limit}"): check_name_lengths(tmp_path / ('b' * (limit + 1)), '--data')
+    with pytest.raises(ValueError, match='the name'): check_name_lengths(Path('/' + 'c' * (limit + 1)) / 'd', '--out')
