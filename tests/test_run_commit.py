@@ -217,3 +217,59 @@ def test_name_length_limit_is_the_file_systems_exactly(tmp_path):
                             f"{2 * len(long)} bytes long, the file system allows {limit}")
     with pytest.raises(ValueError, match=f"`--data` .* allows {limit}"): check_name_lengths(tmp_path / ('b' * (limit + 1)), '--data')
     with pytest.raises(ValueError, match='the name'): check_name_lengths(Path('/' + 'c' * (limit + 1)) / 'd', '--out')
+
+
+def test_odd_files_named_like_the_tools_own_are_told_apart(tmp_path):
+    from resnetx_cli.runs import odd_marker, read_marker, MARKER_MAX_BYTES
+    cases = {'link': 'is a symbolic link', 'dangling': 'is a symbolic link', 'dir': 'is a folder',
+             'fifo': 'is not a regular file (a pipe, socket or device)', 'big': f'is {MARKER_MAX_BYTES + 1} bytes long, '
+             f'more than a marker ({MARKER_MAX_BYTES})', 'file': None, 'none': None}
+    for case, why in cases.items():
+        d = tmp_path / case; d.mkdir()
+        m = d / MARKER
+        if case == 'link': (d / 'real').write_text('{}'); os.symlink(d / 'real', m)
+        if case == 'dangling': os.symlink(d / 'nowhere', m)
+        if case == 'dir': m.mkdir()
+        if case == 'fifo': os.mkfifo(m)
+        if case == 'big': m.write_text(' ' * (MARKER_MAX_BYTES - 2) + '{}' + ' ')
+        if case == 'file': m.write_text('{"files": []}' + ' ' * (MARKER_MAX_BYTES - 13))   # exactly the cap: a marker
+        assert odd_marker(d) == why, case
+        assert read_marker(d) == ({'files': []} if case == 'file' else None), case
+
+
+def test_out_folder_that_cannot_be_written_or_made_is_one_line(tmp_path, monkeypatch):
+    import tempfile
+    from resnetx_cli.runs import check_writable
+    f = tmp_path / 'f'; f.write_text('x')
+    with pytest.raises(ValueError) as e: check_writable(f / 'sub', '--out')
+    assert str(e.value) == f"`--out` {str(f / 'sub')!r}: {str(f)!r} is a file, not a folder"
+    with pytest.raises(ValueError) as e, OutputFolder(f / 'sub'): pass
+    assert str(e.value) == f"`--out` {str(f / 'sub')!r} cannot be created: Not a directory"
+    def refuse(*a, **k): raise PermissionError(13, 'Permission denied')
+    monkeypatch.setattr(tempfile, 'mkdtemp', refuse)                     # root ignores modes: refused by hand
+    with pytest.raises(ValueError) as e: check_writable(tmp_path / 'new', '--out')
+    assert str(e.value) == f"`--out` {str(tmp_path / 'new')!r} cannot be written: Permission denied ({tmp_path})"
+
+
+def test_a_lock_that_is_not_a_file_or_keeps_changing_is_refused(tmp_path, monkeypatch):
+    import stat
+    out = tmp_path / 'out'; (out / LOCK).mkdir(parents=True)
+    with pytest.raises(ValueError) as e, OutputFolder(out): pass
+    assert str(e.value) == f"`--out` {str(out)!r}: {LOCK} cannot be written: Is a directory"
+    (out / LOCK).rmdir()
+    umask = os.umask(0o022); os.umask(umask)
+    with OutputFolder(out) as folder:
+        assert not folder.committed and folder.finished == []
+        assert stat.S_IMODE(os.stat(out / LOCK).st_mode) == 0o644 & ~umask
+    monkeypatch.setattr(os.path, 'samestat', lambda a, b: False)          # a new lock file each time it looks
+    with pytest.raises(ValueError) as e, OutputFolder(out): pass
+    assert str(e.value) == f"`--out` {str(out)!r}: its lock file keeps changing; is another run starting there?"
+
+
+def test_a_folder_that_cannot_be_listed_is_no_run(tmp_path, monkeypatch):
+    from resnetx_cli.runs import looks_like_run
+    (tmp_path / 'export.pkl').write_bytes(b'x'); (tmp_path / 'metrics.json').write_text('{}')
+    assert looks_like_run(tmp_path)
+    def refuse(*a): raise PermissionError(13, 'Permission denied')
+    monkeypatch.setattr(os, 'scandir', refuse)
+    assert not looks_like_run(tmp_path)
