@@ -120,14 +120,16 @@ def test_the_front_door_probe_refuses_a_held_lock_in_process(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize('text, shown', [(b'4242', '4242'), (b' 77\n', '77'), (b'', '?'), (b'12ab', '?'),
-                                         (b'9' * 40, '9' * 32)])
+                                         (b'9' * 40, '9' * 32), (b'\xff12', '?'), (None, '?')])
 def test_the_refusal_names_the_holder_only_by_a_number(tmp_path, text, shown):
     import fcntl
     from resnetx_cli.runs import _busy
-    (tmp_path / LOCK).write_bytes(text)
+    (tmp_path / LOCK).write_bytes(text or b'')
     fd = os.open(tmp_path / LOCK, os.O_RDONLY)
+    if text is None: os.close(fd)                                         # a lock that cannot be read: no number
     try: assert f'(process {shown})' in str(_busy(tmp_path, fd)) and str(tmp_path) in str(_busy(tmp_path, fd))
-    finally: os.close(fd)
+    finally:
+        if text is not None: os.close(fd)
 
 
 def test_names_only_the_tool_writes():
@@ -165,8 +167,10 @@ def test_run_and_study_folders_are_told_apart(tmp_path):
     half = tmp_path / 'half'                                              # one of a run's two key outputs: data
     half.mkdir(); (half / 'metrics.json').write_text('{}')
     assert not looks_like_run(half)
-    (half / 'export.pkl').write_bytes(b'x')
+    (half / 'export.pkl').write_bytes(b'x'); (half / '.ipynb_checkpoints').mkdir()   # a hidden folder is no data
     assert looks_like_run(half)
+    (half / 'sub').mkdir()
+    assert not looks_like_run(half)
 
 
 def test_a_folder_of_someone_elses_files_is_refused_naming_four_and_counting_the_rest(tmp_path):
@@ -232,7 +236,7 @@ def test_odd_files_named_like_the_tools_own_are_told_apart(tmp_path):
         if case == 'dir': m.mkdir()
         if case == 'fifo': os.mkfifo(m)
         if case == 'big': m.write_text(' ' * (MARKER_MAX_BYTES - 2) + '{}' + ' ')
-        if case == 'file': m.write_text('{"files": []}' + ' ' * (MARKER_MAX_BYTES - 13))   # exactly the cap: a marker
+        if case == 'file': m.write_text(' ' * (MARKER_MAX_BYTES - 13) + '{"files": []}')   # exactly the cap: read whole
         assert odd_marker(d) == why, case
         assert read_marker(d) == ({'files': []} if case == 'file' else None), case
 
@@ -273,3 +277,53 @@ def test_a_folder_that_cannot_be_listed_is_no_run(tmp_path, monkeypatch):
     def refuse(*a): raise PermissionError(13, 'Permission denied')
     monkeypatch.setattr(os, 'scandir', refuse)
     assert not looks_like_run(tmp_path)
+
+
+def test_out_folder_checks_name_the_out_argument(tmp_path, monkeypatch):
+    "check_out_folder's name, listing and probe refusals all say `--out` and the folder (in-process, word for word)."
+    import tempfile
+    from resnetx_cli.runs import check_out_folder
+    long = tmp_path / ('n' * 300)
+    with pytest.raises(ValueError, match=r"^`--out` .*: the name 'nnnnnnnnnnnnnnnnnnnn'\.\.\. is 300 bytes long"):
+        check_out_folder(long)
+    out = tmp_path / 'out'; out.mkdir()
+    for n in 'ab': (out / n).write_text(n)
+    with pytest.raises(ValueError) as e: check_out_folder(out)
+    assert str(e.value) == (f"`--out` {str(out)!r} holds files `resnetx train` did not write ('a', 'b'): choose a new "
+                            f"or empty folder (only a folder it marked as a run folder is written into)")
+    real_listdir, real_mkdtemp = os.listdir, tempfile.mkdtemp
+    def unlistable(p): raise PermissionError(13, 'Permission denied') if Path(p) == out else real_listdir(p)
+    monkeypatch.setattr(os, 'listdir', unlistable)
+    with pytest.raises(ValueError) as e: check_out_folder(out)
+    assert str(e.value) == f"`--out` {str(out)!r} cannot be read: Permission denied"
+    monkeypatch.setattr(os, 'listdir', real_listdir)
+    empty = tmp_path / 'empty'; empty.mkdir()
+    def no_write_in(folder):   # this folder takes no new file, its parent does (root ignores modes: refused by hand)
+        def mkdtemp(*a, dir=None, **k):
+            if Path(dir) == folder: raise PermissionError(13, 'Permission denied')
+            return real_mkdtemp(*a, dir=dir, **k)
+        return mkdtemp
+    monkeypatch.setattr(tempfile, 'mkdtemp', no_write_in(empty))
+    with pytest.raises(ValueError) as e: check_out_folder(empty)        # the folder itself is probed, not its parent
+    assert str(e.value) == f"`--out` {str(empty)!r} cannot be written: Permission denied ({empty})"
+
+
+def test_the_name_limit_is_the_one_the_file_system_gives(tmp_path, monkeypatch):
+    from resnetx_cli.runs import check_name_lengths
+    real = os.pathconf
+    monkeypatch.setattr(os, 'pathconf', lambda p, name: 100 if name == 'PC_NAME_MAX' else real(p, name))
+    with pytest.raises(ValueError, match='is 150 bytes long, the file system allows 100'):
+        check_name_lengths(tmp_path / ('x' * 150), '--out')
+    assert check_name_lengths(tmp_path / ('x' * 100), '--out') is None
+
+
+def test_a_held_lock_refuses_the_second_run_word_for_word(tmp_path):
+    import fcntl
+    out = tmp_path / 'out'; out.mkdir()
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT)
+    os.write(fd, b'4242'); fcntl.flock(fd, fcntl.LOCK_EX)                # another run holds it
+    try:
+        with pytest.raises(ValueError) as e, OutputFolder(out): pass
+        assert str(e.value) == (f"`--out` {str(out)!r} is being written by another run (process 4242): wait for it or "
+                                f"choose another folder")
+    finally: os.close(fd)
