@@ -1,5 +1,5 @@
 "Pretrained weights, offline: the tests write their own checkpoints where torchvision, timm and torch hub look for them."
-import os, warnings
+import os, re, warnings
 from pathlib import Path
 
 import pytest, timm, torch, torchvision
@@ -97,8 +97,10 @@ def test_folds_load_every_mapped_tensor(torch_home, fold, new, unused):
     torch.manual_seed(5); init = resnetx50(fold=fold).state_dict()
     with pytest.warns(UserWarning, match=f'{len(new)} projections have no counterpart') as record:
         torch.manual_seed(5); m = resnetx50(pretrained=True, fold=fold)
-    assert record[0].filename == __file__   # the warning points at the user's line
-    assert len([w for w in record if 'counterpart' in str(w.message)]) == 1
+    said = [str(w.message) for w in record if 'counterpart' in str(w.message)]
+    assert len(said) == 1 and re.fullmatch(rf"{len(m.new_keys)} tensors of {len(new)} projections have no counterpart in "
+                                           rf".+ and keep their initialisation \({', '.join(n + '.shortcut' for n in new)}\); see "
+                                           rf"`model.new_keys`", said[0]), said
     assert projection_names(m.new_keys) == new
     assert all(isinstance(m.get_submodule(n + '.shortcut'), nn.Sequential) for n in new)   # real projections, whole
     assert sorted({k.rsplit('.', 2)[0] for k in m.unused_keys}) == unused
@@ -106,6 +108,12 @@ def test_folds_load_every_mapped_tensor(torch_home, fold, new, unused):
         if k in m.new_keys: assert '.shortcut.' in k and torch.equal(v, init[k]), k   # kept their init
         else: assert torch.equal(v, sd[resnet_key(k)]), k
     assert len(m.pretrained_report.loaded) + len(m.new_keys) == len(m.state_dict())
+
+
+def test_the_missing_projections_warning_points_at_the_users_line(torch_home):
+    cache_resnet(18)
+    with pytest.warns(UserWarning, match='projections have no counterpart') as record: resnetx18(pretrained=True, fold=2)
+    assert [w.filename for w in record if 'counterpart' in str(w.message)] == [__file__]
 
 
 def test_classifier_and_first_conv(torch_home):
