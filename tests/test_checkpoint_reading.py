@@ -63,3 +63,19 @@ def test_a_checkpoint_without_batchnorm_counters_loads_every_weight(tmp_path):
     assert len(counters) == len(missing) and all(v.item() == 0 for v in counters.values())
     assert not [k for k in m.pretrained_report.loaded if k.endswith('num_batches_tracked')]
     assert m.pretrained_report.adapted == [] and m.pretrained_report.skipped == [] and m.new_keys == []
+
+
+def test_what_fits_the_stem_and_the_classifier_by_hand(tmp_path):
+    "conv1 may differ in input channels only, fc in rows only (timm adapts/drops them); any other shape is refused."
+    torch.manual_seed(0)
+    sd = torchvision.models.resnet18().state_dict()
+    def load(num_classes=1000, **changed):
+        torch.save({**sd, **changed}, tmp_path / 'c.pth')
+        return resnetx18(weights=tmp_path / 'c.pth', num_classes=num_classes)
+    m = load(**{'fc.weight': torch.randn(10, 512), 'fc.bias': torch.randn(10)})   # another class count: dropped
+    assert m.pretrained_report.skipped == ['fc.weight', 'fc.bias'] and torch.equal(m.conv1.weight, sd['conv1.weight'])
+    for key, shape, want in (('conv1.weight', (32, 3, 7, 7), (64, 3, 7, 7)), ('conv1.weight', (64, 3, 5, 5), (64, 3, 7, 7)),
+                             ('fc.weight', (1000, 256), (1000, 512))):
+        with pytest.raises(CheckpointError) as e: load(**{key: torch.randn(*shape)})
+        assert f"shape mismatch for {key!r}: {shape} in the checkpoint, {want} in resnet18" in str(e.value)
+        assert '(1 shape mismatches); nothing was loaded' in str(e.value)

@@ -91,7 +91,8 @@ def test_the_words_for_a_file_that_cannot_be_read():
     err = weights._checkpoint_error('c.pth', ValueError('first line\nsecond'))
     assert str(err) == "could not read checkpoint 'c.pth': corrupted, truncated or not a checkpoint (ValueError: first line)"
     assert str(weights._checkpoint_error('c.pth', EOFError())).endswith('(EOFError: no detail)')
-    code = pickle.UnpicklingError('Weights only load failed.\n  Unsupported global: GLOBAL os.system was not allowed.\n')
+    code = pickle.UnpicklingError('Weights only load failed (global check).\n  Unsupported global: GLOBAL os.system was '
+                                  'not allowed.\n')   # the line that names the GLOBAL, not the first with 'global'
     assert str(weights._checkpoint_error('c.pth', code)).startswith(
         "refused to load 'c.pth': it is a pickle that would import and run code (Unsupported global: GLOBAL os.system "
         "was not allowed.). Checkpoints are read with weights_only=True")
