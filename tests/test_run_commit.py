@@ -327,3 +327,15 @@ def test_a_held_lock_refuses_the_second_run_word_for_word(tmp_path):
         assert str(e.value) == (f"`--out` {str(out)!r} is being written by another run (process 4242): wait for it or "
                                 f"choose another folder")
     finally: os.close(fd)
+
+
+def test_a_study_folder_left_mid_switch_is_finished_and_said(tmp_path):
+    from fastai_resnetx.job.study import run_study
+    out = tmp_path / 'study'; out.mkdir()
+    (out / MARKER).write_text(json.dumps({'written_by': 'resnetx study', 'files': ['study.json'],
+                                          'switching': {'pid': 7, 'files': ['study.json']}}))
+    (out / '.study.json.tmp-7').write_text('{"new": 1}')
+    said = []
+    with pytest.raises(ValueError, match='holds no finished runs'): run_study(out, report_only=True, log=said.append)
+    assert len(said) == 1 and said[0].startswith(f"note: an earlier run into {out} was killed") and '(study.json)' in said[0]
+    assert json.loads((out / 'study.json').read_text()) == {'new': 1}
