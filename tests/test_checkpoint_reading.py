@@ -79,3 +79,73 @@ def test_what_fits_the_stem_and_the_classifier_by_hand(tmp_path):
         with pytest.raises(CheckpointError) as e: load(**{key: torch.randn(*shape)})
         assert f"shape mismatch for {key!r}: {shape} in the checkpoint, {want} in resnet18" in str(e.value)
         assert '(1 shape mismatches); nothing was loaded' in str(e.value)
+
+
+def test_a_safetensors_file_reads_the_same_tensors(tmp_path):
+    from safetensors.torch import save_file
+    save_file(tensors(0), tmp_path / 'c.safetensors')
+    sd = read_checkpoint(tmp_path / 'c.safetensors')
+    assert sorted(sd) == ['bn.running_mean', 'conv.weight'] and all(   # safetensors keeps keys sorted
+        torch.equal(sd[k], v) for k, v in tensors(0).items())
+
+
+def test_a_checkpoint_saved_on_a_gpu_reads_onto_the_cpu(tmp_path, monkeypatch):
+    "A file whose tensors were on `cuda:0` when saved (torch records the device): read onto the CPU, on any machine."
+    import torch.serialization as ts
+    with monkeypatch.context() as m:
+        m.setattr(ts, 'location_tag', lambda storage: 'cuda:0')   # what torch.save writes for a CUDA tensor
+        torch.save(tensors(1), tmp_path / 'gpu.pth')
+    assert b'cuda:0' in (tmp_path / 'gpu.pth').read_bytes()
+    sd = read_checkpoint(tmp_path / 'gpu.pth')
+    assert all(v.device.type == 'cpu' and torch.equal(v, tensors(1)[k]) for k, v in sd.items())
+
+
+class RunsCode:
+    def __init__(self, marker): self.marker = marker
+    def __reduce__(self): return (type(self.marker).touch, (self.marker,))
+
+
+def test_code_in_a_pickle_is_refused_even_when_torch_is_told_to_allow_it(tmp_path, monkeypatch):
+    "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns torch.load's default to unsafe; the reader asks for weights_only itself."
+    marker = tmp_path / 'ran'
+    torch.save({'conv.weight': RunsCode(marker)}, tmp_path / 'evil.pth')
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    with pytest.raises(CheckpointError, match='it is a pickle that would import and run code'):
+        read_checkpoint(tmp_path / 'evil.pth')
+    assert not marker.exists()
+
+
+def test_a_missing_file_and_non_finite_values_are_named(tmp_path):
+    with pytest.raises(CheckpointError) as e: read_checkpoint(tmp_path / 'nope.pth')
+    assert str(e.value) == f"checkpoint file {str(tmp_path / 'nope.pth')!r} does not exist"
+    sd = {'a': torch.ones(2), 'b': torch.tensor([1., float('nan')]), 'n': torch.tensor([3]),
+          'c': torch.tensor([float('-inf')])}
+    torch.save(sd, tmp_path / 'nan.pth')
+    with pytest.raises(CheckpointError) as e: read_checkpoint(tmp_path / 'nan.pth')
+    assert str(e.value) == (f"checkpoint file {str(tmp_path / 'nan.pth')!r} holds NaN or infinite values in 2 tensor(s) "
+                            f"(e.g. 'b'): it is damaged; delete it to download or make it again")
+
+
+def test_at_most_five_entries_that_are_not_tensors_are_listed(tmp_path):
+    torch.save({**{f'n{i}': i for i in range(7)}, 'w': torch.zeros(1)}, tmp_path / 'c.pth')
+    with pytest.raises(CheckpointError) as e: read_checkpoint(tmp_path / 'c.pth')
+    assert str(e.value).endswith("is not a state dict: entries ['n0', 'n1', 'n2', 'n3', 'n4'] are not str -> tensor")
+
+
+def test_resnet_keys_by_hand():
+    from fastai_resnetx.model.weights import resnet_key
+    table = {'stage1.0.branch.conv1.weight': 'layer1.0.conv1.weight', 'stage4.1.branch.bn2.bias': 'layer4.1.bn2.bias',
+             'stage2.0.shortcut.0.weight': 'layer2.0.downsample.0.weight', 'conv1.weight': 'conv1.weight',
+             'bn1.running_var': 'bn1.running_var', 'fc.bias': 'fc.bias',
+             'head.fc.weight': None, 'conv1.0.weight': None, 'stem.conv1.weight': None, 'fc': None, 'stage1.0.x': None}
+    assert {k: resnet_key(k) for k in table} == table
+
+
+def test_the_words_of_a_resnetx_checkpoint_that_does_not_fit():
+    from fastai_resnetx.model.weights import map_state_dict
+    m = resnetx18(fold=2)
+    sd = {**m.state_dict(), 'stage1.0.branch.extra': torch.zeros(3)}
+    with pytest.raises(CheckpointError) as e: map_state_dict(sd, m)
+    assert str(e.value) == ("the checkpoint does not fit this ResNetX (1 unexpected keys); nothing was loaded:\n"
+                            "  unexpected key 'stage1.0.branch.extra' (3,)")
+    with pytest.raises(CheckpointError, match=r"^'w.pth' does not fit this ResNetX"): map_state_dict(sd, m, "'w.pth'")

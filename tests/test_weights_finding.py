@@ -67,13 +67,13 @@ def test_the_network_probe(monkeypatch):
     monkeypatch.setattr(socket, 'create_connection', lambda address, timeout=None: calls.append((address, timeout))
                         or Conn())
     monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', False)
-    assert weights._reachable('example.org') is True and calls == [(('example.org', 443), 2.0)]
+    assert weights._reachable('example.org', hf=False) is True and calls == [(('example.org', 443), 2.0)]
     assert weights._reachable('huggingface.co', hf=True, timeout=0.5) is True and calls[-1] == (('huggingface.co', 443), 0.5)
     monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)               # Hugging Face's switch: no probe
     assert weights._reachable('huggingface.co', hf=True) is False and len(calls) == 2
     def refuse(*a, **k): raise OSError('no route')
     monkeypatch.setattr(socket, 'create_connection', refuse)
-    assert weights._reachable('example.org') is False
+    assert weights._reachable('example.org', hf=False) is False
 
 
 def test_where_a_copied_file_must_go(tmp_path, monkeypatch):
@@ -107,3 +107,59 @@ def test_the_list_of_what_does_not_fit_by_hand():
         '\n  '.join([f'missing key k{i}' for i in range(10)] + ['... and 2 more', 'shape mismatch w: (1,) vs (2,)']))
     assert weights._problem_list(problems[:10], per_kind=10).endswith('missing key k9')                  # 10 of 10: all
     assert weights._problem_list(['unexpected key u']) == "(1 unexpected keys); nothing was loaded:\n  unexpected key u"
+
+
+def cfg_of(file=None, url='', hf_hub_id=None):
+    return SimpleNamespace(file=file, url=url, hf_hub_id=hf_hub_id, hf_hub_filename=None, architecture='net', tag='t')
+
+
+def test_where_checkpoint_file_finds_the_weights(tmp_path, monkeypatch):
+    "The cfg's `file` (a file as given, a `save_for_hf` folder's weights file), torch hub's cache, the HF cache asked."
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'th'))
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE', str(tmp_path / 'default-hf'))
+    folder = tmp_path / 'saved'
+    folder.mkdir()
+    (folder / HF_NAMES[0]).write_bytes(b'w')
+    assert weights.checkpoint_file(cfg_of(file=str(folder))) == str(folder / HF_NAMES[0])
+    assert weights.checkpoint_file(cfg_of(file=tmp_path / 'w.pth')) == str(tmp_path / 'w.pth')
+    hub_file = tmp_path / 'th' / 'hub' / 'checkpoints' / 'r-abc.pth'
+    hub_file.parent.mkdir(parents=True)
+    hub_file.write_bytes(b'w')
+    assert weights.checkpoint_file(cfg_of(url='https://x.org/r-abc.pth', hf_hub_id='org/net')) == str(hub_file)
+    cached = cache_file(tmp_path / 'hf', 'org/net', HF_NAMES[0])       # only in the cache the caller names
+    assert weights.checkpoint_file(cfg_of(hf_hub_id='org/net'), cache_dir=tmp_path / 'hf') == cached
+
+
+def test_a_download_goes_where_the_loaders_look(tmp_path, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'th'))
+    probes, got, asked = [], [], []
+    monkeypatch.setattr(weights, '_reachable', lambda host, hf: probes.append((host, hf)) or True)
+    def download(url, dst, hash_prefix=None, progress=True):
+        got.append((url, dst, hash_prefix, progress))
+        open(dst, 'wb').write(b'w')
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', download)
+    dst = tmp_path / 'th' / 'hub' / 'checkpoints' / 'resnet18-f37072fd.pth'
+    dst.parent.mkdir(parents=True)                                     # torch hub's folder may exist already
+    url = 'https://download.pytorch.org/models/resnet18-f37072fd.pth'
+    assert weights.checkpoint_file(cfg_of(url=url)) == str(dst)
+    assert probes == [('download.pytorch.org', False)] and got == [(url, str(dst), 'f37072fd', False)]   # its hash
+    monkeypatch.setattr(huggingface_hub, 'hf_hub_download', lambda *a, **k: asked.append((a, k)) or 'downloaded')
+    assert weights.checkpoint_file(cfg_of(hf_hub_id='org/net@v2'), cache_dir=tmp_path / 'hf') == 'downloaded'
+    assert probes[-1] == ('huggingface.co', True)
+    assert asked == [(('org/net', HF_NAMES[0]), dict(revision='v2', cache_dir=tmp_path / 'hf'))]
+
+
+def test_the_words_of_a_failed_download(tmp_path, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'th'))
+    monkeypatch.setattr(weights, '_reachable', lambda host, hf: True)
+    def fail(*a, **k): raise OSError('boom')
+    monkeypatch.setattr(huggingface_hub, 'hf_hub_download', fail)
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', fail)
+    tail = ", or pass the file (weights='path/to/file.pth' or pretrained_cfg_overlay=dict(file=...))"
+    with pytest.raises(CheckpointError) as e: weights.checkpoint_file(cfg_of(hf_hub_id='org/net'))
+    assert str(e.value) == ("could not download the weights net.t from org/net (OSError: boom). On a machine with no "
+                            "internet, copy that file to the Hugging Face cache ($HF_HOME) as org/net" + tail)
+    with pytest.raises(CheckpointError) as e: weights.checkpoint_file(cfg_of(url='https://x.org/d/r.pth'))
+    where = repr(str(tmp_path / 'th' / 'hub' / 'checkpoints' / 'r.pth'))
+    assert str(e.value) == ("could not download the weights net.t from https://x.org/d/r.pth (OSError: boom). On a "
+                            f"machine with no internet, copy that file to {where}" + tail)

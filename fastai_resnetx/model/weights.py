@@ -137,7 +137,7 @@ def _folder_file(folder:Path) -> str:
     return str(found[0])
 
 
-def _reachable(host:str, hf:bool=False, timeout:float=2.) -> bool:
+def _reachable(host:str, hf:bool, timeout:float=2.) -> bool:
     "Whether a connection to `host` opens within `timeout` seconds (Hugging Face's offline switch says no at once)."
     import socket
     if hf:
@@ -198,8 +198,8 @@ def _projection_of(key:str):
 
 def _resnet_shapes(cfg) -> dict:
     "Key -> shape of the ResNet a ResNetX config has the layout of: its fold=1 twin, renamed, built on `meta`."
-    with torch.device('meta'):
-        twin = ResNetX(cfg.replace(fold=1, start_id=None, end_id=None, num_classes=1000, in_chans=3))
+    # (a window valid at the fold is valid at fold 1 and adds nothing there; `_fits` reads the stem and classifier)
+    with torch.device('meta'): twin = ResNetX(cfg.replace(fold=1))
     return {resnet_key(k): v.shape for k, v in twin.state_dict().items()}
 
 
