@@ -73,3 +73,47 @@ def test_activations_by_name():
     assert get_act('relu') is nn.ReLU and get_act('silu') is nn.SiLU and get_act(None) is None
     assert isinstance(act_layer('relu'), nn.ReLU) and act_layer('relu').inplace        # in place where it can be
     with pytest.raises(ValueError, match='act'): get_act('nope')
+
+
+def test_conv_norm_act_passes_every_argument_on():
+    m = ConvNormAct(8, 16, ks=5, stride=2, groups=2, dilation=2)
+    c = m[0]
+    assert (c.kernel_size, c.stride, c.groups, c.dilation, c.padding) == ((5, 5), (2, 2), 2, (2, 2), (4, 4))
+    assert isinstance(m[2], nn.ReLU) and m[2].inplace                            # in place, as torchvision's ResNet
+    assert isinstance(ConvNormAct(8, 16, act='silu')[2], nn.SiLU) and ConvNormAct(8, 16, act='silu')[2].inplace
+    gelu = ConvNormAct(8, 16, act=nn.GELU)[2]                                   # takes no `inplace`
+    assert type(gelu) is nn.GELU and len(ConvNormAct(8, 16, act=None)) == 2
+
+
+def test_squeeze_excitation_widths_and_activation():
+    from fastai_resnetx.model.layers import SqueezeExcitation
+    se = SqueezeExcitation(16)
+    assert (se.fc1.out_channels, se.fc2.out_channels) == (4, 16) and isinstance(se.activation, nn.SiLU)
+    assert SqueezeExcitation(16, squeeze_from=8, se_ratio=0.5).fc1.out_channels == 4
+    assert SqueezeExcitation(2).fc1.out_channels == 1                           # int(0.5) = 0: at least one channel
+    assert isinstance(SqueezeExcitation(16, act='relu').activation, nn.ReLU)
+
+
+def test_conv_norm_act_pairs_by_hand():
+    from fastai_resnetx.model.layers import conv_norm_act
+    layers = conv_norm_act(('c', 'n', 'a'), 4, 8)
+    assert [n for n, _ in layers] == ['c', 'n', 'a']
+    c = layers[0][1]
+    assert (c.kernel_size, c.stride, c.padding, c.dilation, c.bias) == ((3, 3), (1, 1), (1, 1), (1, 1), None)
+    c = conv_norm_act(('c', 'n', 'a'), 4, 8, ks=5, dilation=3)[0][1]
+    assert (c.padding, c.dilation) == ((6, 6), (3, 3))                          # same padding: dilation * (ks // 2)
+    assert conv_norm_act(('c', 'n', 'a'), 4, 8, ks=5)[0][1].padding == (2, 2)
+    assert [n for n, _ in conv_norm_act(('c', 'n', 'a'), 4, 8, act=None)] == ['c', 'n']
+
+
+def test_stems_by_hand():
+    from fastai_resnetx.model.layers import small_stem
+    s = small_stem()
+    assert s['conv1'].weight.shape == (64, 3, 3, 3) and s['conv1'].stride == (1, 1) and s['conv1'].bias is None
+    assert isinstance(s['maxpool'], nn.Identity) and s['bn1'].num_features == 64
+    d = deep_stem(c_in=1, nf=16, act=nn.SiLU, norm=nn.InstanceNorm2d)
+    first, second, last = d['conv1']
+    assert (first[0].in_channels, first[0].out_channels, second[0].out_channels, last.out_channels) == (1, 16, 16, 16)
+    assert second[0].kernel_size == (3, 3) and last.bias is None
+    assert all(isinstance(m[1], nn.InstanceNorm2d) and isinstance(m[2], nn.SiLU) for m in (first, second))
+    assert deep_stem(nf=64)['conv1'][0][0].out_channels == 32                   # nf // 2, at least 16
