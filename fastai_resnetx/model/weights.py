@@ -196,11 +196,11 @@ def _projection_of(key:str):
     return key[:key.index('.shortcut.') + len('.shortcut')] if '.shortcut.' in key else None
 
 
-def _resnet_shapes(cfg) -> dict:
-    "Key -> shape of the ResNet a ResNetX config has the layout of: its fold=1 twin, renamed, built on `meta`."
+def _twin_shapes(cfg, key_of=lambda k: k) -> dict:
+    "Key (renamed by `key_of`) -> shape of a ResNetX config's fold-1 twin, the ResNet of its layout, built on `meta`."
     # (a window valid at the fold is valid at fold 1 and adds nothing there; `_fits` reads the stem and classifier)
     with torch.device('meta'): twin = ResNetX(cfg.replace(fold=1))
-    return {resnet_key(k): v.shape for k, v in twin.state_dict().items()}
+    return {key_of(k): v.shape for k, v in twin.state_dict().items()}
 
 
 def _fits(k:str, shape, expected, num_features:int) -> bool:
@@ -234,18 +234,29 @@ def _problem_list(problems, per_kind:int=10) -> str:
     return f"({head}); nothing was loaded:\n  " + '\n  '.join(lines)
 
 
+def _source_layout(state_dict:dict, model:nn.Module, source:str) -> tuple:
+    "(key_of, arch, expected): how the model's keys read `state_dict`, what it was saved from, its keys' shapes."
+    target = {k: v.shape for k, v in model.state_dict().items()}
+    if any(k.startswith('stage') for k in state_dict):
+        # saved from a ResNetX: this very architecture, or its fold-1 twin (then loaded as a ResNet's weights are)
+        if not _problems(state_dict, target, model.num_features, 'this ResNetX'):
+            return (lambda k: k), 'this ResNetX', target
+        twin = _twin_shapes(model.cfg)
+        if not _problems(state_dict, twin, model.num_features, 'its fold-1 twin'):
+            return (lambda k: k), 'its fold-1 twin', twin
+        return (lambda k: k), 'this ResNetX', target
+    arch = resnet_counterpart(model.cfg)
+    if arch is None:
+        raise CheckpointError(f"{source} has ResNet keys, but this ResNetX (unit={model.cfg.unit!r}, num_units="
+                              f"{model.cfg.num_units}) has no ResNet counterpart: ResNet weights fit the layouts "
+                              f"of {list(_RESNETS)} only. Pass a file saved from this very architecture")
+    return resnet_key, arch, _twin_shapes(model.cfg, resnet_key)
+
+
 def map_state_dict(state_dict:dict, model:nn.Module, source:str=None) -> dict:
     "timm's `pretrained_filter_fn`: a ResNet (or ResNetX) state dict for `model` at any fold, checked whole first."
     target, source = model.state_dict(), source or 'the checkpoint'
-    if any(k.startswith('stage') for k in state_dict):   # saved from a ResNetX: it must be this very architecture
-        key_of, arch, expected = (lambda k: k), 'this ResNetX', {k: v.shape for k, v in target.items()}
-    else:
-        arch = resnet_counterpart(model.cfg)
-        if arch is None:
-            raise CheckpointError(f"{source} has ResNet keys, but this ResNetX (unit={model.cfg.unit!r}, num_units="
-                                  f"{model.cfg.num_units}) has no ResNet counterpart: ResNet weights fit the layouts "
-                                  f"of {list(_RESNETS)} only. Pass a file saved from this very architecture")
-        key_of, expected = resnet_key, _resnet_shapes(model.cfg)
+    key_of, arch, expected = _source_layout(state_dict, model, source)
     problems = _problems(state_dict, expected, model.num_features, arch)
     if problems: raise CheckpointError(f"{source} does not fit {arch} " + _problem_list(problems))
     # at fold > 1 a projection with no counterpart of its shape keeps its init, whole (conv and norm belong together);
