@@ -204,6 +204,10 @@ def _study_parser(sub):
                     help='add each fold > 1 stage-local (no skip crosses a stage boundary) as an arm')
     st.add_argument('--equal-cost', action='store_true',
                     help="add fold 1 widened to the largest fold's FLOPs as an arm")
+    st.add_argument('--warm', type=Path, default=None, metavar='FILE',
+                    help="start every arm from this checkpoint of --arch at fold 1 (torch.save(model.state_dict()), or "
+                         "a ResNet's for a ResNet layout; a fold's extra projections keep their init), then fine-tune: "
+                         "1 epoch on the head, the rest unfrozen")
     st.add_argument('--out', type=Path, default=None, help='the study folder: new, empty, or an earlier study of the '
                     'same settings (it resumes)')
     st.add_argument('--report', type=Path, default=None, metavar='DIR',

@@ -41,7 +41,8 @@ def _study(args):
     else:
         s = StudySettings(data=str(args.data), arch=args.arch, folds=args.folds, seeds=args.seeds, epochs=args.epochs,
                           bs=args.bs, lr=args.lr, pad=args.pad, flip=args.flip, erase=args.erase,
-                          stage_local=args.stage_local, equal_cost=args.equal_cost)
+                          stage_local=args.stage_local, equal_cost=args.equal_cost,
+                          warm=None if args.warm is None else str(args.warm))
         _, text = run_study(args.out, s)
     print(text or 'no finished runs: no report written')
     print(f"report: {args.report or args.out}/report.md and study.png; wall clock {process_seconds():.1f} s")

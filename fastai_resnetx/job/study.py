@@ -5,7 +5,7 @@ crosses a stage boundary), or fold 1 widened to a folded model's FLOPs (equal co
 same data order and augmentation (the loaders' random numbers come from `s` alone) and starts from the same random
 state when its model is built. Each finished run is one line of `results.jsonl`, so a stopped study resumes where it
 stopped; a changed setting is refused, never mixed in."""
-import json, math, os, platform, stat, time
+import json, math, os, platform, stat, time, warnings
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 
@@ -51,6 +51,7 @@ class StudySettings:
     erase: float = STUDY_DEFAULTS['erase']
     stage_local: bool = False
     equal_cost: bool = False
+    warm: str = None              # a checkpoint of the arch at fold 1 every arm starts from, then fastai's fine-tuning
 
     def checked(self):
         "These settings, or a `ValueError` naming the first bad one and what is allowed."
@@ -64,12 +65,23 @@ class StudySettings:
         from .tensor_data import Augment
         Augment(self.pad, self.flip, self.erase)
         for name in ('stage_local', 'equal_cost'): check_choice(name, getattr(self, name), (True, False))
+        if self.warm is not None: self._check_warm()
         return self
+
+    def _check_warm(self):
+        self.warm = str(Path(self.warm).expanduser().absolute())
+        if not Path(self.warm).is_file():
+            raise ValueError(f"`warm` {self.warm!r} is not a file: pass a checkpoint of {self.arch} at fold 1 "
+                             f"(torch.save(model.state_dict(), ...)), or a ResNet's for a ResNet layout")
+        if self.equal_cost:
+            raise ValueError("`equal_cost` widens fold 1, and a checkpoint of the arch cannot start a wider model: "
+                             "a warm-started study takes one or the other")
 
     def recipe(self) -> dict:
         "The settings every run of the study must share: a study folder holds runs of one recipe only."
+        from .warm_start import warm_digest
         return dict(data=str(self.data), arch=self.arch, epochs=self.epochs, bs=self.bs, lr=self.lr, pad=self.pad,
-                    flip=self.flip, erase=self.erase)
+                    flip=self.flip, erase=self.erase, **({'warm': warm_digest(self.warm)} if self.warm else {}))
 
 
 def cpu_kind() -> str:
@@ -174,7 +186,8 @@ def run_one(data, s:StudySettings, arm:Arm, seed:int) -> dict:
     import torch
     from fastai.vision.all import set_seed
     from .tensor_data import idx_dls, Augment
-    from .train import make_learner
+    from .train import make_learner, fit_recipe
+    from .warm_start import warm_arch
     from ..integration.precision import pick_precision
     from ..integration.fastai_meta import resnetx_arch
     from ..inspection.flops import model_summary
@@ -182,10 +195,13 @@ def run_one(data, s:StudySettings, arm:Arm, seed:int) -> dict:
     dls = idx_dls(data, bs=s.bs, augment=Augment(s.pad, s.flip, s.erase), seed=seed)
     precision = pick_precision(s.arch, data.size[0])
     set_seed(seed)   # the same random state for every arm's model
-    learn = make_learner(dls, resnetx_arch(s.arch, **arm.overrides()), precision=precision)
+    arch = resnetx_arch(s.arch, **arm.overrides())
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # a warm start's missing projections: in the study's notes, once
+        learn = make_learner(dls, warm_arch(arch, s.warm) if s.warm else arch, bool(s.warm), precision=precision)
     t0 = time.time()
     with learn.no_bar(), learn.no_logging():
-        learn.fit_one_cycle(s.epochs, s.lr)
+        fit_recipe(learn, s.epochs, s.lr, pretrained=bool(s.warm))
         fit_s = time.time() - t0
         loss, acc = (float(v) for v in learn.validate())   # the validation loader is the whole test set
     if not math.isfinite(loss): raise ValueError(f"arm {arm.name} seed {seed}: the test loss is {loss}")
@@ -251,6 +267,9 @@ def run_study(out, settings:StudySettings=None, report_only:bool=False, log=prin
         _check_recipe(out, s.recipe())
         data = load_idx_data(s.data)
         arms, notes = study_arms(s, 1, data.size, len(data.classes))
+        if s.warm:
+            from .warm_start import check_warm
+            notes += check_warm(s.arch, arms, s.warm)
         runs = read_results(out)
         _check_arms(runs, arms)
         folder.write_text(SETTINGS, json.dumps(dict(recipe=s.recipe(), arms=[asdict(a) for a in arms], notes=notes,
@@ -295,5 +314,6 @@ def _run_todo(out:Path, data, s:StudySettings, todo:list, runs:list, log):
 def _title(recipe:dict, runs:list) -> str:
     aug = ', '.join(n for n, on in (('crop', recipe.get('pad')), ('flip', recipe.get('flip')),
                                      ('erasing', recipe.get('erase'))) if on) or 'no augmentation'
+    warm = f", warm start ({recipe['warm']})" if recipe.get('warm') else ''
     return (f"{recipe['arch']} on {Path(str(recipe['data'])).name}, {recipe['epochs']} epochs ({aug}), "
-            f"{len({r['seed'] for r in runs})} seeds")
+            f"{len({r['seed'] for r in runs})} seeds{warm}")

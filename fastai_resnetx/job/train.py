@@ -228,11 +228,11 @@ def _log_lines(learn, lines:bool):
         if not hasattr(learn, 'progress'): learn.add_cb(ProgressCallback())
 
 
-def _fit(learn, s:TrainSettings):
+def fit_recipe(learn, epochs:int, lr:float, pretrained:bool=False):
     "From scratch, one-cycle; pretrained, one epoch on the head then the rest unfrozen (`epochs` in all)."
-    if not s.pretrained: learn.fit_one_cycle(s.epochs, s.lr)
-    elif s.epochs == 1: learn.fit_one_cycle(1, slice(s.lr), pct_start=0.99)   # fine_tune's frozen epoch alone
-    else: learn.fine_tune(s.epochs - 1, base_lr=s.lr, freeze_epochs=1)
+    if not pretrained: learn.fit_one_cycle(epochs, lr)
+    elif epochs == 1: learn.fit_one_cycle(1, slice(lr), pct_start=0.99)   # fine_tune's frozen epoch alone
+    else: learn.fine_tune(epochs - 1, base_lr=lr, freeze_epochs=1)
 
 
 @contextmanager
@@ -310,7 +310,7 @@ def _fit_and_evaluate(learn, s:TrainSettings, show:bool, progress) -> tuple:
             stack.enter_context(ctx)
         stack.enter_context(_data_parallel(learn))
         t0 = time.time()
-        _fit(learn, s)
+        fit_recipe(learn, s.epochs, s.lr, s.pretrained)
         fit_s, progress.step = time.time() - t0, 'validating'
         return (*_evaluate(learn), fit_s)
 
