@@ -117,3 +117,22 @@ def test_stems_by_hand():
     assert second[0].kernel_size == (3, 3) and last.bias is None
     assert all(isinstance(m[1], nn.InstanceNorm2d) and isinstance(m[2], nn.SiLU) for m in (first, second))
     assert deep_stem(nf=64)['conv1'][0][0].out_channels == 32                   # nf // 2, at least 16
+
+
+def test_activation_modules_and_the_groups_check():
+    from fastai_resnetx.model.layers import _takes_inplace
+    assert type(act_layer('gelu')) is nn.GELU and isinstance(act_layer(None), nn.Identity)   # GELU takes no inplace
+    assert _takes_inplace(torch.tanh) is False                                   # no signature to read: not in place
+    with pytest.raises(ValueError, match=r"`groups` \(3\) must divide `ni` \(6\) and `nf` \(8\)"): ConvNormAct(6, 8, groups=3)
+    with pytest.raises(ValueError, match=r"`groups` \(3\) must divide `ni` \(8\) and `nf` \(6\)"): ConvNormAct(8, 6, groups=3)
+
+
+@pytest.mark.parametrize('stride', [(2, 1), (1, 2), (2, 2), (1, 1)])
+def test_the_matmul_1x1_conv_is_torchs_conv_at_every_stride(stride):
+    from fastai_resnetx.model.layers import conv1x1_gemm
+    x, w, b = torch.randn(2, 4, 7, 6), torch.randn(8, 4, 1, 1), torch.randn(8)
+    want = nn.functional.conv2d(x, w, b, stride)
+    assert (conv1x1_gemm(x, w, b, stride) - want).abs().max() < 1e-5          # eager CPU: the slice and the matmul
+    # under vmap the conv itself runs (the matmul form is for eager CPU only), with the bias
+    got = torch.func.vmap(lambda xi: conv1x1_gemm(xi[None], w, b, stride)[0])(x)
+    assert (got - want).abs().max() < 1e-5
