@@ -68,7 +68,7 @@ class WeightsReport:
 def _checkpoint_error(path, e:Exception) -> CheckpointError:
     "A clear error for a file that `torch.load(weights_only=True)` or safetensors could not read."
     if isinstance(e, pickle.UnpicklingError) and 'GLOBAL' in str(e):
-        detail = next((l.strip() for l in str(e).splitlines() if 'GLOBAL' in l), '')
+        detail = next(l.strip() for l in str(e).splitlines() if 'GLOBAL' in l)   # one line holds it: it has no break
         return CheckpointError(f"refused to load {str(path)!r}: it is a pickle that would import and run code "
                                f"({detail}). Checkpoints are read with weights_only=True; if you trust the file, "
                                f"load it yourself and re-save its state dict (torch.save(model.state_dict(), ...) "
@@ -98,7 +98,7 @@ def read_checkpoint(path) -> dict:
     try:
         if path.suffix == '.safetensors':
             from safetensors.torch import load_file
-            obj = load_file(path, device='cpu')
+            obj = load_file(path)   # onto the CPU, its default (torch >= 2.9's own torch.load reads these files too)
         else: obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e: raise _checkpoint_error(path, e) from e
     sd = state_dict_of(obj, f"checkpoint file {str(path)!r}")
@@ -211,7 +211,7 @@ def _fits(k:str, shape, expected, num_features:int) -> bool:
     return shape == expected
 
 
-def _problems(state_dict:dict, expected:dict, num_features:int, arch:str) -> list:
+def _problems(state_dict:dict, expected:dict, num_features:int, arch:str='') -> list:
     "Every way `state_dict` differs from `expected` (key -> shape): unexpected, missing and mismatched keys."
     problems = [f'unexpected key {k!r} {tuple(v.shape)}' for k, v in state_dict.items()
                 if k not in expected and k not in CLASSIFIER]
@@ -235,30 +235,29 @@ def _problem_list(problems, per_kind:int=10) -> str:
 
 
 def _source_layout(state_dict:dict, model:nn.Module, source:str) -> tuple:
-    "(key_of, arch, expected): how the model's keys read `state_dict`, what it was saved from, its keys' shapes."
-    target = {k: v.shape for k, v in model.state_dict().items()}
-    if any(k.startswith('stage') for k in state_dict):
-        # saved from a ResNetX: this very architecture, or its fold-1 twin (then loaded as a ResNet's weights are)
-        if not _problems(state_dict, target, model.num_features, 'this ResNetX'):
-            return (lambda k: k), 'this ResNetX', target
-        twin = _twin_shapes(model.cfg)
-        if not _problems(state_dict, twin, model.num_features, 'its fold-1 twin'):
-            return (lambda k: k), 'its fold-1 twin', twin
-        return (lambda k: k), 'this ResNetX', target
-    arch = resnet_counterpart(model.cfg)
-    if arch is None:
-        raise CheckpointError(f"{source} has ResNet keys, but this ResNetX (unit={model.cfg.unit!r}, num_units="
-                              f"{model.cfg.num_units}) has no ResNet counterpart: ResNet weights fit the layouts "
-                              f"of {list(_RESNETS)} only. Pass a file saved from this very architecture")
-    return resnet_key, arch, _twin_shapes(model.cfg, resnet_key)
+    "(key_of, expected): how the model's keys read `state_dict`, the shapes it holds; else an error naming each misfit."
+    if any(k.startswith('stage') for k in state_dict):   # saved from a ResNetX
+        key_of, arch, expected = (lambda k: k), 'this ResNetX', {k: v.shape for k, v in model.state_dict().items()}
+        # not from this very architecture: from its fold-1 twin? (then loaded as a ResNet's weights are)
+        if _problems(state_dict, expected, model.num_features):
+            twin = _twin_shapes(model.cfg)
+            if not _problems(state_dict, twin, model.num_features): expected = twin
+    else:
+        arch = resnet_counterpart(model.cfg)
+        if arch is None:
+            raise CheckpointError(f"{source} has ResNet keys, but this ResNetX (unit={model.cfg.unit!r}, num_units="
+                                  f"{model.cfg.num_units}) has no ResNet counterpart: ResNet weights fit the layouts "
+                                  f"of {list(_RESNETS)} only. Pass a file saved from this very architecture")
+        key_of, expected = resnet_key, _twin_shapes(model.cfg, resnet_key)
+    problems = _problems(state_dict, expected, model.num_features, arch)
+    if problems: raise CheckpointError(f"{source} does not fit {arch} " + _problem_list(problems))
+    return key_of, expected
 
 
 def map_state_dict(state_dict:dict, model:nn.Module, source:str=None) -> dict:
     "timm's `pretrained_filter_fn`: a ResNet (or ResNetX) state dict for `model` at any fold, checked whole first."
     target, source = model.state_dict(), source or 'the checkpoint'
-    key_of, arch, expected = _source_layout(state_dict, model, source)
-    problems = _problems(state_dict, expected, model.num_features, arch)
-    if problems: raise CheckpointError(f"{source} does not fit {arch} " + _problem_list(problems))
+    key_of, expected = _source_layout(state_dict, model, source)
     # at fold > 1 a projection with no counterpart of its shape keeps its init, whole (conv and norm belong together);
     # a BatchNorm counter an old checkpoint lacks does not make a projection new
     fits = lambda k: key_of(k) in state_dict and state_dict[key_of(k)].shape == target[k].shape
