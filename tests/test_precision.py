@@ -211,3 +211,72 @@ def test_cpu_kind_from_flags_and_vendor(monkeypatch, amx, bf16, vendor, kind):
     precision._cpu_kind.cache_clear()
     try: assert precision._cpu_kind() == kind
     finally: precision._cpu_kind.cache_clear()
+
+
+def test_cpu_flags_are_torchs_probes_and_agree_with_the_kernel(monkeypatch):
+    monkeypatch.setattr(torch.cpu, '_is_fake_supported', lambda: 1, raising=False)
+    assert precision._cpu_flag('fake') is True                                   # a bool, whatever the probe returns
+    def broken(): raise RuntimeError('no probe here')
+    monkeypatch.setattr(torch.cpu, '_is_fake_supported', broken)
+    assert precision._cpu_flag('fake') is False and precision._cpu_flag('no_such_flag') is False
+    try: flags = next(l for l in open('/proc/cpuinfo') if l.startswith('flags')).split()
+    except (OSError, StopIteration): pytest.skip('no /proc/cpuinfo flags here')
+    for name in ('avx512_bf16', 'amx_tile'):                                    # torch's probe against the kernel's list
+        assert precision._cpu_flag(name) == (name in flags), name
+
+
+def test_cpu_vendor_from_a_cpuinfo_file(tmp_path):
+    (tmp_path / 'intel').write_text('processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n\nprocessor\t: 1\n'
+                                    'vendor_id\t: GenuineIntel\n')
+    (tmp_path / 'arm').write_text('processor\t: 0\nBogoMIPS\t: 50.00\nvendor_idea: no\n')
+    assert precision._cpu_vendor(tmp_path / 'intel') == 'GenuineIntel'
+    assert precision._cpu_vendor(tmp_path / 'arm') == ''                         # no vendor_id line (an ARM board)
+    assert precision._cpu_vendor(tmp_path / 'none') == ''                        # no such file (not Linux)
+
+
+def test_machine_kind_by_device(monkeypatch):
+    monkeypatch.setattr(precision, '_cpu_kind', lambda: 'cpu-x')
+    assert precision.machine_kind('cpu') == precision.machine_kind() == 'cpu-x'   # fastai's default device: the CPU
+    assert precision.machine_kind('meta') == 'meta' and precision.machine_kind(torch.device('meta')) == 'meta'
+
+
+def test_pick_precision_rule_on_a_hand_table(monkeypatch):
+    "The rule, on a table made up for the test: this arch's nearest measured size (in log scale), else any arch's."
+    monkeypatch.setattr(precision, '_cpu_kind', lambda: 'cpu-x')
+    monkeypatch.setitem(BF16_TRAIN_SPEEDUP, 'cpu-x', {('a', 32): 1.5, ('a', 128): 0.9, ('b', 64): 1.05, ('b', 16): 2.0})
+    pick = lambda arch, size, device='cpu': pick_precision(arch, size, device)
+    assert pick('a', 32) == 'bf16' and pick('a', 128) == 'fp32'
+    assert pick('a', 100) == 'fp32'          # |log(100/128)| = 0.25 < |log(100/32)| = 1.14
+    assert pick('a', 60) == 'bf16'           # 0.63 (32) < 0.76 (128)
+    assert pick('a', 70) == 'fp32'           # its own rows only: 128 (0.60), not b's 64 (0.09)
+    assert pick('c', 70) == 'bf16'           # an unmeasured arch: any arch's nearest, b at 64: 1.05, the threshold
+    assert pick('b', 17) == 'bf16' and pick('b', 16) == 'fp32'   # 16 px and less: fp32 whatever the table says
+    assert pick('a', 32, 'meta') == 'fp32'   # another device: its own (here empty) row
+    assert pick('a', 1) == 'fp32'
+    with pytest.raises(ValueError) as e: pick('a', 0)
+    assert str(e.value) == "`size` must be an integer >= 1 (px), got 0"
+
+
+def test_the_sums_check_by_hand():
+    assert precision._grads_finite([torch.ones(3), torch.zeros(2, 2)]) is True
+    assert precision._grads_finite([torch.ones(3), torch.tensor([1., float('nan')])]) is False
+    assert precision._grads_finite([]) is True
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA: grads on two devices')
+def test_the_sums_check_on_two_devices():
+    grads = [torch.ones(3), torch.ones(3, device='cuda'), torch.tensor([float('inf')], device='cuda')]
+    assert precision._grads_finite(grads[:2]) is True and precision._grads_finite(grads) is False
+
+
+def test_a_fit_cancelled_before_it_starts_leaves_the_model_as_it_was():
+    "fastai still calls after_fit when an earlier callback cancels in before_fit: nothing of bf16 ran, nothing undone."
+    from fastai.vision.all import CancelFitException
+    class Cancel(Callback):
+        order = 0
+        def before_fit(self): raise CancelFitException
+    learn = tiny_learner().to_bf16()
+    learn.model.to(memory_format=torch.channels_last)                             # the user's own choice
+    conv = first(m for m in learn.model.modules() if isinstance(m, nn.Conv2d))
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3, cbs=Cancel())
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()

@@ -28,11 +28,12 @@ def _cpu_flag(name:str) -> bool:
     except Exception: return False
 
 
-def _cpu_vendor() -> str:
+def _cpu_vendor(cpuinfo:str='/proc/cpuinfo') -> str:
     "The CPU's vendor id from /proc/cpuinfo ('GenuineIntel', 'AuthenticAMD'), '' where there is none."
     try:
-        with open('/proc/cpuinfo') as f:
-            return next((line.split(':', 1)[1].strip() for line in f if line.startswith('vendor_id')), '')
+        with open(cpuinfo) as f:
+            fields = (line.split(':', 1) for line in f if ':' in line)
+            return next((value.strip() for key, value in fields if key.strip() == 'vendor_id'), '')
     except OSError: return ''
 
 
