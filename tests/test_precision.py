@@ -1,5 +1,5 @@
 "Mixed precision on CPU: bf16 really runs inside the forward, loss and grads stay fp32, and a tiny digits fit trains."
-import math, warnings
+import math, os, warnings
 
 import pytest
 import torch
@@ -229,9 +229,14 @@ def test_cpu_vendor_from_a_cpuinfo_file(tmp_path):
     (tmp_path / 'intel').write_text('processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n\nprocessor\t: 1\n'
                                     'vendor_id\t: GenuineIntel\n')
     (tmp_path / 'arm').write_text('processor\t: 0\nBogoMIPS\t: 50.00\nvendor_idea: no\n')
+    (tmp_path / 'colons').write_text('bugs\t: a:b:c\nvendor_id\t: Some:Vendor\n')       # the value keeps its colons
+    assert precision._cpu_vendor(tmp_path / 'colons') == 'Some:Vendor'
     assert precision._cpu_vendor(tmp_path / 'intel') == 'GenuineIntel'
     assert precision._cpu_vendor(tmp_path / 'arm') == ''                         # no vendor_id line (an ARM board)
     assert precision._cpu_vendor(tmp_path / 'none') == ''                        # no such file (not Linux)
+    import platform
+    if os.path.exists('/proc/cpuinfo') and platform.machine() in ('x86_64', 'AMD64'):   # the default: the kernel's file
+        assert precision._cpu_vendor() == precision._cpu_vendor('/proc/cpuinfo') in ('GenuineIntel', 'AuthenticAMD')
 
 
 def test_machine_kind_by_device(monkeypatch):

@@ -23,8 +23,8 @@ PRECISIONS = ('fp32', 'bf16')
 
 
 def _cpu_flag(name:str) -> bool:
-    fn = getattr(torch.cpu, f'_is_{name}_supported', None)  # private torch probes: absent on old versions -> False
-    try: return bool(fn()) if fn is not None else False
+    "torch's private CPU probe `torch.cpu._is_<name>_supported()`; False where it is absent (older torch) or fails."
+    try: return bool(getattr(torch.cpu, f'_is_{name}_supported')())
     except Exception: return False
 
 
