@@ -75,8 +75,11 @@ def test_fp32_and_channels_last_off():
 def test_emulated_bf16_warns(monkeypatch):
     learn = tiny_learner()
     monkeypatch.setattr(precision, '_cpu_kind', lambda: 'cpu-no-bf16')
-    with pytest.warns(UserWarning, match='emulated'):
+    with pytest.warns(UserWarning) as record:
         learn.to_bf16().validate(cbs=ShortEpochCallback(pct=0.01))
+    assert [str(w.message) for w in record if 'emulated' in str(w.message)] == [
+        "bf16 on a CPU without avx512_bf16/amx_bf16 runs emulated: training measured 5-10x slower than fp32 "
+        "(bench/throughput_results.md); `learn.to_fp32()` goes back"]
     monkeypatch.setattr(precision, '_cpu_kind', lambda: 'cpu-amx')
     with warnings.catch_warnings():
         warnings.filterwarnings('error', message='.*emulated')
@@ -285,3 +288,32 @@ def test_a_fit_cancelled_before_it_starts_leaves_the_model_as_it_was():
     conv = first(m for m in learn.model.modules() if isinstance(m, nn.Conv2d))
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3, cbs=Cancel())
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+
+
+def test_inside_a_bf16_fit_no_loss_scaling_and_a_channels_last_model():
+    "bf16 has fp32's range: the scaler is a disabled pass-through; on CPU the model's convs are channels_last in the fit."
+    class Seen(Callback):
+        order = 50
+        def before_batch(self):
+            conv = first(m for m in self.model.modules() if isinstance(m, nn.Conv2d))
+            self.scaling, self.cl = self.learn.scaler.is_enabled(), conv.weight.is_contiguous(
+                memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    seen = Seen()
+    learn = tiny_learner().to_bf16()
+    with warnings.catch_warnings(), learn.no_bar(), learn.no_logging():
+        warnings.simplefilter('ignore')
+        learn.fit(1, 1e-3, cbs=[seen, ShortEpochCallback(pct=0.01)])
+    assert seen.scaling is False and seen.cl is True
+
+
+def test_only_image_batches_become_channels_last():
+    "A batch may carry other inputs beside the images (a mask, a vector, a name): they pass unchanged."
+    cb = BF16MixedPrecision()
+    learn = tiny_learner()
+    cb.learn, cb.use_cl, cb.autocast = learn, True, torch.autocast('cpu', dtype=torch.bfloat16)
+    img, vec = torch.randn(2, 3, 4, 4), torch.randn(2)
+    learn.xb = (img, vec, 'name')
+    cb.before_batch()
+    assert learn.xb[0].is_contiguous(memory_format=torch.channels_last) and not learn.xb[0].is_contiguous()
+    assert learn.xb[1] is vec and learn.xb[2] == 'name'
+    cb.autocast.__exit__(None, None, None)   # MixedPrecision's before_batch entered it

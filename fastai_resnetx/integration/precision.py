@@ -86,8 +86,8 @@ class BF16MixedPrecision(MixedPrecision):
     def name(self): return 'mixed_precision'  # fastai looks for `learn.mixed_precision` (load_learner, to_channelslast)
 
     def before_fit(self):
-        p = next(self.model.parameters(), None)  # TrainEvalCallback (order -10) has moved the model to dls.device
-        self.device = p.device if p is not None else torch.device(getattr(self.dls, 'device', None) or 'cpu')
+        # TrainEvalCallback (order -10) has moved the model to dls.device; a fit always has parameters (its optimizer)
+        self.device = next(self.model.parameters()).device
         if self.device.type == 'cuda': super().before_fit()
         else:
             if self.device.type == 'cpu' and _cpu_kind() == 'cpu-no-bf16':
