@@ -232,3 +232,29 @@ def test_index_bounds_and_long_names_in_errors(wide):
         def __repr__(self): return 'x' * self.n
     for n, shown in ((80, 'x' * 80), (81, 'x' * 77 + r'\.\.\.')):
         with pytest.raises(TypeError, match=rf"^arch_or_model={shown} \(a Long\) is neither"): arch_summary(Long(n))
+
+
+def broken_arch(**kwargs): raise RuntimeError('no weights here')
+
+
+def test_a_failing_arch_is_named_by_its_qualified_name():
+    with pytest.raises(TypeError) as e: arch_summary(broken_arch)
+    assert str(e.value).startswith("arch_or_model=broken_arch could not be built with ")
+    assert str(e.value).endswith("(RuntimeError: no weights here); pass a model instance instead")
+
+
+def test_notebook_tables_by_hand():
+    from collections import OrderedDict
+    named = nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 2, 3), block=nn.Sequential(nn.ReLU(), nn.Linear(2, 2))))
+    named.add_module('a<b', nn.ReLU())
+    assert arch_summary(named, verbose=True)._repr_markdown_() == (
+        "| idx | name | class | layers | children |\n|---|---|---|---|---|\n| 0 | conv | Conv2d | 1 |  |\n"
+        "| 1 | block | Sequential | 2 | ReLU, Linear |\n| 2 | a<b | ReLU | 1 |  |")
+    assert arch_summary(named)._repr_html_() == (
+        "<table><thead><tr><th>idx</th><th>name</th><th>class</th><th>layers</th></tr></thead><tbody>"
+        "<tr><td>0</td><td>conv</td><td>Conv2d</td><td>1</td></tr>"
+        "<tr><td>1</td><td>block</td><td>Sequential</td><td>2</td></tr>"
+        "<tr><td>2</td><td>a&lt;b</td><td>ReLU</td><td>1</td></tr></tbody></table>")
+    plain = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())                        # numbered children: no name column
+    assert arch_summary(plain)._repr_markdown_() == (
+        "| idx | class | layers |\n|---|---|---|\n| 0 | Conv2d | 1 |\n| 1 | ReLU | 1 |")
