@@ -256,3 +256,69 @@ def test_builds_leave_the_random_state_and_repeat():
     torch.manual_seed(1)
     first, second = build_arch(torchvision.models.resnet18).fc.weight, build_arch(torchvision.models.resnet18).fc.weight
     assert torch.equal(torch.rand(3), expected) and torch.equal(first, second)
+
+
+def _tiny():
+    "A conv, a flatten, a linear: 2x2x2 outputs of 9 multiply-adds (72 MACs), then 8 x 3 (24 MACs, the bias excluded)."
+    return nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.Flatten(), nn.Linear(8, 3))
+
+
+def test_rows_as_a_data_frame_by_hand():
+    row = lambda name, kind, depth, leaf, i, o, params, macs, own: dict(
+        name=name, module_type=kind, depth=depth, call=0, is_leaf=leaf, input_shape=i, output_shape=o, params=params,
+        macs=macs, flops=2 * macs, self_flops=2 * own)
+    assert model_summary(_tiny(), (1, 1, 4, 4)).to_df().to_dict('records') == [
+        row('', 'Sequential', 0, False, (1, 1, 4, 4), (1, 3), 18 + 27, 96, 0),
+        row('0', 'Conv2d', 1, True, (1, 1, 4, 4), (1, 2, 2, 2), 18, 72, 72),
+        row('1', 'Flatten', 1, True, (1, 2, 2, 2), (1, 8), 0, 0, 0),
+        row('2', 'Linear', 1, True, (1, 8), (1, 3), 27, 24, 24)]
+
+
+def test_the_markdown_table_by_hand():
+    m = _tiny()
+    m.add_module('a|b', nn.Identity())                                           # a pipe in a name is escaped
+    md = model_summary(m, (1, 1, 4, 4)).markdown()
+    head, table, foot = md.split('\n\n')
+    assert head.startswith('Sequential: input 1x1x4x4, counted on meta by torch.utils.flop_counter.FlopCounterMode  \n'
+                           'FLOPs = 2 x MACs;')
+    assert table == ('|Module|Input|Output|Params|MACs|FLOPs|Self FLOPs|\n|:--|:--|:--|--:|--:|--:|--:|\n'
+                     '|Sequential|1x1x4x4|1x3|45|96|192|0|\n|&emsp;0 (Conv2d)|1x1x4x4|1x2x2x2|18|72|144|144|\n'
+                     '|&emsp;1 (Flatten)|1x2x2x2|1x8|0|0|0|0|\n|&emsp;2 (Linear)|1x8|1x3|27|24|48|48|\n'
+                     '|&emsp;a\\|b (Identity)|1x3|1x3|0|0|0|0|')
+    assert foot == 'Total params: 45 (trainable: 45)  \nTotal MACs: 96 (96)   Total FLOPs: 192 (192)'
+    assert model_summary(m, (1, 1, 4, 4)).markdown(max_depth=0).split('\n\n')[1].count('\n') == 2   # the model only
+
+
+def test_the_words_of_a_failed_count():
+    bad = nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.Flatten(), nn.Linear(7, 3))
+    with pytest.raises(RuntimeError) as e: model_summary(bad, (1, 1, 4, 4))
+    assert str(e.value) == ("model_summary: Sequential failed on input_size=(1, 1, 4, 4) in module '2' (Linear) called "
+                            "with input 1x8: RuntimeError: a and b must have same reduction dim, but got [1, 8] X [7, 3].")
+    with pytest.raises(RuntimeError) as e: model_summary(nn.Linear(3, 3), (2, 4))
+    assert str(e.value) == ("model_summary: Linear failed on input_size=(2, 4) in Linear's own forward: RuntimeError: "
+                            "a and b must have same reduction dim, but got [2, 4] X [3, 3].")
+    with pytest.raises(RuntimeError) as e: model_summary(_tiny(), (1, 4, 4))
+    assert str(e.value).endswith(". Its first convolution (Conv2d) takes 4-dim input (batch, channels, height, width); "
+                                 "input_size has 3 dims")
+    with pytest.raises(RuntimeError) as e: model_summary(_tiny(), (1, 3, 4, 4))
+    assert str(e.value).endswith(". Its first convolution takes 1 channels; input_size has 3 at dim 1")
+    class Two(nn.Module):
+        def forward(self, a, b): return a @ b
+    with pytest.raises(RuntimeError, match=r"^model_summary: Two failed on input_size=\(2, 3\), \(4, 5\) in Two's own"):
+        model_summary(Two(), [(2, 3), (4, 5)])
+
+
+def test_failure_helpers_by_hand():
+    from fastai_resnetx.inspection.flops import _one_line, _real_device, _meta_cannot_run
+    assert _one_line(ValueError('first\nsecond')) == 'ValueError: first' and _one_line(KeyError()) == 'KeyError: '
+    long = ValueError('x' * 200)
+    assert _one_line(long) == 'ValueError: ' + 'x' * 145 + '...' and len(_one_line(long)) == 160
+    assert _one_line(ValueError('x' * 148)) == 'ValueError: ' + 'x' * 148                  # 160 exactly: whole
+    assert _one_line(ValueError('x' * 149)) == 'ValueError: ' + 'x' * 145 + '...'
+    assert _real_device(nn.ReLU()) == torch.device('cpu') and _real_device(nn.Linear(2, 2)) == torch.device('cpu')
+    assert _real_device(nn.Linear(2, 2, device='meta')) is None
+    assert _meta_cannot_run(NotImplementedError('no kernel')) and _meta_cannot_run(RuntimeError('on meta tensors'))
+    assert not _meta_cannot_run(RuntimeError('shapes'))
+    wrapped = RuntimeError('shapes')
+    wrapped.__cause__ = NotImplementedError('no kernel')
+    assert _meta_cannot_run(wrapped)
