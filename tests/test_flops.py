@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from fastai.vision.models.xresnet import xresnet18
-from fastai_resnetx.inspection.flops import model_summary, ModelSummary
+from fastai_resnetx.inspection.flops import model_summary, ModelSummary, CONVENTION
 from fastai_resnetx.inspection.build import build_arch, build_on_meta, weights_off_kwargs
 
 def fcm_total(model, size, device='meta'):
@@ -322,3 +322,32 @@ def test_failure_helpers_by_hand():
     wrapped = RuntimeError('shapes')
     wrapped.__cause__ = NotImplementedError('no kernel')
     assert _meta_cannot_run(wrapped)
+
+
+TINY_TABLE = """\
+================================================================
+Module         Input    Output   Params  MACs  FLOPs  Self FLOPs
+================================================================
+Sequential     1x1x4x4  1x3          45    96    192           0
+  0 (Conv2d)   1x1x4x4  1x2x2x2      18    72    144         144
+  1 (Flatten)  1x2x2x2  1x8           0     0      0           0
+  2 (Linear)   1x8      1x3          27    24     48          48
+================================================================
+Total params: 45 (trainable: 45)
+Total MACs: 96 (96)   Total FLOPs: 192 (192)"""
+
+
+def test_the_text_table_by_hand():
+    "Text columns left-aligned, numbers right-aligned, two spaces between; the header says what counted and how."
+    lines = model_summary(_tiny(), (1, 1, 4, 4)).table().splitlines()
+    assert lines[0] == 'Sequential: input 1x1x4x4, counted on meta by torch.utils.flop_counter.FlopCounterMode'
+    assert lines[1] == CONVENTION + '.'
+    assert lines[2] == 'Module FLOPs/MACs include their children; the Self FLOPs column adds up to the total.'
+    assert '\n'.join(lines[3:]) == TINY_TABLE
+    class Two(nn.Module):
+        def forward(self, a, b): return a @ b
+    assert model_summary(Two(), [(2, 3), (3, 5)]).table().splitlines()[0] == (
+        'Two: input 2x3, 3x5, counted on meta by torch.utils.flop_counter.FlopCounterMode')
+    s = model_summary(ReadsBack(), (1, 3, 8, 8))
+    assert s.table().splitlines()[0] == (f'ReadsBack: input 1x3x8x8, counted on cpu (meta could not run it: '
+                                         f'{s.fallback}) by torch.utils.flop_counter.FlopCounterMode')
