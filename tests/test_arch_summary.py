@@ -237,10 +237,30 @@ def test_index_bounds_and_long_names_in_errors(wide):
 def broken_arch(**kwargs): raise RuntimeError('no weights here')
 
 
+def broken_plain(): raise RuntimeError('nothing to build')
+
+
+def returns_text(): return 'model'
+
+
 def test_a_failing_arch_is_named_by_its_qualified_name():
+    "An arch that takes **kwargs is asked for random weights (`pretrained=False`); one that takes nothing, nothing."
     with pytest.raises(TypeError) as e: arch_summary(broken_arch)
-    assert str(e.value).startswith("arch_or_model=broken_arch could not be built with ")
-    assert str(e.value).endswith("(RuntimeError: no weights here); pass a model instance instead")
+    assert str(e.value) == ("arch_or_model=broken_arch could not be built with {'pretrained': False} (RuntimeError: "
+                            "no weights here); pass a model instance instead")
+    with pytest.raises(TypeError) as e: arch_summary(broken_plain)
+    assert str(e.value) == ("arch_or_model=broken_plain could not be built with no arguments (RuntimeError: nothing "
+                            "to build); pass a model instance instead")
+    with pytest.raises(TypeError) as e: arch_summary(returns_text)
+    assert str(e.value) == "arch_or_model=returns_text returned a str, not an nn.Module"
+
+
+def test_the_summary_keeps_its_index_and_defaults_to_plain_rows():
+    from collections import OrderedDict
+    m = nn.Sequential(OrderedDict(a=nn.Sequential(nn.ReLU(), nn.Tanh()), b=nn.ReLU()))
+    assert arch_summary(m, 0).idx == 0 and arch_summary(m).idx is None and arch_summary(m, 0).module is m.a
+    rows = arch_summary(m, verbose=True).rows
+    assert str(ArchSummary(m, rows)) == "[0 ] Sequential       : 2   layers\n[1 ] ReLU             : 1   layers"
 
 
 def test_notebook_tables_by_hand():

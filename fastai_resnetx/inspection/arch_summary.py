@@ -115,7 +115,7 @@ class ArchSummary:
 
 def arch_summary(arch_or_model, idx=None, verbose=False):
     "One row per direct child of `arch_or_model` (drilled into at `idx` first): class and number of layers."
-    module = build_model(arch_or_model) if idx is None else get_module(arch_or_model, idx)
+    module = get_module(arch_or_model, idx)   # idx None: the model itself
     named_children = list(module.named_children())
     rows = [ArchRow(i, name, type(child).__name__, n_layers(child), [type(c).__name__ for c in child.children()])
             for i,(name,child) in enumerate(named_children)]
