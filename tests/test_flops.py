@@ -351,3 +351,54 @@ def test_the_text_table_by_hand():
     s = model_summary(ReadsBack(), (1, 3, 8, 8))
     assert s.table().splitlines()[0] == (f'ReadsBack: input 1x3x8x8, counted on cpu (meta could not run it: '
                                          f'{s.fallback}) by torch.utils.flop_counter.FlopCounterMode')
+
+
+def test_number_and_shape_formats_by_hand():
+    from fastai_resnetx.inspection.flops import _human, _shape_str, _shape_of
+    table = {0: '0', 999: '999', 1000: '1.000K', 1001: '1.001K', 999_999: '999.999K', 1_234_567: '1.235M',
+             10**9: '1.000G', 2_500_000_000_000: '2.500T', -1500: '-1.500K', 10**15: '1000.000T'}
+    assert {n: _human(n) for n in table} == table
+    assert _shape_str(None) == '' and _shape_str((1, 3)) == '1x3' and _shape_str(((1, 3), (2,))) == '[1x3, 2]'
+    assert _shape_str(((1, 2), ((3,), (4, 5)))) == '[1x2, [3, 4x5]]'
+    t = lambda *s: torch.empty(s)
+    assert _shape_of(t(1, 2)) == (1, 2) and _shape_of([t(1, 2)]) == (1, 2) and _shape_of('text') is None
+    assert _shape_of({'a': t(1, 2), 'b': t(3)}) == ((1, 2), (3,)) and _shape_of(('x', t(4))) == (4,)
+    assert _shape_of([]) is None and _shape_of(['x', 1]) is None
+
+
+def test_params_per_module_nested_and_shared():
+    inner = nn.Linear(2, 3)
+    m = nn.Sequential(nn.Sequential(inner), nn.Linear(3, 1))
+    rows = {r.name: r.params for r in model_summary(m, (1, 2)).rows}
+    assert rows == {'': 9 + 4, '0': 9, '0.0': 9, '1': 4}
+    tied = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    tied[1].weight = tied[0].weight              # a shared weight counts once, at its first owner: rows add up
+    assert {r.name: r.params for r in model_summary(tied, (1, 2)).rows} == {'': 4 + 2 + 2, '0': 4 + 2, '1': 2}
+
+
+class Unregistered(nn.Module):
+    "Calls a module it does not register (kept in a plain list): counted, named by where it was called."
+    def __init__(self):
+        super().__init__()
+        self.lin, self.extra = nn.Linear(2, 2), [nn.Linear(2, 3)]
+    def forward(self, x): return self.extra[0](self.lin(x))
+
+
+def test_modules_outside_the_tree_are_counted_and_named():
+    rows = [(r.name, r.params, r.flops) for r in model_summary(Unregistered(), (1, 2)).rows]
+    assert rows == [('', 6, 2 * (4 + 6)), ('lin', 6, 8), ('<Linear>', 9, 12)]
+    outer = nn.Sequential(Unregistered())
+    assert [r.name for r in model_summary(outer, (1, 2)).rows] == ['', '0', '0.lin', '0.<Linear>']
+
+
+def test_input_sizes_accepted_and_refused():
+    assert model_summary(nn.Linear(5, 2), (5,)).rows[0].output_shape == (2,)          # one dim is a shape
+    assert model_summary(nn.Flatten(), [1, 2, 3]).input_size == ((1, 2, 3),)           # no float tensor: float32
+    class Two(nn.Module):
+        def forward(self, a, b): return a @ b
+    assert model_summary(Two(), [[2, 3], [3, 5]]).input_size == ((2, 3), (3, 5))
+    for bad in ((), [], (1, 0), (1, 2.0), ((1, 2), ()), (True, 3)):
+        with pytest.raises(ValueError) as e: model_summary(nn.Flatten(), bad)
+        assert str(e.value) == (f'input_size={bad!r} is not a shape: pass a tuple of positive ints such as '
+                                '(1, 3, 224, 224) (batch, channels, height, width), or a list of such tuples for a '
+                                'model with several inputs')

@@ -83,7 +83,7 @@ class ModelSummary:
     "Result of `model_summary`: `rows` (a `SummaryRow` per module call), `total_flops`, `total_macs`; prints as a table"
     def __init__(self, model_name, rows, total_flops, total_params, trainable_params, input_size, device,
                  max_depth=None, fallback=None):
-        store_attr(but='rows')  # `fallback`: why `meta` could not count it, when `device` is another one
+        store_attr()  # `fallback`: why `meta` could not count it, when `device` is another one
         self.rows = L(rows)
 
     @property
@@ -154,7 +154,8 @@ class _CallRecorder:
 
     def _name(self, m):
         if m not in self.names:
-            self.names[m] = (self.stack[-1].name + '.' if self.stack else '') + f'<{type(m).__name__}>'
+            parent = self.stack[-1].name if self.stack else ''   # '' for the model itself: no leading dot
+            self.names[m] = (f'{parent}.' if parent else '') + f'<{type(m).__name__}>'
         return self.names[m]
 
     def _params(self, m):
