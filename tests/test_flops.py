@@ -402,3 +402,13 @@ def test_input_sizes_accepted_and_refused():
         assert str(e.value) == (f'input_size={bad!r} is not a shape: pass a tuple of positive ints such as '
                                 '(1, 3, 224, 224) (batch, channels, height, width), or a list of such tuples for a '
                                 'model with several inputs')
+
+
+def test_given_inputs_keep_their_dtype_and_values():
+    s = model_summary(nn.Embedding(10, 4), inputs=torch.tensor([[1, 2, 3]]))     # int64 indices, on meta too
+    assert s.device == 'meta' and s.rows[0].output_shape == (1, 3, 4)
+    class Positives(nn.Module):
+        "How many values it keeps depends on the values: only the given tensor tells."
+        def forward(self, x): return x[x > 0]
+    s = model_summary(Positives(), inputs=torch.tensor([[1., -1., 2.]]), device='cpu')
+    assert s.rows[0].output_shape == (2,)
