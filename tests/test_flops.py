@@ -412,3 +412,58 @@ def test_given_inputs_keep_their_dtype_and_values():
         def forward(self, x): return x[x > 0]
     s = model_summary(Positives(), inputs=torch.tensor([[1., -1., 2.]]), device='cpu')
     assert s.rows[0].output_shape == (2,)
+
+
+class ReadsBackC(nn.Module):
+    "ReadsBack with `c` output channels: an arch whose keyword arguments must reach the CPU rebuild too."
+    def __init__(self, c=2):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 1, bias=False)
+    def forward(self, x): return self.conv(x) * x.mean().item()
+
+
+def reads_back_arch(c=2): return ReadsBackC(c)
+
+
+def test_devices_and_archs_words_and_rebuilds():
+    with pytest.raises(ValueError) as e: model_summary(_tiny(), (1, 1, 4, 4), device='nope')
+    assert str(e.value) == "device='nope' is not a torch device: use 'meta' (no memory, no compute), 'cpu' or 'cuda'"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError) as e: model_summary(_tiny(), (1, 1, 4, 4), device='cuda')
+        assert str(e.value) == "device='cuda': CUDA is not available here; use 'meta' (same counts, no compute) or 'cpu'"
+    with pytest.raises(TypeError) as e: model_summary(_tiny(), (1, 1, 4, 4), n_out=3)
+    assert str(e.value) == "model_summary got arch keyword arguments ['n_out'] with a model, not an arch"
+    with pytest.raises(TypeError) as e: model_summary(3, (1, 1, 4, 4))
+    assert str(e.value) == "model_or_arch=3: expected an nn.Module, a function that builds one, or a model name"
+    s = model_summary(reads_back_arch, (1, 3, 8, 8), device='cpu', c=5)       # an arch on a real device, its kwargs
+    assert s.device == 'cpu' and s.fallback is None and s.rows[-1].output_shape == (1, 5, 8, 8)
+    s = model_summary(reads_back_arch, (1, 3, 8, 8), c=4)                      # meta cannot: rebuilt on CPU, kwargs too
+    assert s.device == 'cpu' and s.fallback == 'RuntimeError: Tensor.item() cannot be called on meta tensors'
+    assert s.rows[-1].output_shape == (1, 4, 8, 8) and s.total_flops == 2 * 3 * 4 * 64
+
+
+def test_inputs_words_and_fallbacks():
+    assert model_summary(nn.Linear(3, 2), inputs=torch.randn(2, 3)).rows[0].input_shape == (2, 3)   # one tensor
+    with pytest.raises(TypeError) as e: model_summary(nn.Linear(3, 2), inputs=[torch.randn(1, 3), 'x'])
+    assert str(e.value) == "inputs: expected a tensor or a list of tensors, got ['Tensor', 'str']"
+    assert model_summary(nn.Linear(3, 2).double(), (1, 3)).total_flops == 12   # the model's dtype for the input
+    class Positives(nn.Module):
+        def forward(self, x): return x[x > 0]
+    s = model_summary(Positives(), inputs=torch.tensor([[1., -1., 2.]]))      # meta cannot: the given values on CPU
+    assert s.device == 'cpu' and s.rows[0].output_shape == (2,)
+    with pytest.raises(RuntimeError) as e: model_summary(ReadsBackC().to('meta'), (1, 3, 8, 8))
+    assert str(e.value) == ("model_summary: ReadsBackC failed on input_size=(1, 3, 8, 8) in ReadsBackC's own forward: "
+                            "RuntimeError: Tensor.item() cannot be called on meta tensors. The model's weights are on "
+                            "'meta', so it can't run elsewhere either: pass its arch (model_summary builds it on CPU "
+                            "then) or the model on a real device")
+    class BadBoth(nn.Module):
+        "Meta cannot run it, and on CPU its linear does not fit: the CPU failure, with the input size."
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 2)
+        def forward(self, x):
+            x.mean().item()
+            return self.lin(x)
+    with pytest.raises(RuntimeError) as e: model_summary(BadBoth(), (1, 3))
+    assert str(e.value) == ("model_summary: BadBoth failed on input_size=(1, 3) in module 'lin' (Linear) called with "
+                            "input 1x3: RuntimeError: mat1 and mat2 shapes cannot be multiplied (1x3 and 4x2)")
