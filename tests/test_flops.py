@@ -467,3 +467,24 @@ def test_inputs_words_and_fallbacks():
     with pytest.raises(RuntimeError) as e: model_summary(BadBoth(), (1, 3))
     assert str(e.value) == ("model_summary: BadBoth failed on input_size=(1, 3) in module 'lin' (Linear) called with "
                             "input 1x3: RuntimeError: mat1 and mat2 shapes cannot be multiplied (1x3 and 4x2)")
+
+
+def test_the_rank_hint_names_each_convs_dims():
+    with pytest.raises(RuntimeError) as e: model_summary(nn.Conv1d(2, 3, 3), (1, 2, 8, 8))
+    assert str(e.value).endswith(". Its first convolution (Conv1d) takes 3-dim input (batch, channels, length); "
+                                 "input_size has 4 dims")
+    with pytest.raises(RuntimeError) as e: model_summary(nn.Conv3d(2, 3, 3), (1, 2, 8, 8))
+    assert str(e.value).endswith(". Its first convolution (Conv3d) takes 5-dim input (batch, channels, depth, height, "
+                                 "width); input_size has 4 dims")
+
+
+def test_a_real_device_counts_on_a_fixed_random_image_and_leaves_the_users_random_state():
+    class Positives(nn.Module):
+        def forward(self, x): return x[x > 0]
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    s = model_summary(Positives(), (1, 50), device='cpu')
+    assert torch.equal(torch.rand(3), want)                                     # the user's random state untouched
+    assert s.rows[0].output_shape == (50,)                                     # an image in [0, 1): all 50 kept
+    assert model_summary(nn.Linear(3, 2).double(), (1, 3), device='cpu').total_flops == 12   # the model's dtype

@@ -154,7 +154,7 @@ class _CallRecorder:
 
     def _name(self, m):
         if m not in self.names:
-            parent = self.stack[-1].name if self.stack else ''   # '' for the model itself: no leading dot
+            parent = self.stack[-1].name   # it runs inside a registered module's forward; '' is the model itself
             self.names[m] = (f'{parent}.' if parent else '') + f'<{type(m).__name__}>'
         return self.names[m]
 
@@ -273,7 +273,7 @@ def _all_named(model): return {**dict(model.named_parameters()), **dict(model.na
 
 def _failure(model, sizes, recorder, err):
     "A `RuntimeError` that says which input size was tried and in which module the forward failed"
-    inp = ', '.join(map(str, sizes)) if len(sizes) > 1 else str(sizes[0])
+    inp = ', '.join(map(str, sizes))
     where = recorder.stack[-1] if recorder.stack else None
     msg = f'model_summary: {type(model).__name__} failed on input_size={inp}'
     if where is not None and where.depth > 0:
