@@ -488,3 +488,8 @@ def test_a_real_device_counts_on_a_fixed_random_image_and_leaves_the_users_rando
     assert torch.equal(torch.rand(3), want)                                     # the user's random state untouched
     assert s.rows[0].output_shape == (50,)                                     # an image in [0, 1): all 50 kept
     assert model_summary(nn.Linear(3, 2).double(), (1, 3), device='cpu').total_flops == 12   # the model's dtype
+
+
+def test_a_fallback_keeps_the_models_dtype():
+    s = model_summary(ReadsBackC().double(), (1, 3, 8, 8))                      # meta cannot; float64 on CPU
+    assert s.device == 'cpu' and s.total_flops == 2 * 3 * 2 * 64
