@@ -303,7 +303,7 @@ def test_train_writes_outputs_and_records_the_precision(tmp_path):
 @pytest.mark.slow
 def test_bf16_run_reports_the_accuracy_the_exported_learner_gets(tmp_path):
     "Trained in bf16, the exported learner predicts in fp32: the accuracy in metrics.json is the exported learner's."
-    m = train(n_items=240, epochs=2, size=24, bs=32, precision='bf16', out=tmp_path, show=False)
+    m = train(n_items=240, epochs=1, size=16, bs=32, precision='bf16', out=tmp_path, show=False)
     metrics = json.loads((tmp_path / 'metrics.json').read_text())
     learn = load_learner(tmp_path / 'export.pkl')
     assert metrics['precision'] == 'bf16' and not any(isinstance(c, MixedPrecision) for c in learn.cbs)

@@ -23,10 +23,19 @@ def tiny(num_units, fold=1, start_id=None, end_id=None):
     return randomise(ResNetX(cfg))   # norm statistics off 0/1, so that a wrong skip shows in the logits
 
 
+def crossings(num_units, fold) -> frozenset:
+    "The stage wiring of a fold: each (stage of a unit, stage its skip reads) pair (0: the stem)."
+    stage = [0, *(i for i, n in enumerate(num_units, start=1) for _ in range(n))]   # the stage of each output
+    return frozenset((stage[l], stage[skip_source(l, fold)]) for l in range(1, sum(num_units) + 1))
+
+
 def windows(num_units):
-    "Every fold the layout allows, and a few custom windows."
-    total = sum(num_units)
-    yield from ((f, None, None) for f in range(1, total))
+    "The smallest and largest fold of each distinct stage wiring the layout allows, and a few custom windows."
+    total, first, last = sum(num_units), {}, {}
+    for f in range(1, total):
+        first.setdefault(crossings(num_units, f), f)
+        last[crossings(num_units, f)] = f
+    yield from ((f, None, None) for f in sorted({*first.values(), *last.values()}))
     yield from [(3, 4, None), (2, 3, total - 1), (4, 5, total - 2), (3, total - 3, None)]
 
 

@@ -38,11 +38,11 @@ class DigitImage(Transform):
         self.images, self.bw = images, bw
         self.input_types = (int, np.integer, Path, str, Image.Image)   # what `TfmdLists.infer_idx` reads
 
-    def encodes(self, i:int|np.integer):
+    def encodes(self, i:int|np.integer):   # pragma: no mutate block  (fastcore dispatches on the annotation)
         img = Image.fromarray(self.images[i])
         return PILImageBW(img) if self.bw else PILImage(img.convert('RGB'))
 
-    def encodes(self, fn:Path|str|Image.Image):   # noqa: F811  (fastcore dispatches on the annotation)
+    def encodes(self, fn:Path|str|Image.Image):   # noqa: F811  # pragma: no mutate block
         img = open_image(fn)
         return PILImageBW(img.convert('L')) if self.bw else img
 
