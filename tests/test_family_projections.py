@@ -87,3 +87,50 @@ def test_new_projection_norms_keep_the_sources_norm_settings():
     for proj in new_projections(src, fold_resnet(src, fold=2)):
         _, (bn,) = convs_and_norms(proj)
         assert (type(bn), bn.eps, bn.momentum, bn.affine, bn.track_running_stats) == (nn.BatchNorm2d, 1e-3, 0.03, True, True)
+
+
+def test_group_norm_and_batch_norm_settings_reach_the_new_projections():
+    "A GroupNorm without affine and its own eps; a BatchNorm without affine or running stats: the projections match."
+    src = timm.create_model('resnet18', norm_layer=lambda c, **kw: nn.GroupNorm(4, c, eps=1e-3, affine=False, **kw))
+    for proj in new_projections(src, fold_resnet(src, fold=2)):
+        _, (norm,) = convs_and_norms(proj)
+        assert (type(norm), norm.num_groups, norm.eps, norm.affine, norm.weight) == (nn.GroupNorm, 4, 1e-3, False, None)
+    norm = lambda c, **kw: nn.BatchNorm2d(c, affine=False, track_running_stats=False, **kw)   # torchvision's init needs affine
+    src = timm.create_model('resnet18', norm_layer=norm)
+    projections = new_projections(src, fold_resnet(src, fold=2))
+    assert projections
+    for proj in projections:
+        _, (bn,) = convs_and_norms(proj)
+        assert (bn.affine, bn.track_running_stats, bn.weight, bn.running_mean) == (False, False, None, None)
+
+
+def test_frozen_norm_projections_keep_the_sources_eps():
+    from torchvision.ops import FrozenBatchNorm2d
+    from functools import partial
+    src = torchvision.models.resnet18(norm_layer=partial(FrozenBatchNorm2d, eps=1e-3))
+    new = [p for p in new_projections(src, fold_resnet(src, fold=2))]
+    assert new and all(type(p[-1]) is FrozenBatchNorm2d and p[-1].eps == 1e-3 for p in new)
+
+
+def test_a_norm_kind_without_projections_is_refused_by_name():
+    src = torchvision.models.resnet18(norm_layer=nn.InstanceNorm2d)
+    with pytest.raises(ValueError, match=r"^`model` uses the norm layer torch\.nn\.modules\.instancenorm\.InstanceNorm2d; "
+                                         r"new projections can be made for BatchNorm, FrozenBatchNorm2d or GroupNorm only$"):
+        fold_resnet(src, fold=2)
+    fold_resnet(torchvision.models.resnet18(norm_layer=nn.InstanceNorm2d), fold=1)   # fold 1 adds no projection
+
+
+def test_a_timm_models_tag_cfg_is_kept_under_its_folded_name():
+    "A timm ResNet built with a tag keeps that tag's cfg (its crop, test size), not the folded name's default tag's."
+    src = timm.create_model('resnet50.tv_in1k')
+    default = timm.get_pretrained_cfg('resnet50').to_dict()       # the oracle: timm's cfg of the default tag differs
+    assert (src.pretrained_cfg['crop_pct'], src.pretrained_cfg.get('test_input_size')) != \
+        (default['crop_pct'], default.get('test_input_size'))
+    folded = fold_resnet(src, fold=2)
+    assert folded.pretrained_cfg == dict(src.pretrained_cfg, architecture='folded_resnet50')
+    tv = fold_resnet(torchvision.models.resnet18(), fold=2)       # torchvision: no cfg of its own, the name's
+    assert tv.pretrained_cfg == dict(timm.get_pretrained_cfg('folded_tv_resnet18').to_dict(),
+                                     architecture='folded_tv_resnet18')
+    odd = torchvision.models.resnet18()
+    odd.layer1 = odd.layer1[:1]                                   # a layout no folded name has, and no cfg at all
+    assert not hasattr(fold_resnet(odd, fold=2), 'pretrained_cfg') or fold_resnet(odd, fold=2).pretrained_cfg is None

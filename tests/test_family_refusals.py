@@ -46,6 +46,30 @@ def test_pooling_is_the_sources_and_a_sequential_head_counts_its_classes():
     assert f.num_classes == 10 and f(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
 
+def test_adaptive_pool_to_one_folds_and_to_two_is_refused():
+    "`AdaptiveAvgPool2d(1)` is the pooling torchvision builds as `(1, 1)`: folded as it is; a 2x2 pool would change it."
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    m = torchvision.models.resnet18(num_classes=5).eval()
+    m.avgpool = nn.AdaptiveAvgPool2d(1)
+    with torch.no_grad(): ref = m(x)
+    with torch.no_grad(): assert (fold_resnet(m)(x) - ref).abs().max() <= 1e-5
+    m = torchvision.models.resnet18()
+    m.avgpool = nn.AdaptiveAvgPool2d(2)
+    with pytest.raises(ValueError, match=r"`model.avgpool` is AdaptiveAvgPool2d\(output_size=2\), not torchvision's"):
+        fold_resnet(m)
+
+
+def test_a_resnet_without_a_classifier_folds_to_features():
+    "`model.fc = nn.Identity()` (a feature extractor): the folded model has 0 classes and gives the 512 features."
+    m = torchvision.models.resnet18().eval()
+    m.fc = nn.Identity()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(): ref = m(x)
+    f = fold_resnet(m)
+    with torch.no_grad(): out = f(x)
+    assert f.num_classes == 0 and out.shape == (2, 512) and (out - ref).abs().max() <= 1e-5
+
+
 def test_detection_backbones_with_frozen_norms_fold_and_new_projections_stay_identity_norms():
     "torchvision's detection models build their ResNet with FrozenBatchNorm2d: folded, new projections take that kind."
     import torchvision

@@ -198,14 +198,11 @@ def _set_export_cfg(folded:ResNetX, model:nn.Module, family:str):
     "Give `folded` the timm cfg and arguments of the folded arch name that rebuilds it (what `save_for_hf` writes)."
     # so that `timm.create_model('local-dir:DIR', pretrained=True)` gives it back; the source's cfg where no name fits
     from .family_archs import export_name, export_args   # that module builds on this one
-    name = export_name(model, family)
+    own, name = getattr(model, 'pretrained_cfg', None), export_name(model, family)   # own: a timm model's (its tag's)
     if name is None:
-        if family == 'timm' and getattr(model, 'pretrained_cfg', None):
-            folded.pretrained_cfg = dict(model.pretrained_cfg)
+        if own: folded.pretrained_cfg = dict(own)
         return
-    cfg = dict(model.pretrained_cfg) if family == 'timm' and getattr(model, 'pretrained_cfg', None) else \
-        timm.models.get_pretrained_cfg(name).to_dict()
-    folded.pretrained_cfg = dict(cfg, architecture=name)
+    folded.pretrained_cfg = dict(own or timm.models.get_pretrained_cfg(name).to_dict(), architecture=name)
     folded._model_args = export_args(folded)
 
 
