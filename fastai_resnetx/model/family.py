@@ -189,7 +189,6 @@ def fold_resnet(model:nn.Module, fold:int=1, start_id:int=None, end_id:int=None)
     act1 = model.act1 if family == 'timm' else model.relu
     stem = dict(conv1=model.conv1, bn1=model.bn1, act1=act1, maxpool=model.maxpool)
     folded = ResNetX.from_parts(cfg, stem, units, global_pool, fc).train(model.training)
-    folded.source_arch = _source_name(model, family)
     _set_export_cfg(folded, model, family)
     return folded
 
@@ -237,8 +236,3 @@ def _stage_chans(chans, num_units):
         lo += n
     return out
 
-
-def _source_name(model, family:str) -> str:
-    "The source's arch name as far as it is known ('timm:resnet50d'), else its family."
-    arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
-    return f'{family}:{arch}' if arch else family
