@@ -27,13 +27,26 @@ def test_a_forward_patched_on_one_block_is_refused():
     with pytest.raises(ValueError, match=r"block layer3\.1 has a forward of its own"): fold_resnet(m)
 
 
-def test_a_changed_block_class_forward_is_caught_on_a_random_batch(monkeypatch):
-    m = timm.create_model('resnet10t', num_classes=5).eval()
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_a_changed_block_class_forward_is_caught_on_a_random_batch(monkeypatch, dtype):
+    "In the model's own dtype too: a bf16 model is checked on a bf16 batch (an fp32 batch could not run, so no check)."
+    m = timm.create_model('resnet10t', num_classes=5).to(dtype).eval()
     cls = type(m.layer1[0])
     real = cls.forward
     monkeypatch.setattr(cls, 'forward', lambda self, x: real(self, x) + 1)   # what a new timm release could do
     with pytest.raises(ValueError, match=r"block layer1\.0 .* computes something else than its layers folded"):
         fold_resnet(m)
+
+
+def test_a_refused_model_is_left_in_its_modes():
+    "The blocks checked before a refusal go back to training mode: the user's model is as it was."
+    m = timm.create_model('resnet10t', num_classes=5).train()
+    m.layer4[0].extra = nn.Identity()                       # refused at the last block, after the others were checked
+    with pytest.raises(ValueError, match=r"block layer4\.0 .* has the layer 'extra'"): fold_resnet(m, fold=2)
+    assert all(mod.training is True for mod in m.modules())
+    m.eval()
+    with pytest.raises(ValueError): fold_resnet(m, fold=2)
+    assert all(mod.training is False for mod in m.modules())
 
 
 def test_pooling_is_the_sources_and_a_sequential_head_counts_its_classes():

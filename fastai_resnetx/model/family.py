@@ -78,8 +78,8 @@ def _check_consumed(block, where:str):
 def _check_unit(block, unit, where:str, model):
     "The unit at fold 1 computes what the block does, on a small random batch (eval mode; nothing is changed)."
     conv1 = next(m for m in block.modules() if isinstance(m, nn.Conv2d))
-    p = next(block.parameters(), None)
-    if p is None or p.device.type == 'meta': return
+    p = conv1.weight
+    if p.device.type == 'meta': return
     x = torch.randn(2, conv1.in_channels, 8, 8, device=p.device, dtype=p.dtype)
     modes = [m.training for m in block.modules()]
     try:
@@ -145,7 +145,7 @@ def _shortcut_kind(stages) -> str:
 
 def _drop_path_rate(block) -> float:
     dp = getattr(block, 'drop_path', None)
-    return float(getattr(dp, 'drop_prob', 0.) or 0.)
+    return float(getattr(dp, 'drop_prob', 0.))   # timm's DropPath, or Identity where the rate is 0
 
 
 def _head(model, family:str):
