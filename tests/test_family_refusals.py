@@ -118,3 +118,16 @@ def test_folded_tv_takes_timms_factory_arguments():
     assert timm.create_model('folded_tv_resnet50', output_stride=8).forward_features(x).shape[-1] == 8
     with pytest.raises(ValueError, match=r"`output_stride` 16: torchvision's resnet18 \(BasicBlock\) cannot dilate"):
         timm.create_model('folded_tv_resnet18', output_stride=16)
+
+
+@pytest.mark.parametrize('name, unit, names', [
+    ('resnet18', 0, ['conv1', 'bn1', 'act1', 'conv2', 'bn2']),            # timm: drop_block and aa Identity, se None
+    ('seresnet18', 0, ['conv1', 'bn1', 'act1', 'conv2', 'bn2', 'se']),
+    ('resnetblur18', 2, ['conv1', 'bn1', 'act1', 'aa', 'conv2', 'bn2']),  # layer2.0's anti-aliasing: a real layer, kept
+    ('resnetblur18', 0, ['conv1', 'bn1', 'act1', 'conv2', 'bn2']),        # (stride 1: aa is Identity)
+    ('tv:resnet18', 0, ['conv1', 'bn1', 'act1', 'conv2', 'bn2'])])         # torchvision's one `relu` as act1
+def test_a_units_branch_holds_the_blocks_real_layers_in_forward_order(name, unit, names):
+    "By hand from timm's and torchvision's BasicBlock: the no-op layers (Identity, None) are left out, the rest kept."
+    src = torchvision.models.resnet18() if name == 'tv:resnet18' else timm.create_model(name)
+    folded = fold_resnet(src, fold=2)
+    assert [n for n, _ in folded.units[unit].branch.named_children()] == names
