@@ -38,6 +38,47 @@ def test_a_changed_block_class_forward_is_caught_on_a_random_batch(monkeypatch, 
         fold_resnet(m)
 
 
+
+@pytest.mark.parametrize('change, words', [
+    (lambda real: lambda self, x: real(self, x) * 1.5, r"largest difference [0-9.]+ on a random batch"),   # relative
+    (lambda real: lambda self, x: real(self, x)[:, :, :-1], r"largest difference nan on a random batch")])  # a shape
+def test_a_changed_forward_is_named_with_its_class_and_largest_difference(monkeypatch, change, words):
+    m = timm.create_model('resnet10t', num_classes=5).eval()
+    cls = type(m.layer1[0])
+    monkeypatch.setattr(cls, 'forward', change(cls.forward))
+    with pytest.raises(ValueError, match=r"^`model`'s block layer1\.0 \(timm\.models\.resnet\.BasicBlock\) computes "
+                                         r"something else than its layers folded \(" + words):
+        fold_resnet(m)
+
+
+def test_a_plus_one_forward_is_off_by_exactly_one():
+    "The message's number is the largest difference: a forward that adds 1 after the activation is off by 1."
+    m = timm.create_model('resnet10t', num_classes=5).eval()
+    cls = type(m.layer1[0])
+    real = cls.forward
+    try:
+        cls.forward = lambda self, x: real(self, x) + 1
+        with pytest.raises(ValueError, match=r"\(largest difference 1 on a random batch\)"): fold_resnet(m)
+    finally: cls.forward = real
+
+
+def test_an_empty_stage_and_an_unknown_block_are_refused_by_name():
+    m = timm.create_model('resnet10t')
+    m.layer3 = nn.Sequential()
+    with pytest.raises(ValueError, match=r"^`model` has an empty layer3 \(pruned with prune_intermediate_layers\?\): "
+                                         r"fold the whole ResNet$"):
+        fold_resnet(m)
+
+    class MyBlock(nn.Module):
+        def forward(self, x): return x
+    m = torchvision.models.resnet18()
+    m.layer2[1] = MyBlock()
+    allowed = ("['timm.models.resnet.BasicBlock', 'timm.models.resnet.Bottleneck', "
+               "'torchvision.models.resnet.BasicBlock', 'torchvision.models.resnet.Bottleneck']")
+    with pytest.raises(ValueError) as e: fold_resnet(m)
+    assert str(e.value) == (f"`model` has a block of class {MyBlock.__module__}.MyBlock in layer2; allowed: {allowed}")
+
+
 def test_a_refused_model_is_left_in_its_modes():
     "The blocks checked before a refusal go back to training mode: the user's model is as it was."
     m = timm.create_model('resnet10t', num_classes=5).train()

@@ -75,7 +75,7 @@ def _check_consumed(block, where:str):
                          f"cannot know what it computes")
 
 
-def _check_unit(block, unit, where:str, model):
+def _check_unit(block, unit, where:str):
     "The unit at fold 1 computes what the block does, on a small random batch (eval mode; nothing is changed)."
     conv1 = next(m for m in block.modules() if isinstance(m, nn.Conv2d))
     p = conv1.weight
@@ -222,7 +222,7 @@ def _fold_units(model:nn.Module, stages:list, plan, chans:list, reds:list, kind:
             where = f'layer{len(units) + 1}.{len(stage_units)}'
             _check_consumed(b, where)
             own = nn.Identity() if b.downsample is None else b.downsample
-            _check_unit(b, FoldUnit(_branch(b), own, _post_act(b)), where, model)
+            _check_unit(b, FoldUnit(_branch(b), own, _post_act(b)), where)
             stage_units.append(FoldUnit(_branch(b), shortcut, _post_act(b), _drop_path_rate(b)))
         units.append(stage_units)
     return units
