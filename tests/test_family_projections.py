@@ -134,3 +134,17 @@ def test_a_timm_models_tag_cfg_is_kept_under_its_folded_name():
     odd = torchvision.models.resnet18()
     odd.layer1 = odd.layer1[:1]                                   # a layout no folded name has, and no cfg at all
     assert not hasattr(fold_resnet(odd, fold=2), 'pretrained_cfg') or fold_resnet(odd, fold=2).pretrained_cfg is None
+
+
+@pytest.mark.parametrize('start_id, end_id, sources', [(4, None, (0, 1, 2, 2, 1, 4, 3, 6)),
+                                                       (None, 5, (0, 1, 1, 0, 3, 5, 6, 7))])
+def test_a_fold_window_reaches_the_folded_resnet(start_id, end_id, sources):
+    "fold_resnet(..., start_id, end_id): the window's plan (the ResNetX of that layout and window has the same)."
+    from fastai_resnetx import ResNetX, ResNetXConfig
+    src = timm.create_model('resnet18', num_classes=3).eval()
+    m = fold_resnet(src, fold=3, start_id=start_id, end_id=end_id)
+    native = ResNetX(ResNetXConfig((2, 2, 2, 2), 'basic', fold=3, start_id=start_id, end_id=end_id))
+    assert tuple(m.plan.sources) == tuple(native.plan.sources) == sources
+    assert (m.cfg.start_id, m.cfg.end_id) == (start_id, end_id)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(): assert (m(x) - reference_forward(m, x)).abs().max() <= 1e-5
