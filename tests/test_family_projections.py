@@ -154,14 +154,16 @@ def test_a_fold_window_reaches_the_folded_resnet(start_id, end_id, sources):
     ('resnet18', dict(num_units=(2, 2, 2, 2), widths=(64, 128, 256, 512), strides=(1, 2, 2, 2), stem='resnet',
                       stem_width=64, shortcut='conv', in_chans=3, num_classes=7, global_pool='avg')),
     ('resnet26d', dict(num_units=(2, 2, 2, 2), widths=(256, 512, 1024, 2048), strides=(1, 2, 2, 2), stem='deep',
-                       stem_width=64, shortcut='avgpool', in_chans=3, num_classes=7, global_pool='avg')),
+                       stem_width=32, shortcut='avgpool', in_chans=3, num_classes=7, global_pool='avg')),  # 2 x 16
     ('tv:resnet34', dict(num_units=(3, 4, 6, 3), widths=(64, 128, 256, 512), strides=(1, 2, 2, 2), stem='resnet',
                          stem_width=64, shortcut='conv', in_chans=3, num_classes=7, global_pool='avg'))])
 def test_the_folded_models_config_describes_the_source(name, want):
     "By hand from the archs' definitions: the layout, widths, strides, stem, shortcut kind, unit class and activation."
     src = (torchvision.models.get_model(name[3:], num_classes=7) if name.startswith('tv:')
-           else timm.create_model(name, num_classes=7, drop_path_rate=0.1))
+           else timm.create_model(name, num_classes=7, drop_path_rate=0.1, stem_width=16 if 'd' in name else 64))
     cfg = fold_resnet(src, fold=2, end_id=5).cfg
     assert {k: getattr(cfg, k) for k in want} == want
     assert (cfg.fold, cfg.end_id, cfg.unit, cfg.act) == (2, 5, type(src.layer1[0]), nn.ReLU)
     assert cfg.drop_path_rate == (0. if name.startswith('tv:') else pytest.approx(0.1))   # timm's last block has the rate
+    dilated = torchvision.models.resnet50(replace_stride_with_dilation=[False, True, True])   # layer3, layer4 dilated
+    assert fold_resnet(dilated, fold=2).cfg.strides == (1, 2, 1, 1)
