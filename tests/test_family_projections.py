@@ -167,3 +167,5 @@ def test_the_folded_models_config_describes_the_source(name, want):
     assert cfg.drop_path_rate == (0. if name.startswith('tv:') else pytest.approx(0.1))   # timm's last block has the rate
     dilated = torchvision.models.resnet50(replace_stride_with_dilation=[False, True, True])   # layer3, layer4 dilated
     assert fold_resnet(dilated, fold=2).cfg.strides == (1, 2, 1, 1)
+    grey = fold_resnet(timm.create_model('resnet10t', in_chans=1, global_pool='max', num_classes=4), fold=2).cfg
+    assert (grey.in_chans, grey.global_pool, grey.num_classes) == (1, 'max', 4)   # a grey, max-pooled source

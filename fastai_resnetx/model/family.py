@@ -177,14 +177,13 @@ def fold_resnet(model:nn.Module, fold:int=1, start_id:int=None, end_id:int=None)
     units = _fold_units(model, stages, plan, chans, reds, kind)
     global_pool, fc, pool_type, num_classes, drop_rate = _head(model, family)
     unit_classes = {type(b) for b in blocks}
-    conv1 = next(m for m in model.conv1.modules() if isinstance(m, nn.Conv2d))
     # the config describes the result (its unit is the source's block class): `ResNetX(cfg)` cannot rebuild it
     cfg = ResNetXConfig(
         num_units=num_units, unit=unit_classes.pop() if len(unit_classes) == 1 else Block,
         widths=tuple(c[-1] for c in _stage_chans(chans, num_units)), strides=tuple(bs[0].stride for bs in stages),
         stem='deep' if isinstance(model.conv1, nn.Sequential) else 'resnet', stem_width=chans[0], fold=plan.fold,
         start_id=start_id, end_id=end_id, shortcut=kind, act=type(_post_act(blocks[-1])), num_classes=num_classes,
-        in_chans=conv1.in_channels, global_pool=pool_type, drop_rate=float(drop_rate),
+        global_pool=pool_type, drop_rate=float(drop_rate),
         drop_path_rate=max(_drop_path_rate(b) for b in blocks))
     act1 = model.act1 if family == 'timm' else model.relu
     stem = dict(conv1=model.conv1, bn1=model.bn1, act1=act1, maxpool=model.maxpool)
