@@ -5,8 +5,10 @@ import math
 
 import pytest, timm, torch, torchvision
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from fastai_resnetx import fold_resnet
+from fastai_resnetx.model.blocks import Block
 from conftest import reference_forward
 
 
@@ -169,3 +171,30 @@ def test_the_folded_models_config_describes_the_source(name, want):
     assert fold_resnet(dilated, fold=2).cfg.strides == (1, 2, 1, 1)
     grey = fold_resnet(timm.create_model('resnet10t', in_chans=1, global_pool='max', num_classes=4), fold=2).cfg
     assert (grey.in_chans, grey.global_pool, grey.num_classes) == (1, 'max', 4)   # a grey, max-pooled source
+
+
+def test_the_source_heads_dropout_is_kept():
+    "timm's `drop_rate` (dropout before the classifier) acts the same in the folded model: same draws, same logits."
+    src = timm.create_model('resnet10t', num_classes=5, drop_rate=0.5).train()
+    folded, x = fold_resnet(src, fold=1), torch.randn(4, 3, 32, 32)
+    assert folded.cfg.drop_rate == 0.5
+    outs = []
+    for m in (src, folded):
+        torch.manual_seed(0)
+        outs.append(m(x))
+    assert torch.equal(outs[0], outs[1])                   # the same dropout mask applied (fold 1 = the source)
+    folded.eval()
+    assert not torch.allclose(outs[0], folded(x))          # and training-mode dropout did change the logits
+
+
+def test_a_resnet_of_mixed_block_kinds_folds_and_its_config_names_no_one_kind():
+    "A user's ResNet-18 whose layer4 is two Bottlenecks: fold 1 computes the same, and the config's unit is `Block`."
+    torch.manual_seed(0)
+    src = torchvision.models.resnet18(num_classes=3)
+    down = nn.Sequential(nn.Conv2d(256, 512, 1, 2, bias=False), nn.BatchNorm2d(512))
+    src.layer4 = nn.Sequential(Bottleneck(256, 128, 2, down), Bottleneck(512, 128))   # 4 x 128 = 512 out, as before
+    src.eval()
+    x = torch.randn(2, 3, 64, 64)
+    folded = fold_resnet(src, fold=1).eval()
+    assert torch.equal(folded(x), src(x))
+    assert folded.cfg.unit is Block and fold_resnet(torchvision.models.resnet18(), fold=2).cfg.unit is BasicBlock
