@@ -1,5 +1,8 @@
 """What `digits_dls` and `folder_dls` put in a batch, against independent oracles: scikit-learn's raw digits, torch's
 bilinear resize, the files on disk and `read_folder`'s split; their argument checks and memory check in their words."""
+import sys
+from pathlib import Path
+
 import numpy as np, pytest, torch
 import torch.nn.functional as F
 from fastai.vision.all import AffineCoordTfm, Flip, PILImage
@@ -131,3 +134,21 @@ def test_folder_dls_checks_and_passes_split_settings(tmp_path):
     want = read_folder(root, valid_pct=0.3, seed=1)
     assert list(a.valid_ds.items) == [want.files[i] for i in want.valid_idx] and len(a.valid_ds) == 6
     assert set(a.valid_ds.items) != set(b.valid_ds.items)
+
+
+def _meminfo(key:str) -> int:
+    "A /proc/meminfo figure in bytes (the kernel's own count, an oracle independent of psutil)."
+    for line in open('/proc/meminfo'):
+        if line.startswith(key + ':'): return int(line.split()[1]) * 1024
+
+
+@pytest.mark.skipif(not Path('/proc/meminfo').exists(), reason='the oracle is Linux /proc/meminfo')
+def test_available_memory_is_the_kernels_count(monkeypatch):
+    "RAM: psutil's available (MemAvailable); without psutil, the free pages (MemFree); CUDA: the device's free bytes."
+    assert abs(data.available_memory() - _meminfo('MemAvailable')) < 0.05 * _meminfo('MemAvailable')
+    assert abs(data.available_memory('cpu') - _meminfo('MemAvailable')) < 0.05 * _meminfo('MemAvailable')
+    asked = []
+    monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda d: (asked.append(d), (123, 456))[1])
+    assert data.available_memory('cuda:1') == 123 and asked == ['cuda:1']    # free, not total; of that device
+    monkeypatch.setitem(sys.modules, 'psutil', None)                          # `import psutil` fails
+    assert abs(data.available_memory() - _meminfo('MemFree')) < 0.05 * _meminfo('MemFree')
