@@ -217,7 +217,6 @@ def _class_images(folder:Path, seen:set, skip, notes:list) -> dict:
                 notes.append(f"skipped folder {display_name(str(p))!r}: it holds a `resnetx` run's outputs, not images")
             continue
         if os.path.islink(p) and _inside(os.path.realpath(p), os.path.realpath(folder)): continue   # a second view
-        if os.path.realpath(p) in {os.path.realpath(s) for s in skip}: continue
         raise ValueError(f"class folder {display_name(str(p))!r} {_what_is_in(p)}: every class folder must hold "
                          f"images; remove it or add its images")
     names = {}
