@@ -5,12 +5,12 @@ from pathlib import Path
 
 import numpy as np, pytest, torch
 import torch.nn.functional as F
-from fastai.vision.all import AffineCoordTfm, Flip, PILImage
+from fastai.vision.all import AffineCoordTfm, Flip, PILImage, TensorImage, TensorImageBW
 from PIL import Image
 from sklearn.datasets import load_digits
 
 from fastai_resnetx.job import data
-from fastai_resnetx.job.data import digits_dls, folder_dls, read_folder
+from fastai_resnetx.job.data import digits_dls, folder_dls, open_image, read_folder
 from digit_folders import digit_folder
 
 RAW = load_digits()
@@ -152,3 +152,43 @@ def test_available_memory_is_the_kernels_count(monkeypatch):
     assert data.available_memory('cuda:1') == 123 and asked == ['cuda:1']    # free, not total; of that device
     monkeypatch.setitem(sys.modules, 'psutil', None)                          # `import psutil` fails
     assert abs(data.available_memory() - _meminfo('MemFree')) < 0.05 * _meminfo('MemFree')
+
+
+def test_digits_bw_and_keyword_arguments_reach_fastai():
+    xb = digits_dls(size=8, n_items=20, bw=True, augment=False, bs=4).one_batch()[0]
+    assert xb.shape[1] == 1 and type(xb) is TensorImageBW                      # grey: 1 channel, shown grey
+    dls = digits_dls(size=8, n_items=20, augment=False, val_bs=3, bs=4)
+    xb = dls.one_batch()[0]
+    assert xb.shape[1] == 3 and type(xb) is TensorImage and dls.valid.bs == 3
+
+
+@pytest.mark.parametrize('mode_values, want', [
+    ((np.uint16, [0, 257, 65535, 1000]), [0, 1, 255, 4]),                  # 16-bit: / 257, rounded
+    ((np.int32, [0, 255, 128, 7]), [0, 255, 128, 7]),                      # 32-bit integer within 8 bits: as it is
+    ((np.int32, [0, 256, 514, 7]), [0, 1, 2, 0]),                          # 32-bit integer past 255: / 257
+    ((np.int32, [0, 256, 128, 7]), [0, 1, 0, 0]),                          # (256, just past it)
+    ((np.int32, [-300, 100_000, 257, 0]), [0, 255, 1, 0]),                 # below 0 and past 65535: clipped
+])
+def test_wide_integer_images_scaled_to_8_bits(tmp_path, mode_values, want):
+    "16-bit and 32-bit integer grey images opened as fastai would see them: scaled into 0..255, never wrapped."
+    dtype, values = mode_values
+    arr = np.array(values, dtype=dtype).reshape(2, 2)
+    img = Image.fromarray(arr)
+    assert img.mode in ('I;16', 'I')
+    for opened in (open_image(img), (img.save(tmp_path / 'w.tif'), open_image(tmp_path / 'w.tif'))[1]):
+        got = np.asarray(opened)
+        assert opened.mode == 'RGB' and got.dtype == np.uint8 and (got[..., 0] == got[..., 2]).all()
+        assert got[..., 0].ravel().tolist() == want, (img.mode, values)
+
+
+def test_a_pil_image_is_turned_upright_as_a_file_is(tmp_path):
+    "open_image of a PIL image with EXIF orientation 6 (a phone photo's): the same upright pixels as from its file."
+    pixels = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    stored = Image.fromarray(pixels).transpose(Image.Transpose.ROTATE_90)          # 4 x 3 stored on its side
+    exif = Image.Exif(); exif[274] = 6
+    stored.save(tmp_path / 'p.png', exif=exif)
+    with Image.open(tmp_path / 'p.png') as img:
+        img.load()
+        got = np.asarray(open_image(img))
+    assert got.shape == (3, 4, 3) and np.array_equal(got[..., 1], pixels)
+    assert np.array_equal(np.asarray(open_image(tmp_path / 'p.png')), got)
