@@ -140,3 +140,22 @@ def test_train_folder_alone_and_earlier_runs_inside_the_split_folders(tmp_path):
     assert items.notes == [f"skipped folder '{d}/{f}': it holds a `resnetx` run's outputs, not images"
                            for f in ('train/runs', 'valid/old')]
     assert items.roots == [d / 'train', d / 'valid'] and len(items.valid_idx) == 2
+
+
+def test_what_a_class_folder_without_images_holds(tmp_path, monkeypatch):
+    "Up to 5 of its extensions, sorted; a sub-folder that cannot be listed is said, not taken for empty."
+    d = digit_folder(tmp_path / 'd', n=8, layout='flat')
+    (d / 'docs' / 'x').mkdir(parents=True)
+    for ext in ('.f', '.E', '.d', '.c', '.b', '.a', ''): (d / 'docs' / 'x' / f'n{ext}').write_text('x')
+    assert refused(d) == (f"class folder '{d}/docs' holds 7 files but no images (extensions (none), .a, .b, .c, .d; "
+                          f"images are .bmp, .jpeg, .jpg, .png, .tif, .webp, ...): every class folder must hold "
+                          f"images; remove it or add its images")
+    scandir, denied = os.scandir, d / 'docs' / 'x'
+    def scan(path='.'):
+        if Path(path) == denied: raise PermissionError(errno.EACCES, 'Permission denied', str(path))
+        return scandir(path)
+    monkeypatch.setattr(os, 'scandir', scan)
+    assert refused(d) == f"folder '{denied}' in `data` cannot be read: Permission denied"
+    denied = d / 'docs' / '.cache'                     # hidden: no images are looked for there, but its files are told
+    denied.mkdir()
+    assert refused(d) == f"folder '{denied}' in `data` cannot be read: Permission denied"
