@@ -159,3 +159,32 @@ def test_what_a_class_folder_without_images_holds(tmp_path, monkeypatch):
     denied = d / 'docs' / '.cache'                     # hidden: no images are looked for there, but its files are told
     denied.mkdir()
     assert refused(d) == f"folder '{denied}' in `data` cannot be read: Permission denied"
+
+
+def test_images_next_to_a_csv_or_tsv_refused_and_other_files_not_named(tmp_path):
+    d = tmp_path / 'pets'
+    write_class(d / 'images', 3, 2)
+    (d / 'README.txt').write_text('x'); (d / 'labels.TSV').write_text('file\tlabel\n'); (d / 'b.csv').write_text('')
+    assert refused(d) == (f"`data` '{d}' has images/ next to b.csv, labels.TSV: its labels are not class folders; give "
+                          f"a CSV of labels with `--labels FILE.csv` (file and label columns) or arrange the images "
+                          f"as <class>/ folders")
+    for f in ('labels.TSV', 'b.csv'): (d / f).unlink()
+    assert refused(d) == f"`data` folder '{d}' needs at least 2 class folders, found ['images']"   # no CSV: classes
+
+
+def test_a_link_loop_outside_the_data_is_walked_once(tmp_path):
+    "3/ext -> a folder outside the data that links to itself: its images are read once, the loop is not followed."
+    d = digit_folder(tmp_path / 'd', n=8, layout='flat')
+    outside = tmp_path / 'outside'
+    write_class(outside, 3, 2, start=20)
+    os.symlink(outside, outside / 'again'); os.symlink(outside, d / '3' / 'ext')
+    items = read_folder(d)
+    assert len(items.files) == 18 and sorted(f.name for f in items.files if 'ext' in f.parts) == ['3_20.png', '3_21.png']
+
+
+def test_a_file_and_a_link_to_it_the_file_is_kept(tmp_path):
+    "A link named to sort first (0_link.png -> 7_0.png): one item, under the file's own path."
+    d = digit_folder(tmp_path / 'd', n=8, layout='flat')
+    os.symlink(d / '7' / '7_0.png', d / '7' / '0_link.png')
+    names = [f.name for f in read_folder(d).files]
+    assert '7_0.png' in names and '0_link.png' not in names and len(names) == 16
