@@ -188,3 +188,11 @@ def test_a_file_and_a_link_to_it_the_file_is_kept(tmp_path):
     os.symlink(d / '7' / '7_0.png', d / '7' / '0_link.png')
     names = [f.name for f in read_folder(d).files]
     assert '7_0.png' in names and '0_link.png' not in names and len(names) == 16
+
+
+def test_a_run_folder_given_as_data_refused(tmp_path):
+    from test_folders import old_run
+    run = tmp_path / 'runs' / 'latest'
+    old_run(run)
+    assert refused(run) == (f"`data` '{run}' is a run folder of the `resnetx` command (its outputs), not data: give "
+                            f"the folder of class folders")
