@@ -15,6 +15,18 @@ def refused(path, **kw) -> str:
     return str(e.value)
 
 
+_SCANDIR = os.scandir
+
+
+def unlistable(monkeypatch, folder:Path) -> str:
+    "`folder` cannot be listed from now on, as without permission (the tests run as root, which reads any folder)."
+    def scan(path='.'):
+        if Path(path) == folder: raise PermissionError(errno.EACCES, 'Permission denied', str(path))
+        return _SCANDIR(path)
+    monkeypatch.setattr(os, 'scandir', scan)
+    return f"folder '{folder}' in `data` cannot be read: Permission denied"
+
+
 def test_folder_refusals_in_their_words(tmp_path):
     r = tmp_path
     assert refused(r / 'none') == f"`data` folder '{r}/none' does not exist"
@@ -57,14 +69,10 @@ def test_a_sub_folder_that_cannot_be_listed_is_refused(tmp_path, monkeypatch):
     "A class folder with images and a sub-folder that cannot be read: refused, not read without it (as root: simulated)."
     d = digit_folder(tmp_path / 'd', n=8)
     write_class(d / 'train' / '3' / 'more', 3, 2, start=20)
-    scandir, denied = os.scandir, d / 'train' / '3' / 'more'
-    def scan(path='.'):
-        if Path(path) == denied: raise PermissionError(errno.EACCES, 'Permission denied', str(path))
-        return scandir(path)
-    monkeypatch.setattr(os, 'scandir', scan)
-    assert refused(d) == f"folder '{denied}' in `data` cannot be read: Permission denied"
-    denied = d
-    assert refused(d) == f"folder '{d}' in `data` cannot be read: Permission denied"
+    words = unlistable(monkeypatch, d / 'train' / '3' / 'more')
+    assert refused(d) == words
+    words = unlistable(monkeypatch, d)
+    assert refused(d) == words
 
 
 def test_links_that_are_a_second_view_are_no_classes(tmp_path):
@@ -150,15 +158,11 @@ def test_what_a_class_folder_without_images_holds(tmp_path, monkeypatch):
     assert refused(d) == (f"class folder '{d}/docs' holds 7 files but no images (extensions (none), .a, .b, .c, .d; "
                           f"images are .bmp, .jpeg, .jpg, .png, .tif, .webp, ...): every class folder must hold "
                           f"images; remove it or add its images")
-    scandir, denied = os.scandir, d / 'docs' / 'x'
-    def scan(path='.'):
-        if Path(path) == denied: raise PermissionError(errno.EACCES, 'Permission denied', str(path))
-        return scandir(path)
-    monkeypatch.setattr(os, 'scandir', scan)
-    assert refused(d) == f"folder '{denied}' in `data` cannot be read: Permission denied"
-    denied = d / 'docs' / '.cache'                     # hidden: no images are looked for there, but its files are told
-    denied.mkdir()
-    assert refused(d) == f"folder '{denied}' in `data` cannot be read: Permission denied"
+    words = unlistable(monkeypatch, d / 'docs' / 'x')
+    assert refused(d) == words
+    (d / 'docs' / '.cache').mkdir()                    # hidden: no images are looked for there, but its files are told
+    words = unlistable(monkeypatch, d / 'docs' / '.cache')
+    assert refused(d) == words
 
 
 def test_images_next_to_a_csv_or_tsv_refused_and_other_files_not_named(tmp_path):
