@@ -140,3 +140,27 @@ def test_a_callbacks_error_is_its_own_line_without_fastais_prefix(tmp_path, caps
     def run(args): raise ValueError("Exception occured in `BF16MixedPrecision` when calling event `before_step`:\n\tthe real reason")
     monkeypatch.setattr(cli, 'run', run)
     assert one_error_line(capsys, ['train', '--out', str(tmp_path / 'o')]) == 'resnetx train: error: the real reason'
+
+
+@pytest.mark.parametrize('sig, code, line', [
+    ('SIGINT', 130, 'resnetx: interrupted during start-up; nothing was written'),
+    ('SIGTERM', 143, 'resnetx: terminated (SIGTERM) during start-up; nothing was written'),
+    ('SIGHUP', 129, 'resnetx: hung up (SIGHUP) during start-up; nothing was written')])
+def test_a_signal_a_library_swallows_during_start_up_still_stops_the_run(tmp_path, capsys, monkeypatch, sig, code, line):
+    # an import's bare `except:` (or a finaliser, where Python only prints the error) can catch the signal's exception
+    import signal
+    from fastai_resnetx.job import cli
+    ran, sig = [], getattr(signal, sig)
+    monkeypatch.setattr(cli, 'run', ran.append)
+    def swallowing(args):
+        try: signal.raise_signal(sig)
+        except BaseException: pass
+    monkeypatch.setattr(resnetx_cli, 'check_paths', swallowing)
+    kept = {s: signal.signal(s, signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
+            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, set(kept))   # mutmut's workers block SIGINT
+    try: got = main(['train', '--out', str(tmp_path / 'out')])
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for s, handler in kept.items(): signal.signal(s, handler)
+    assert (got, error_lines(capsys.readouterr().err), ran) == (code, [line], [])
