@@ -208,7 +208,7 @@ def test_where_a_stopped_run_was_and_what_it_kept(tmp_path):
     assert p.where() == f"while reading the data; nothing was written to {out} (it is unchanged)"
     p.step, p.learn = 'training', SimpleNamespace(epoch=1, n_epoch=5)
     assert p.where() == f"while training (epoch 2 of 5); nothing was written to {out} (it is unchanged)"
-    for learn in (None, SimpleNamespace(epoch=0, n_epoch=None)):                 # before fastai's fit began
+    for learn in (None, SimpleNamespace(epoch=0, n_epoch=None), SimpleNamespace()):   # before fastai's fit began
         p.learn = learn
         assert p.where() == f"while training; nothing was written to {out} (it is unchanged)"
     p.step, p.learn = 'validating', SimpleNamespace(epoch=4, n_epoch=5)
@@ -267,3 +267,50 @@ def test_the_data_each_run_reads(tmp_path):
     assert notes == ["note: `bs` 64 is more than the 32 training images; using bs 32"]
     s.seed = 7                                                                 # the split stays: the seed is not its
     assert dls.valid_ds.items == job._dls(None, s, 40, out)[0].valid_ds.items
+
+
+class Stream:
+    "A stdout that records what was written and each flush, as a log file's reader would see it."
+    def __init__(self): self.events = []
+    def write(self, s): self.events.append(s); return len(s)
+    def flush(self): self.events.append(None)
+    def isatty(self): return False
+
+
+def test_a_log_file_gets_each_epoch_line_as_it_is_printed_and_no_figure_stays_open(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    stream = Stream()
+    monkeypatch.setattr('sys.stdout', stream)
+    m = train(n_items=40, epochs=2, size=8, bs=8, arch='resnetx_small', precision='fp32', out=tmp_path / 'out')
+    head = '  '.join(f'{n:>10}' for n in ('epoch', 'train_loss', 'valid_loss', 'accuracy', 'time'))
+    at = stream.events.index(head)
+    lines = [e for e in stream.events[at:] if e not in (None, '\n')]
+    assert len(lines) == 3 and all(stream.events[stream.events.index(l) + 1:][:2] == ['\n', None] for l in lines)
+    rec = m['learner'].recorder                                                 # one-cycle: from lr/25 up to lr, 4e-3
+    assert rec.lrs[0] == pytest.approx(4e-3 / 25) and max(rec.lrs) == pytest.approx(4e-3)
+    assert plt.get_fignums() == []
+
+
+def test_a_stop_while_validating_or_a_non_finite_validation_loss(tmp_path, monkeypatch, capsys):
+    from fastai.learner import Learner
+    monkeypatch.setattr(job, '_evaluate', fail_with(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt) as e: train(n_items=40, epochs=1, size=8, bs=8, arch='resnetx_small', out=tmp_path / 'a', show=False)
+    assert e.value.kept == f"while validating; nothing was written to {tmp_path / 'a'} (it was not created)"
+    monkeypatch.undo()
+    nan = lambda self, **kwargs: (torch.zeros(8, 10), torch.zeros(8, dtype=torch.long), torch.full((8,), float('nan')))
+    monkeypatch.setattr(Learner, 'get_preds', nan)
+    with pytest.raises(ValueError) as e: train(n_items=40, epochs=1, size=8, bs=8, arch='resnetx_small', out=tmp_path / 'b', show=False)
+    assert str(e.value) == "the validation loss is nan (the model gives non-finite outputs): no outputs were written"
+    assert not (tmp_path / 'b').exists() and capsys.readouterr().out == ''       # show=False: nothing printed
+
+
+def test_pretrained_one_epoch_trains_the_head_alone_warming_up_all_epoch(tmp_path, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    url = torchvision.models.get_model_weights('resnet18')['DEFAULT'].url
+    (tmp_path / 'torch' / 'hub' / 'checkpoints').mkdir(parents=True)
+    weights = torchvision.models.resnet18().state_dict()
+    torch.save(weights, tmp_path / 'torch' / 'hub' / 'checkpoints' / url.rsplit('/', 1)[1])
+    m = train(n_items=40, epochs=1, size=32, bs=8, arch='resnet18', pretrained=True, out=tmp_path / 'out', show=False)
+    body, lrs = m['learner'].model[0], m['learner'].recorder.lrs
+    assert torch.equal(body[0].weight, weights['conv1.weight'])                # frozen: the stem is ImageNet's still
+    assert lrs == sorted(lrs) and lrs[-1] < 4e-3                               # pct_start 0.99: rising all epoch
