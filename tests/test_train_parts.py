@@ -153,7 +153,7 @@ def test_a_small_run_in_process_writes_what_it_measured(tmp_path, capsys, monkey
     m = train(n_items=40, epochs=2, size=8, bs=8, arch='resnetx_small', fold=2, precision='fp32', out=out)
     wall, learn, printed = time.time() - t0, m.pop('learner'), capsys.readouterr().out
     fit_s = m.pop('fit_seconds')
-    assert 0 < fit_s < wall and fit_s == round(fit_s, 2)
+    assert 0 < fit_s < wall and type(fit_s) is float and fit_s == round(fit_s, 2)
     assert m == dict(arch='resnetx_small', fold=2, epochs=2, size=8, bs=8, lr=4e-3, pretrained=False, precision='fp32',
                      seed=42, data='digits', n_train=32, validation='held-out split', n_valid=8,
                      params=sum(p.numel() for p in learn.model.parameters()), rank=0, valid_loss=m['valid_loss'],
@@ -189,8 +189,10 @@ def test_a_small_idx_run_is_grey_channels_last_and_exports_an_image_pipeline(tmp
     assert printed.splitlines()[0] == f"data: {data} (24 training images; the 8 test images are the validation set)"
     assert (m['arch'], m['fold'], m['size'], m['bs'], m['lr'], m['validation'], m['n_train'], m['n_valid'], m['data']) == (
         'resnetx_small', 1, 10, 8, 1e-2, 'test set', 24, 8, str(data))
-    stem = learn.model[0][0]
-    assert stem.in_channels == 1 and stem.weight.is_contiguous(memory_format=torch.channels_last)
+    from fastai.vision.all import MixedPrecision
+    conv = next(m for m in learn.model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1)
+    assert learn.model[0][0].in_channels == 1 and conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not any(isinstance(cb, MixedPrecision) for cb in learn.cbs)         # channels_last alone, fp32
     assert [mod.p for mod in learn.model[1].modules() if isinstance(mod, nn.Dropout)] in ([], [0., 0.])
     assert any(isinstance(cb, StopOnNonFinite) for cb in learn.cbs) and learn.opt.opt.defaults['fused'] is True
     loaded = load_learner(out / 'export.pkl')
@@ -314,3 +316,40 @@ def test_pretrained_one_epoch_trains_the_head_alone_warming_up_all_epoch(tmp_pat
     body, lrs = m['learner'].model[0], m['learner'].recorder.lrs
     assert torch.equal(body[0].weight, weights['conv1.weight'])                # frozen: the stem is ImageNet's still
     assert lrs == sorted(lrs) and lrs[-1] < 4e-3                               # pct_start 0.99: rising all epoch
+
+
+def test_an_image_folder_or_a_csv_of_labels_read_at_the_runs_size_and_split(tmp_path):
+    from digit_folders import digit_folder
+    data = digit_folder(tmp_path / 'data', layout='flat', n=10)                # 2 classes x 10: 2 of each held out
+    out = data / '3' / 'run'                                                    # the run's folder, inside the data
+    out.mkdir()
+    Image.new('L', (16, 16)).save(out / 'image.png')                            # never read as a training image
+    s = TrainSettings(bs=8, size=12).checked()
+    dls, _ = job._dls(data, s, None, out)
+    valid = sorted(str(p) for p in dls.valid_ds.items)
+    assert (len(dls.train_ds), len(valid), dls.bs, dls.vocab) == (16, 4, 8, ['3', '7'])
+    assert dls.one_batch()[0].shape == (8, 3, 12, 12)
+    assert valid == sorted(str(p) for p in job._dls(data, s, None, out)[0].valid_ds.items)   # the split is fixed
+    names = sorted(p.relative_to(data).as_posix() for p in data.glob('[37]/*.png'))
+    (tmp_path / 'labels.csv').write_text('name,label\n' + ''.join(f"{n},{'three' if n[0] == '3' else 'seven'}\n" for n in names))
+    dls, _ = job._dls(data, s, None, out, labels=tmp_path / 'labels.csv')
+    valid = sorted(str(p) for p in dls.valid_ds.items)
+    assert (len(dls.train_ds), len(valid), dls.vocab) == (16, 4, ['seven', 'three'])   # the CSV's labels
+    assert valid == sorted(str(p) for p in job._dls(data, s, None, out, labels=tmp_path / 'labels.csv')[0].valid_ds.items)
+
+
+def test_the_learner_takes_the_runs_precision_head_arguments_and_memory_check(monkeypatch):
+    from fastai_resnetx.job.data import digits_dls
+    from fastai_resnetx.integration.precision import BF16MixedPrecision
+    import fastai_resnetx.job.arch_checks as checks
+    dls, s = digits_dls(size=8, bs=8, n_items=40), TrainSettings(arch='resnetx_small', size=8, bs=8, precision='bf16').checked()
+    arch = resolve_arch(s.arch, s.fold)
+    learn = job._learner(dls, s, arch, {'lin_ftrs': [7]})
+    assert any(isinstance(cb, BF16MixedPrecision) for cb in learn.cbs)
+    assert [m.out_features for m in learn.model[1].modules() if isinstance(m, nn.Linear)] == [7, 10]
+    assert [m.p for m in learn.model[1].modules() if isinstance(m, nn.Dropout)] == [0.25, 0.5]   # fastai's head for digits
+    conv = next(m for m in learn.model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1)
+    assert not conv.weight.is_contiguous(memory_format=torch.channels_last)    # channels_last is for idx data only
+    monkeypatch.setattr(checks, 'available_memory', lambda device: 1000)        # bytes
+    with pytest.raises(ValueError) as e: job._learner(dls, s, arch, {})
+    assert str(e.value).startswith("`size` 8 with `bs` 8 needs at least 0.0 GiB for resnetx_small's activations, 0.0 GiB")
