@@ -353,3 +353,16 @@ def test_the_learner_takes_the_runs_precision_head_arguments_and_memory_check(mo
     monkeypatch.setattr(checks, 'available_memory', lambda device: 1000)        # bytes
     with pytest.raises(ValueError) as e: job._learner(dls, s, arch, {})
     assert str(e.value).startswith("`size` 8 with `bs` 8 needs at least 0.0 GiB for resnetx_small's activations, 0.0 GiB")
+
+
+def test_channels_last_in_fp32_is_for_idx_data_alone(tmp_path):
+    from fastai.vision.all import MixedPrecision, ChannelsLast
+    from fastai_resnetx.job.data import digits_dls
+    from fastai_resnetx.job.tensor_data import idx_dls
+    write_idx_set(tmp_path / 'idx', n_train=24, n_test=8, size=(10, 10))
+    arch = resolve_arch('resnetx_small')
+    def conv_and_amp(dls):
+        cbs = job.make_learner(dls, arch, precision='fp32').cbs              # channels_last is set as the fit begins
+        return any(isinstance(c, ChannelsLast) for c in cbs), any(isinstance(c, MixedPrecision) for c in cbs)
+    assert conv_and_amp(idx_dls(load_idx_data(tmp_path / 'idx'), bs=8)) == (True, False)     # no fp16 autocast with it
+    assert conv_and_amp(digits_dls(size=8, bs=8, n_items=40)) == (False, False)
