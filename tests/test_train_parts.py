@@ -122,6 +122,9 @@ def test_the_recipe_from_scratch_and_pretrained(epochs, pretrained, calls):
     learn = Calls()
     fit_recipe(learn, epochs, 0.01, pretrained)
     assert learn.calls == calls
+    if not pretrained:                                                          # from scratch is the default
+        fit_recipe(learn, epochs, 0.01)
+        assert learn.calls == calls * 2
 
 
 def test_the_optimiser_is_torchs_fused_adamw():
