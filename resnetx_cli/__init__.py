@@ -34,19 +34,15 @@ class HungUp(Terminated):
 _SIGNALLED = []   # signals received since `main` began: one that an import swallowed still stops the run
 
 
-def _raise_terminated(signum, frame):
+def _stop_error(signum) -> KeyboardInterrupt:
+    "The exception a signal stops the run with: Ctrl-C as Python raises it, SIGTERM and SIGHUP as their own kinds."
+    if signum == signal.SIGINT: return KeyboardInterrupt()
+    return HungUp() if signum == getattr(signal, 'SIGHUP', None) else Terminated()
+
+
+def _on_signal(signum, frame):
     _SIGNALLED.append(signum)
-    raise (HungUp if signum == getattr(signal, 'SIGHUP', None) else Terminated)()
-
-
-def _raise_interrupt(signum, frame):
-    _SIGNALLED.append(signum)
-    raise KeyboardInterrupt
-
-
-def _raise_if_signalled():
-    "Raise again a signal received during start-up whose exception a library caught (a bare `except:`, a finaliser)."
-    if _SIGNALLED: {signal.SIGINT: _raise_interrupt}.get(_SIGNALLED[0], _raise_terminated)(_SIGNALLED[0], None)
+    raise _stop_error(signum)
 
 
 def _version() -> str:
@@ -286,15 +282,15 @@ def main(argv=None) -> int:
     "Entry point of the `resnetx` command: bad input is one line on stderr and exit code 2; Ctrl-C/SIGTERM one line."
     _safe_streams()
     _SIGNALLED.clear()
-    for sig in (signal.SIGTERM, signal.SIGHUP): signal.signal(sig, _raise_terminated)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler: signal.signal(signal.SIGINT, _raise_interrupt)
+    for sig in (signal.SIGTERM, signal.SIGHUP): signal.signal(sig, _on_signal)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler: signal.signal(signal.SIGINT, _on_signal)
     p = parser()
     args = p.parse_args(argv)
     prog = f'resnetx {args.command}'
     try:
         check_paths(args)
         from fastai_resnetx.job import cli   # fastai, torch: seconds
-        _raise_if_signalled()
+        if _SIGNALLED: raise _stop_error(_SIGNALLED[0])   # one a library caught (a bare `except:`, a finaliser)
         cli.run(args)
     except KeyboardInterrupt as e: return _stopped(e)
     except (ValueError, OSError, MemoryError) as e:
