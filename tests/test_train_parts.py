@@ -204,6 +204,14 @@ def test_a_small_idx_run_is_grey_channels_last_and_exports_an_image_pipeline(tmp
     assert label in ('0', '1', '2') and probs.shape == (3,)
 
 
+EARLIER = {'metrics.json': '{}', MARKER: '{"files": ["metrics.json"]}'}
+
+
+def earlier_run(out):
+    "Make `out` (an existing folder) an earlier run's folder: its metrics.json and the marker that run wrote."
+    for name, text in EARLIER.items(): (out / name).write_text(text)
+
+
 def test_where_a_stopped_run_was_and_what_it_kept(tmp_path):
     out = tmp_path / 'out'
     p = job._Progress(out)
@@ -217,8 +225,7 @@ def test_where_a_stopped_run_was_and_what_it_kept(tmp_path):
         p.learn = learn
         assert p.where() == f"while training; nothing was written to {out} (it is unchanged)"
     p.step, p.learn = 'validating', SimpleNamespace(epoch=4, n_epoch=5)
-    (out / 'metrics.json').write_text('{}')
-    (out / MARKER).write_text('{"files": ["metrics.json"]}')                  # an earlier run's folder
+    earlier_run(out)
     assert p.where() == f"while validating; nothing was written to {out} (its earlier run's outputs are kept, unchanged)"
     p.folder = SimpleNamespace(committed=False)
     assert p.where().startswith('while validating;')
@@ -246,12 +253,11 @@ def test_a_failed_write_names_the_file_and_the_reason_and_writes_nothing(tmp_pat
     monkeypatch.setattr(*((Learner, 'export') if where == 'export' else (job, where)), fail_with(error))
     out = tmp_path / 'out'
     out.mkdir()
-    (out / 'metrics.json').write_text('{}')
-    (out / MARKER).write_text('{"files": ["metrics.json"]}')                  # an earlier run's folder
+    earlier_run(out)
     with pytest.raises(OSError) as e: train(n_items=40, epochs=1, size=8, bs=8, arch='resnetx_small', out=out, show=False)
     assert str(e.value) == (f"writing {name} to {out} failed ({reason}); no outputs were written, the folder's earlier "
                             f"files are kept")
-    assert {p.name: p.read_text() for p in out.iterdir()} == {'metrics.json': '{}', MARKER: '{"files": ["metrics.json"]}'}
+    assert {p.name: p.read_text() for p in out.iterdir()} == EARLIER
 
 
 def test_the_data_each_run_reads(tmp_path):
