@@ -12,7 +12,6 @@ from resnetx_cli import main
 from fastai_resnetx.job.train import train
 from fastai_resnetx.job.train import atomic_write, SPLIT_SEED
 from resnetx_cli.runs import OutputFolder, MARKER, OUTPUTS
-from fastai_resnetx.integration.precision import pick_precision
 from digit_folders import digit_folder, error_lines, run_resnetx
 
 RESNETX = Path(sys.executable).parent / 'resnetx'   # the console script: its start-up is the front door's
@@ -82,19 +81,6 @@ def test_batch_larger_than_the_training_set_is_reduced_with_a_note(tmp_path, cap
     assert by_path[0] == by_image[0] and torch.allclose(by_path[2], by_image[2], atol=1e-4)
 
 
-@pytest.mark.slow
-def test_pretrained_one_epoch_is_one_epoch(tmp_path, monkeypatch):
-    "`--pretrained --epochs 1`: one epoch (the head, frozen), as metrics.json says; weights from a local torch hub cache."
-    import torchvision
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
-    url = torchvision.models.get_model_weights('resnet18')['DEFAULT'].url
-    (tmp_path / 'torch' / 'hub' / 'checkpoints').mkdir(parents=True)
-    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / 'torch' / 'hub' / 'checkpoints' / os.path.basename(url))
-    m = train(n_items=200, epochs=1, size=16, bs=32, pretrained=True, out=tmp_path / 'out', show=False)
-    assert len(m['learner'].recorder.values) == 1 and m['epochs'] == 1
-    assert json.loads((tmp_path / 'out' / 'metrics.json').read_text())['epochs'] == 1
-
-
 def test_outputs_appear_together_or_not_at_all(tmp_path):
     out = tmp_path / 'out'
     old = earlier_run(out)
@@ -114,18 +100,6 @@ def test_outputs_appear_together_or_not_at_all(tmp_path):
     assert not (tmp_path / 'a').exists()
     with pytest.raises(KeyboardInterrupt): atomic_write(tmp_path / 'one.png', lambda p: (p.write_bytes(b'half'), (_ for _ in ()).throw(KeyboardInterrupt())))
     assert not (tmp_path / 'one.png').exists() and no_temporaries(tmp_path)
-
-
-@pytest.mark.slow
-def test_stop_while_writing_says_what_was_kept(tmp_path, monkeypatch):
-    import fastai_resnetx.job.train as job
-    out = tmp_path / 'out'
-    old = earlier_run(out)
-    def stop(*args, **kwargs): raise KeyboardInterrupt
-    monkeypatch.setattr(job, 'plot_confusion_matrix', stop)                # after export.pkl and loss.png are written
-    with pytest.raises(KeyboardInterrupt) as e: train(n_items=120, epochs=1, size=16, bs=32, out=out, show=False)
-    assert e.value.kept == f"while writing outputs; nothing was written to {out} (its earlier run's outputs are kept, unchanged)"
-    assert outputs(out) == old and no_temporaries(tmp_path)
 
 
 @pytest.mark.slow
@@ -285,19 +259,6 @@ def test_log_to_a_file_one_line_per_epoch_and_the_process_clock(tmp_path):
     assert 0.8 * elapsed < wall <= elapsed                                   # the process's clock, start-up included
     metrics = json.loads((out / 'metrics.json').read_text())
     assert [metrics['n_train'], metrics['n_valid'], metrics['precision']] == [18, 6, 'fp32']   # train/ and valid/ honoured
-
-
-@pytest.mark.slow
-def test_train_writes_outputs_and_records_the_precision(tmp_path):
-    m = train(n_items=240, epochs=1, size=16, bs=32, out=tmp_path, show=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [MARKER, 'confusion_matrix.png', 'export.pkl', 'loss.png', 'metrics.json']
-    metrics = json.loads((tmp_path / 'metrics.json').read_text())
-    assert metrics['arch'] == 'resnetx18' and metrics['fold'] == 2 and 0 <= metrics['valid_accuracy'] <= 1
-    assert metrics['n_train'] + metrics['n_valid'] == 240 and metrics['precision'] == pick_precision('resnetx18', 16)
-    trained, loaded = m['learner'].model.state_dict(), load_learner(tmp_path / 'export.pkl').model.state_dict()
-    assert trained.keys() == loaded.keys() and all(torch.equal(trained[k], loaded[k]) for k in trained)
-    with pytest.raises(ValueError, match=r"`precision` must be one of \['fp32', 'bf16', None\], got 'fp16'"):
-        train(n_items=240, epochs=1, precision='fp16', out=tmp_path / 'x')
 
 
 @pytest.mark.slow

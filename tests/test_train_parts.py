@@ -182,6 +182,8 @@ def test_a_small_run_in_process_writes_what_it_measured(tmp_path, capsys, monkey
     assert [png_dpi(out / n) for n in ('loss.png', 'confusion_matrix.png')] == [('PNG', (100, 100))] * 2
     loaded = load_learner(out / 'export.pkl')
     assert [t.size for t in loaded.dls.train.after_item.fs if isinstance(t, Resize)] == [(8, 8)]
+    trained, exported = learn.model.state_dict(), loaded.model.state_dict()    # the model trained is the one exported
+    assert trained.keys() == exported.keys() and all(torch.equal(trained[k], exported[k]) for k in trained)
 
 
 def test_a_small_idx_run_is_grey_channels_last_and_exports_an_image_pipeline(tmp_path, capsys):
@@ -233,6 +235,16 @@ def test_where_a_stopped_run_was_and_what_it_kept(tmp_path):
     assert p.where() == f'after writing all outputs to {out}'
     p.step, p.folder = 'writing outputs', SimpleNamespace(committed=True)      # a signal that waited for the renames
     assert p.where() == f'after writing all outputs to {out}'
+
+
+def test_a_stop_while_writing_keeps_the_earlier_run_and_says_so(tmp_path, monkeypatch):
+    out = tmp_path / 'out'
+    out.mkdir()
+    earlier_run(out)
+    monkeypatch.setattr(job, 'plot_confusion_matrix', fail_with(KeyboardInterrupt()))   # after export.pkl, loss.png
+    with pytest.raises(KeyboardInterrupt) as e: train(n_items=40, epochs=1, size=8, bs=8, arch='resnetx_small', out=out, show=False)
+    assert e.value.kept == f"while writing outputs; nothing was written to {out} (its earlier run's outputs are kept, unchanged)"
+    assert {p.name: p.read_text() for p in out.iterdir()} == EARLIER            # no new output, no temporary file
 
 
 def fail_with(error):
@@ -325,6 +337,8 @@ def test_pretrained_one_epoch_trains_the_head_alone_warming_up_all_epoch(tmp_pat
     body, lrs = m['learner'].model[0], m['learner'].recorder.lrs
     assert torch.equal(body[0].weight, weights['conv1.weight'])                # frozen: the stem is ImageNet's still
     assert lrs == sorted(lrs) and lrs[-1] < 4e-3                               # pct_start 0.99: rising all epoch
+    assert len(m['learner'].recorder.values) == 1 and m['epochs'] == 1         # the head's epoch is the one epoch
+    assert json.loads((tmp_path / 'out' / 'metrics.json').read_text())['epochs'] == 1
 
 
 def test_an_image_folder_or_a_csv_of_labels_read_at_the_runs_size_and_split(tmp_path):
