@@ -116,12 +116,11 @@ def test_args_and_stats():
 @pytest.mark.slow
 def test_warm_start_from_a_folded_timm_resnet(tmp_path):
     "`--warm-arch resnet10t --checkpoint random`: warm runs at folds 1 and 2 of the folded source; new tensors at fold 2."
-    import subprocess, sys
     js, md = tmp_path / 'a.json', tmp_path / 'a.md'
-    cmd = [sys.executable, str(SCRIPT), '--quick', '--device', 'cpu', '--folds', '1', '--skip-equal-cost',
-           '--warm-arch', 'resnet10t', '--checkpoint', 'random', '--out', str(js), '--md', str(md)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    threads = torch.get_num_threads()
+    try: _load_script().main(['--quick', '--device', 'cpu', '--folds', '1', '--skip-equal-cost', '--warm-arch', 'resnet10t',
+                              '--checkpoint', 'random', '--out', str(js), '--md', str(md)])   # the CLI, in process
+    finally: torch.set_num_threads(threads)
     res = json.loads(js.read_text())
     assert res['meta']['config']['warm_arch'] == 'resnet10t' and 'folded_resnet10t' in res['meta']['checkpoint_kind']
     for r in res['runs']: assert r['error'] is None, r['error']

@@ -108,7 +108,7 @@ def test_folds_match_reference_and_train(name, fold):
 
 # ---- by name, pretrained weights offline, and everything else on a folded family model
 
-import json, os, subprocess, sys
+import json, os
 from fastai.vision.all import vision_learner, create_body, DynamicUnet, load_learner, model_meta
 from fastai_resnetx import arch_summary, arch_splitter, model_summary, folded, folded_arch
 from fastai_resnetx.job.data import digits_dls
@@ -237,13 +237,15 @@ def test_compile_and_export():
         assert torch.allclose(ep.module()(x), ref, atol=1e-5)
 
 
-@pytest.mark.slow
-def test_resnetx_train_command(tmp_path):
-    out = tmp_path / 'run'
-    res = subprocess.run([sys.executable, '-m', 'fastai_resnetx', 'train', '--arch', 'folded_resnet10t', '--fold', '2',
-                          '--epochs', '1', '--size', '24', '--bs', '64', '--precision', 'fp32', '--out', str(out)],
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
+@pytest.mark.slow   # ~2 s
+def test_resnetx_train_command(tmp_path, capsys):
+    "`resnetx train --arch folded_resnet10t --fold 2` through the front door (in process: test_cli runs the process)."
+    from resnetx_cli import main
+    from digit_folders import digit_folder
+    data, out = digit_folder(tmp_path / 'data', n=12), tmp_path / 'run'
+    code = main(['train', '--data', str(data), '--arch', 'folded_resnet10t', '--fold', '2', '--epochs', '1', '--size', '16',
+                 '--bs', '8', '--precision', 'fp32', '--out', str(out)])
+    assert code == 0, capsys.readouterr().err[-2000:]
     metrics = json.loads((out / 'metrics.json').read_text())
     assert metrics['arch'] == 'folded_resnet10t' and metrics['fold'] == 2 and (out / 'export.pkl').is_file()
     assert load_learner(out / 'export.pkl').model[0][4].__class__.__name__ == 'Stage'

@@ -77,13 +77,3 @@ def test_all_is_the_api_alone():
     from fastai_resnetx.job.train import train, TrainSettings
     assert get_pred(17, 2, 13) == 15 and layer_diff(4, 0, (3, 4, 6, 3)) == 2 and callable(train)
 
-
-@pytest.mark.slow
-def test_import_installs_no_warning_filter():
-    "Importing the package leaves the process's warning filters as its dependencies left them."
-    code = ("import warnings, fastai.vision.all, fastai.distributed, timm, accelerate\n"
-            "before = list(warnings.filters)\n"
-            "import fastai_resnetx\n"
-            "print([f for f in warnings.filters if f not in before])")
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == '[]'
