@@ -4,6 +4,7 @@ os.environ.setdefault('MPLBACKEND', 'Agg')   # tests draw plots without a screen
 
 import pytest, torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 # the suite runs as 2 pytest-xdist workers on 2 cores: one torch thread each avoids oversubscription
 if os.environ.get('PYTEST_XDIST_WORKER'): torch.set_num_threads(1)
@@ -63,6 +64,14 @@ def randomise(model:nn.Module, seed:int=0) -> nn.Module:
             elif name.endswith('running_var'): b.copy_((0.5 + vals(b.numel(), i)).view_as(b))
             elif name.endswith('num_batches_tracked'): b.zero_()
     return model.eval()
+
+
+class skip_init(TorchFunctionMode):
+    "In-place random/fill init ops do nothing: a model built inside costs its allocation only (`randomise` it after)."
+    SKIP = {getattr(torch.Tensor, n) for n in ('normal_', 'uniform_', 'zero_', 'fill_', 'erfinv_', 'exponential_')}
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.SKIP: return args[0]
+        return func(*args, **(kwargs or {}))
 
 
 def reference_forward(m, x, keep:bool=False):

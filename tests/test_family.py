@@ -3,24 +3,15 @@ import re
 
 import pytest, timm, torch, torchvision
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from fastai_resnetx import ResNetX, get_pred, num_params
 from fastai_resnetx.model.family import fold_resnet
-from conftest import randomise, reference_forward
+from conftest import randomise, reference_forward, skip_init
 
 TIMM_ARCHS = timm.list_models(module='resnet')   # every arch of timm's resnet.py: a new one is covered automatically
 TV_ARCHS = [n for n in torchvision.models.list_models(module=torchvision.models)
             if re.match(r'(resnet|resnext|wide_resnet)\d', n)]
 QUICK = ['test_resnet', 'resnet10t', 'resnet18d', 'resnetaa34d', 'resnetblur18', 'tv:resnet18']   # the CI subset
-
-
-class _SkipInit(TorchFunctionMode):
-    "In-place random/fill init ops do nothing: building a 468M-parameter ResNeXt then costs its allocation only."
-    SKIP = {getattr(torch.Tensor, n) for n in ('normal_', 'uniform_', 'zero_', 'fill_', 'erfinv_', 'exponential_')}
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in self.SKIP: return args[0]
-        return func(*args, **(kwargs or {}))
 
 
 def build(name:str, init:bool=False, **kwargs) -> nn.Module:
@@ -29,7 +20,7 @@ def build(name:str, init:bool=False, **kwargs) -> nn.Module:
         torch.manual_seed(0)
         if name.startswith('tv:'): return torchvision.models.get_model(name[3:], weights=None, **kwargs).eval()
         return timm.create_model(name, pretrained=False, **kwargs).eval()
-    with _SkipInit():
+    with skip_init():
         if name.startswith('tv:'): model = torchvision.models.get_model(name[3:], weights=None, **kwargs)
         else: model = timm.create_model(name, pretrained=False, **kwargs)
     return randomise(model)

@@ -5,14 +5,14 @@ import pytest
 import torch
 from torch import nn
 from fastai.vision.all import vision_learner, accuracy, first, set_seed, Callback, ShortEpochCallback, MixedPrecision
-from fastai_resnetx import resnetx18, BF16MixedPrecision, BF16_TRAIN_SPEEDUP, pick_precision, apply_precision, NonFiniteGradientsError
+from fastai_resnetx import resnetx18, resnetx_small, BF16MixedPrecision, BF16_TRAIN_SPEEDUP, pick_precision, apply_precision, NonFiniteGradientsError
 from fastai_resnetx.integration import precision
 from fastai_resnetx.job.data import digits_dls
 
 
-def tiny_learner(n_items=100, size=24, bs=16):   # 24 px: the last stride-2 conv sees 2x2 (at 16 px, 1x1: see below)
+def tiny_learner(n_items=100, size=24, bs=16, arch=resnetx18):   # 24 px: the last stride-2 conv sees 2x2 (16 px: 1x1, below)
     dls = digits_dls(size=size, bs=bs, n_items=n_items, augment=False, device='cpu')
-    return vision_learner(dls, resnetx18, pretrained=False, metrics=accuracy)
+    return vision_learner(dls, arch, pretrained=False, metrics=accuracy)
 
 
 class DtypeRecorder(Callback):
@@ -89,12 +89,12 @@ def test_emulated_bf16_warns(monkeypatch):
 @pytest.mark.slow
 def test_tiny_digits_fit_in_bf16_learns():
     set_seed(0)
-    learn = tiny_learner(n_items=400, bs=16).to_bf16()  # 20 batches
+    learn = tiny_learner(n_items=400, bs=16, arch=resnetx_small).to_bf16()  # 20 batches of the small-image arch
     with warnings.catch_warnings(), learn.no_bar(), learn.no_logging():
         warnings.simplefilter('ignore')
-        learn.fit_one_cycle(1, 2e-3)
+        learn.fit_one_cycle(1, 1e-2)
     acc = learn.validate()[1]
-    assert acc > 0.4, f'accuracy {acc:.3f} after 1 bf16 epoch (chance is 0.1)'
+    assert acc > 0.4, f'accuracy {acc:.3f} after 1 bf16 epoch (chance is 0.1; 0.60-0.70 over seeds 0-3 here)'
 
 
 def _poison(value, where):

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 from fastai_resnetx import resnetx18, resnetx50, resnetx152, resnetx_mbconv, ResNetX, RESNETX_CONFIGS
 from fastai_resnetx.model.archs import load_pretrained, torchvision_weights, default_cfgs, PRETRAINED_TAGS
 from fastai_resnetx.model.weights import resnet_key, CheckpointError, read_checkpoint, resnet_counterpart
-from conftest import randomise
+from conftest import randomise, skip_init
 
 
 @pytest.fixture
@@ -20,7 +20,8 @@ def torch_home(tmp_path, monkeypatch):
 
 def random_resnet(depth:int, seed:int=0) -> nn.Module:
     "torchvision's ResNet with random weights and BatchNorm statistics (so that every tensor matters)."
-    return randomise(getattr(torchvision.models, f'resnet{depth}')(), seed)
+    with skip_init(): model = getattr(torchvision.models, f'resnet{depth}')()
+    return randomise(model, seed)
 
 
 def cache_resnet(depth:int, entry:str='DEFAULT') -> nn.Module:
