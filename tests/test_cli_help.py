@@ -80,6 +80,21 @@ def test_stated_ranges_are_the_checked_ones(capsys, cmd, opt, says, inside, outs
     for v in outside: assert _errors(capsys, [*cmd, opt, str(v)]), (opt, v)
 
 
+def test_summary_help_size_and_idx(capsys):
+    "What `resnetx summary --help` states (test_cli_arguments checks that the parser keeps to it)."
+    h = help_of(capsys, 'summary', 'resnetx18')
+    assert 'in [8, 2048] (default 224)' in h['--size'] and '(index path, each >= 0)' in h['--idx']
+
+
+def test_train_help_states_the_folder_split(capsys):
+    "The held-out share and seed `--data`'s help gives for class folders are `read_folder`'s defaults."
+    import inspect
+    from fastai_resnetx.job.data import read_folder
+    args = inspect.signature(read_folder).parameters
+    said = f"a random {args['valid_pct'].default:.0%} of each class is held out, seed {args['seed'].default}"
+    assert said == 'a random 20% of each class is held out, seed 42' and said in help_of(capsys, 'train')['--data']
+
+
 def test_fold_help_says_who_sets_the_largest(capsys):
     assert "the arch sets the largest (default 2; with an idx data set 1)" in help_of(capsys, 'train')['--fold']
     assert "(ResNetX archs only)" in help_of(capsys, 'summary', 'resnetx18')['--fold']

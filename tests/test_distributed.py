@@ -28,10 +28,10 @@ def test_ddp_two_cpu_processes(tmp_path):
 
 @pytest.mark.slow
 def test_cli_train_under_torchrun(tmp_path):
-    "The README's launch command: `torchrun --nproc_per_node 2 -m fastai_resnetx train` on CPU (tiny run)."
+    "The README's launch command: `torchrun --nproc_per_node 2 -m fastai_resnetx train` on CPU (tiny run, small arch)."
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
-           '--master_port', str(free_port()), '-m', 'fastai_resnetx', 'train', '--epochs', '1', '--size', '16',
-           '--bs', '32', '--out', str(tmp_path / 'out')]
+           '--master_port', str(free_port()), '-m', 'fastai_resnetx', 'train', '--arch', 'resnetx_small', '--epochs', '1',
+           '--size', '16', '--bs', '32', '--out', str(tmp_path / 'out')]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert res.stdout.count('final validation accuracy') == 1                # only rank 0 reports and writes
