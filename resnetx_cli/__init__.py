@@ -75,11 +75,7 @@ def _safe_streams():
     "stdout/stderr that never fail a run: closed ones become /dev/null, a broken pipe dropped, odd characters escaped."
     for fd in (0, 1, 2):      # a closed fd 1 would be the next file opened (the lock, an image): C code writes there
         try: os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
+        except OSError: os.open(os.devnull, os.O_RDWR)   # the lowest free fd is this one: those below it are open
     for name in ('stdout', 'stderr'):
         stream = getattr(sys, name)
         if stream is None or getattr(stream, 'closed', False): stream = open(os.devnull, 'w')

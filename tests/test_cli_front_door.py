@@ -13,12 +13,16 @@ from digit_folders import digit_folder, error_lines
 def fd_target(fd:int) -> str: return os.readlink(f'/proc/self/fd/{fd}')
 
 
-@pytest.mark.parametrize('closed, fds', [('<&-', [0]), ('>&-', [1]), ('2>&-', [2]), ('<&- >&- 2>&-', [0, 1, 2])])
-def test_closed_standard_fds_become_dev_null(tmp_path, closed, fds):
-    "stdin, stdout or stderr closed by the caller (`>&-`): /dev/null in its place, so no file opened later takes it."
-    code = ("import os, resnetx_cli; resnetx_cli._safe_streams(); "
+@pytest.mark.parametrize('inside', [False, True], ids=['closed by the shell', 'closed once running'])
+@pytest.mark.parametrize('fds', [[0], [1], [2], [1, 2], [0, 1, 2]])
+def test_closed_standard_fds_become_dev_null(tmp_path, fds, inside):
+    "stdin, stdout or stderr closed by the caller (`>&-`) or later: /dev/null in its place, so no file opened later takes it."
+    close = f"[os.close(fd) for fd in {fds}]; " if inside else ''   # Python's own sys.stdout then still stands
+    code = (f"import os; {close}import resnetx_cli; resnetx_cli._safe_streams(); os.write(1, b'x'); os.write(2, b'x'); "
             f"open({str(tmp_path / 'fds')!r}, 'w').write(chr(10).join(os.readlink(f'/proc/self/fd/{{fd}}') for fd in (0, 1, 2)))")
-    subprocess.run(['bash', '-c', f'{sys.executable} -c "{code}" {closed}'], timeout=60)
+    # fd 3 open, as a parent's pipe may be: a closed fd 2 is then not filled by chance by the next file opened
+    shell = '3</dev/zero ' + ('' if inside else ' '.join(f'{fd}>&-' for fd in fds))
+    subprocess.run(['bash', '-c', f'{sys.executable} -c "{code}" {shell}'], timeout=60)
     targets = (tmp_path / 'fds').read_text().splitlines()         # written only if all three are open
     assert len(targets) == 3 and [targets[fd] for fd in fds] == ['/dev/null'] * len(fds)
 
@@ -35,6 +39,21 @@ def test_missing_or_closed_python_streams_write_to_dev_null(monkeypatch):
     wrapped = sys.stdout
     _safe_streams()                                               # a second call wraps nothing twice
     assert sys.stdout is wrapped and not isinstance(sys.stdout.stream, _PipeSafe)
+
+
+class _Recorder:
+    "A stream as a notebook or a logging tool may set: `write` and `flush` only, no `closed`."
+    def __init__(self): self.text = ''
+    def write(self, s): self.text += s; return len(s)
+    def flush(self): pass
+
+
+def test_a_stream_without_closed_is_kept(monkeypatch):
+    mine = _Recorder()
+    monkeypatch.setattr(sys, 'stdout', mine)
+    _safe_streams()
+    print('kept')
+    assert sys.stdout.stream is mine and mine.text == 'kept\n'
 
 
 def test_a_character_the_locale_cannot_encode_is_escaped(monkeypatch):
