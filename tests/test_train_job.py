@@ -256,7 +256,9 @@ def test_log_to_a_file_one_line_per_epoch_and_the_process_clock(tmp_path):
     assert [l.split()[0] for l in table[1:3]] == ['0', '1'] and table[3].startswith('final validation accuracy')
     assert len(table) == 4
     wall = float(re.search(r'wall clock ([\d.]+) s', res.stdout).group(1))
-    assert 0.8 * elapsed < wall <= elapsed                                   # the process's clock, start-up included
+    # the process's clock, start-up included: the imports alone are most of `elapsed` (a clock started after them
+    # reads under a third of it); forking a large test worker can take seconds of it on a busy machine
+    assert 0.5 * elapsed < wall <= elapsed
     metrics = json.loads((out / 'metrics.json').read_text())
     assert [metrics['n_train'], metrics['n_valid'], metrics['precision']] == [18, 6, 'fp32']   # train/ and valid/ honoured
 
