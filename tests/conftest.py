@@ -1,5 +1,5 @@
 "The shared test kit: offline for every test, one weight randomiser, the fold plan's reference forward, digits data."
-import ipaddress, os, socket, urllib.request
+import contextlib, ipaddress, os, signal, socket, urllib.request
 os.environ.setdefault('MPLBACKEND', 'Agg')   # tests draw plots without a screen
 
 import pytest, torch
@@ -72,6 +72,18 @@ class skip_init(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func in self.SKIP: return args[0]
         return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def stop_signals_as_at_start():
+    "SIGINT/SIGTERM/SIGHUP as a fresh process has them (Python's Ctrl-C handler, the defaults), unblocked; then restored."
+    kept = {s: signal.signal(s, signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
+            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, set(kept))   # mutmut's workers block SIGINT
+    try: yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for s, handler in kept.items(): signal.signal(s, handler)
 
 
 def reference_forward(m, x, keep:bool=False):

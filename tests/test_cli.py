@@ -8,6 +8,7 @@ from PIL import Image
 import resnetx_cli
 from resnetx_cli import main
 from digit_folders import digit_folder, error_lines
+from conftest import stop_signals_as_at_start
 
 ROOT = Path(__file__).parents[1]
 
@@ -156,11 +157,5 @@ def test_a_signal_a_library_swallows_during_start_up_still_stops_the_run(tmp_pat
         try: signal.raise_signal(sig)
         except BaseException: pass
     monkeypatch.setattr(resnetx_cli, 'check_paths', swallowing)
-    kept = {s: signal.signal(s, signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
-            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, set(kept))   # mutmut's workers block SIGINT
-    try: got = main(['train', '--out', str(tmp_path / 'out')])
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        for s, handler in kept.items(): signal.signal(s, handler)
+    with stop_signals_as_at_start(): got = main(['train', '--out', str(tmp_path / 'out')])
     assert (got, error_lines(capsys.readouterr().err), ran) == (code, [line], [])

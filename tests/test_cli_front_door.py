@@ -8,6 +8,7 @@ import resnetx_cli
 from resnetx_cli import _PipeSafe, _safe_streams, main
 from fastai_resnetx.job import cli   # the job the front door hands over to (imported here: seconds)
 from digit_folders import digit_folder, error_lines
+from conftest import stop_signals_as_at_start
 
 
 def fd_target(fd:int) -> str: return os.readlink(f'/proc/self/fd/{fd}')
@@ -185,11 +186,5 @@ def test_a_signal_during_the_checks_is_its_own_stop(tmp_path, capsys, monkeypatc
     "The handlers `main` installs raise the signal's own kind (the test in test_cli has a library swallow it first)."
     sig = getattr(signal, sig)
     monkeypatch.setattr(resnetx_cli, 'check_paths', lambda args: signal.raise_signal(sig))
-    kept = {s: signal.signal(s, signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
-            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, set(kept))   # mutmut's workers block SIGINT
-    try: got = main(['train', '--out', str(tmp_path / 'out')])
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        for s, handler in kept.items(): signal.signal(s, handler)
+    with stop_signals_as_at_start(): got = main(['train', '--out', str(tmp_path / 'out')])
     assert (got, error_lines(capsys.readouterr().err)) == (code, [line])
