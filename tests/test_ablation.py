@@ -31,13 +31,18 @@ def _tables(md:str):
     return tables
 
 
+def run_script(argv):
+    "The bench script's CLI, in process; main() sets 1 thread: the other tests get theirs back."
+    threads = torch.get_num_threads()
+    try: _load_script().main(argv)
+    finally: torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope='module')
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp('ablation')
     js, md = out / 'a.json', out / 'a.md'
-    threads = torch.get_num_threads()
-    try: _load_script().main(['--quick', '--device', 'cpu', '--out', str(js), '--md', str(md)])   # the CLI, in process
-    finally: torch.set_num_threads(threads)               # main() sets 1 thread; give the other tests theirs back
+    run_script(['--quick', '--device', 'cpu', '--out', str(js), '--md', str(md)])
     return json.loads(js.read_text()), md.read_text()
 
 
@@ -117,10 +122,8 @@ def test_args_and_stats():
 def test_warm_start_from_a_folded_timm_resnet(tmp_path):
     "`--warm-arch resnet10t --checkpoint random`: warm runs at folds 1 and 2 of the folded source; new tensors at fold 2."
     js, md = tmp_path / 'a.json', tmp_path / 'a.md'
-    threads = torch.get_num_threads()
-    try: _load_script().main(['--quick', '--device', 'cpu', '--folds', '1', '--skip-equal-cost', '--warm-arch', 'resnet10t',
-                              '--checkpoint', 'random', '--out', str(js), '--md', str(md)])   # the CLI, in process
-    finally: torch.set_num_threads(threads)
+    run_script(['--quick', '--device', 'cpu', '--folds', '1', '--skip-equal-cost', '--warm-arch', 'resnet10t',
+                '--checkpoint', 'random', '--out', str(js), '--md', str(md)])
     res = json.loads(js.read_text())
     assert res['meta']['config']['warm_arch'] == 'resnet10t' and 'folded_resnet10t' in res['meta']['checkpoint_kind']
     for r in res['runs']: assert r['error'] is None, r['error']

@@ -9,6 +9,7 @@ from resnetx_cli import _PipeSafe, _safe_streams, main
 from fastai_resnetx.job import cli   # the job the front door hands over to (imported here: seconds)
 from digit_folders import digit_folder, error_lines
 from conftest import stop_signals_as_at_start
+from test_cli import one_error_line
 
 
 def fd_target(fd:int) -> str: return os.readlink(f'/proc/self/fd/{fd}')
@@ -107,38 +108,30 @@ def test_version_of_an_uninstalled_checkout(monkeypatch, capsys):
     assert capsys.readouterr().out == 'resnetx (fastai_resnetx) unknown (not installed)\n'
 
 
-def refused(capsys, argv) -> str:
-    "The one line `resnetx argv` stops with, exit code 2, nothing imported past the front door's checks."
-    code = main(argv)
-    err = error_lines(capsys.readouterr().err)
-    assert code == 2 and len(err) == 1, (code, err)
-    return err[0]
-
-
 def test_path_checks_before_anything_heavy(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cli, 'run', lambda args: pytest.fail(f'ran with {args}'))
     data, file = digit_folder(tmp_path / 'data'), tmp_path / 'file.txt'
     file.write_text('x')
     out = str(tmp_path / 'out')
-    assert refused(capsys, ['train', '--data', str(tmp_path / 'nope'), '--out', out]) == (
+    assert one_error_line(capsys, ['train', '--data', str(tmp_path / 'nope'), '--out', out]) == (
         f"resnetx train: error: `--data` folder {str(tmp_path / 'nope')!r} does not exist")
-    assert refused(capsys, ['train', '--data', str(file), '--out', out]) == (
+    assert one_error_line(capsys, ['train', '--data', str(file), '--out', out]) == (
         f"resnetx train: error: `--data` {str(file)!r} is a file, not a folder")
-    assert refused(capsys, ['train', '--labels', 'l.csv', '--out', out]) == (
+    assert one_error_line(capsys, ['train', '--labels', 'l.csv', '--out', out]) == (
         "resnetx train: error: `--labels` needs `--data`: the folder the CSV's file names are in")
-    assert refused(capsys, ['train', '--data', str(data), '--labels', str(tmp_path / 'l.csv'), '--out', out]) == (
+    assert one_error_line(capsys, ['train', '--data', str(data), '--labels', str(tmp_path / 'l.csv'), '--out', out]) == (
         f"resnetx train: error: `--labels` file {str(tmp_path / 'l.csv')!r} does not exist")
-    assert refused(capsys, ['train', '--data', str(data), '--labels', str(tmp_path), '--out', out]) == (
+    assert one_error_line(capsys, ['train', '--data', str(data), '--labels', str(tmp_path), '--out', out]) == (
         f"resnetx train: error: `--labels` {str(tmp_path)!r} is not a file")
-    assert refused(capsys, ['train', '--data', 'fashion-mnist', '--labels', 'l.csv', '--out', out]) == (
+    assert one_error_line(capsys, ['train', '--data', 'fashion-mnist', '--labels', 'l.csv', '--out', out]) == (
         "resnetx train: error: `--labels` is for image folders, not for 'fashion-mnist'")
-    assert refused(capsys, ['train', '--data', 'fashion-mnist', '--out', str(file)]) == (
+    assert one_error_line(capsys, ['train', '--data', 'fashion-mnist', '--out', str(file)]) == (
         f"resnetx train: error: `--out` {str(file)!r} is a file, not a folder")
-    assert refused(capsys, ['study', '--out', out, '--report', out]) == (
+    assert one_error_line(capsys, ['study', '--out', out, '--report', out]) == (
         "resnetx study: error: give `--out DIR` (run or resume a study) or `--report DIR` (report its finished runs)")
     def no_probe(**kwargs): raise PermissionError(13, 'Permission denied')
     monkeypatch.setattr(tempfile, 'mkdtemp', no_probe)
-    assert refused(capsys, ['plot', 'resnetx18', '--out', str(tmp_path / 'x.png')]) == (
+    assert one_error_line(capsys, ['plot', 'resnetx18', '--out', str(tmp_path / 'x.png')]) == (
         f"resnetx plot: error: `--out` {str(tmp_path)!r} cannot be written: Permission denied ({tmp_path})")
 
 
@@ -163,7 +156,7 @@ def test_a_labels_file_named_relative_to_the_data_folder(tmp_path, capsys, monke
 def test_an_error_is_its_first_line_less_fastais_prefix(tmp_path, capsys, monkeypatch, error, line):
     def fail(args): raise error
     monkeypatch.setattr(cli, 'run', fail)
-    assert refused(capsys, ['train', '--out', str(tmp_path / 'out')]) == f'resnetx train: error: {line}'
+    assert one_error_line(capsys, ['train', '--out', str(tmp_path / 'out')]) == f'resnetx train: error: {line}'
 
 
 @pytest.mark.parametrize('error, code, line', [
